@@ -1,0 +1,558 @@
+//! `conclave bot`: a native participant that joins through the same signaling as a browser,
+//! publishes a known Opus and VP8 clip, receives everyone else and checks every frame.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant, SystemTime};
+
+use futures_util::{SinkExt, StreamExt};
+use proto::{ClientMessage, LeaveReason, ServerMessage, TrackInfo, TrackKind};
+use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::format::Codec;
+use str0m::media::{Direction, Frequency, MediaKind, MediaTime, Mid};
+use str0m::net::{Protocol, Receive};
+use str0m::rtp::{AbsCaptureTime, Extension, ExtensionMap};
+use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
+use tokio::net::UdpSocket;
+use tokio_tungstenite::tungstenite::Message;
+use tracing::{debug, info, warn};
+
+use crate::clip::{self, Clip};
+use crate::join_url::{JoinLink, JoinLinkError};
+use crate::receive::TrackReceiver;
+use crate::report::{Report, SentCounts};
+
+/// Same id as the SFU maps abs-capture-time to; carries the send time to receivers.
+const ABS_CAPTURE_TIME_EXT_ID: u8 = 5;
+/// How long a lost signaling connection may take to come back before the bot gives up.
+const RECONNECT_WINDOW: Duration = Duration::from_secs(10);
+const RECONNECT_BACKOFF: Duration = Duration::from_millis(100);
+const WELCOME_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone)]
+pub struct BotOptions {
+    pub join: String,
+    pub name: String,
+    pub duration: Duration,
+    pub video_kbps: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BotError {
+    #[error(transparent)]
+    JoinLink(#[from] JoinLinkError),
+    #[error("cannot connect to {url}: {reason}")]
+    Connect { url: String, reason: String },
+    #[error("the server refused: {code}: {reason}")]
+    Refused { code: String, reason: String },
+    #[error("signaling: {0}")]
+    Signaling(String),
+    #[error("media: {0}")]
+    Media(String),
+}
+
+/// Why one signaling session ended.
+enum SessionEnd {
+    /// The bot's time is up and it left.
+    Done,
+    /// The connection dropped: join again.
+    Lost(String),
+}
+
+/// A bot across reconnects.
+pub struct Bot {
+    options: BotOptions,
+    link: JoinLink,
+    video_clip: &'static Clip,
+    deadline: Instant,
+    receivers: HashMap<(u64, TrackKind), TrackReceiver>,
+    errors: Vec<String>,
+    sent: SentCounts,
+    reconnects: u32,
+    participant_id: Option<u64>,
+}
+
+/// Runs a bot for its duration and returns its report.
+pub async fn run(options: BotOptions) -> Result<Report, BotError> {
+    let link = JoinLink::parse(&options.join)?;
+    let mut bot = Bot {
+        video_clip: clip::video(options.video_kbps),
+        deadline: Instant::now() + options.duration,
+        link,
+        options,
+        receivers: HashMap::new(),
+        errors: Vec::new(),
+        sent: SentCounts::default(),
+        reconnects: 0,
+        participant_id: None,
+    };
+    let mut first = true;
+    loop {
+        match bot.session(first).await {
+            Ok(SessionEnd::Done) => break,
+            Ok(SessionEnd::Lost(why)) => {
+                warn!(name = %bot.options.name, "signaling lost ({why}); joining again");
+                bot.errors.push(format!("connection lost: {why}"));
+                if !bot.rejoin().await {
+                    break;
+                }
+            }
+            Err(e) if first => return Err(e),
+            Err(e) => {
+                bot.errors.push(e.to_string());
+                if !bot.rejoin().await {
+                    break;
+                }
+            }
+        }
+        first = false;
+    }
+    Ok(bot.report())
+}
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// One signaling session's media state.
+struct Session {
+    rtc: Rtc,
+    socket: UdpSocket,
+    local: SocketAddr,
+    pending: Option<SdpPendingOffer>,
+    audio_mid: Mid,
+    video_mid: Mid,
+    /// Remote tracks by our m-line.
+    tracks: HashMap<Mid, (u64, TrackKind)>,
+    names: HashMap<u64, String>,
+    connected_at: Option<Instant>,
+    audio_sent: u64,
+    video_sent: u64,
+}
+
+impl Bot {
+    async fn rejoin(&mut self) -> bool {
+        if Instant::now() >= self.deadline {
+            return false;
+        }
+        self.reconnects += 1;
+        tokio::time::sleep(RECONNECT_BACKOFF).await;
+        true
+    }
+
+    fn report(&self) -> Report {
+        let mut received: Vec<_> = self.receivers.values().map(|r| r.summary()).collect();
+        received.sort_by(|a, b| (&a.from, &a.kind).cmp(&(&b.from, &b.kind)));
+        Report {
+            name: self.options.name.clone(),
+            participant_id: self.participant_id,
+            received,
+            errors: self.errors.clone(),
+            sent: self.sent.clone(),
+            reconnects: self.reconnects,
+        }
+    }
+
+    async fn connect(&self) -> Result<Ws, BotError> {
+        let (ws, _) = tokio_tungstenite::connect_async(&self.link.ws_url)
+            .await
+            .map_err(|e| BotError::Connect {
+                url: self.link.ws_url.clone(),
+                reason: e.to_string(),
+            })?;
+        Ok(ws)
+    }
+
+    async fn session(&mut self, first: bool) -> Result<SessionEnd, BotError> {
+        let mut ws = match self.connect().await {
+            Ok(ws) => ws,
+            Err(e) if !first && Instant::now() < self.deadline + RECONNECT_WINDOW => {
+                return Ok(SessionEnd::Lost(e.to_string()))
+            }
+            Err(e) => return Err(e),
+        };
+        send(
+            &mut ws,
+            &ClientMessage::Hello {
+                meeting: self.link.meeting.clone(),
+                name: self.options.name.clone(),
+                host_secret: self.link.host_secret.clone(),
+                client_version: concat!("conclave-bot/", env!("CARGO_PKG_VERSION")).into(),
+            },
+        )
+        .await?;
+        let (participant_id, others) = wait_welcome(&mut ws).await?;
+        self.participant_id = Some(participant_id);
+        info!(name = %self.options.name, participant = participant_id, "joined");
+
+        let mut session = self.open_media(participant_id).await?;
+        for other in others {
+            session.names.insert(other.id.0, other.name);
+        }
+        let offer = {
+            let mut change = session.rtc.sdp_api();
+            session.audio_mid =
+                change.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
+            session.video_mid =
+                change.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
+            let (offer, pending) = change
+                .apply()
+                .ok_or_else(|| BotError::Media("no offer to make".into()))?;
+            session.pending = Some(pending);
+            offer
+        };
+        send(
+            &mut ws,
+            &ClientMessage::Offer {
+                sdp: offer.to_sdp_string(),
+            },
+        )
+        .await?;
+        self.drive(&mut ws, &mut session).await
+    }
+
+    async fn open_media(&self, _participant: u64) -> Result<Session, BotError> {
+        let local_ip = local_ip_towards(&self.link.host).await;
+        let socket = UdpSocket::bind(SocketAddr::new(local_ip, 0))
+            .await
+            .map_err(|e| BotError::Media(format!("cannot bind UDP: {e}")))?;
+        let local = socket
+            .local_addr()
+            .map_err(|e| BotError::Media(e.to_string()))?;
+        let mut extensions = ExtensionMap::standard();
+        extensions.set(ABS_CAPTURE_TIME_EXT_ID, Extension::AbsoluteCaptureTime);
+        let mut rtc = Rtc::builder()
+            .clear_codecs()
+            .enable_opus(true, false)
+            .enable_vp8(true)
+            .set_extension_map(extensions)
+            .build(Instant::now());
+        let candidate =
+            Candidate::host(local, "udp").map_err(|e| BotError::Media(e.to_string()))?;
+        rtc.add_local_candidate(candidate);
+        Ok(Session {
+            rtc,
+            socket,
+            local,
+            pending: None,
+            audio_mid: Mid::from("a"),
+            video_mid: Mid::from("v"),
+            tracks: HashMap::new(),
+            names: HashMap::new(),
+            connected_at: None,
+            audio_sent: 0,
+            video_sent: 0,
+        })
+    }
+
+    async fn drive(&mut self, ws: &mut Ws, s: &mut Session) -> Result<SessionEnd, BotError> {
+        let mut buf = vec![0u8; 2048];
+        loop {
+            let rtc_timeout = self.poll_rtc(s).await?;
+            let now = Instant::now();
+            if now >= self.deadline {
+                let _ = send(ws, &ClientMessage::Leave).await;
+                let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(None)).await;
+                return Ok(SessionEnd::Done);
+            }
+            let mut wake = rtc_timeout.min(self.deadline);
+            if let Some(start) = s.connected_at {
+                wake = wake
+                    .min(start + clip::AUDIO_FRAME_INTERVAL * s.audio_sent as u32)
+                    .min(start + clip::VIDEO_FRAME_INTERVAL * s.video_sent as u32);
+            }
+            tokio::select! {
+                incoming = ws.next() => match incoming {
+                    Some(Ok(Message::Text(text))) => {
+                        if let Some(end) = self.on_signal(ws, s, text.as_str()).await? {
+                            return Ok(end);
+                        }
+                    }
+                    Some(Ok(Message::Close(frame))) => {
+                        let why = frame.map(|f| format!("closed {}: {}", u16::from(f.code), f.reason)).unwrap_or_else(|| "closed".into());
+                        return Ok(SessionEnd::Lost(why));
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => return Ok(SessionEnd::Lost(e.to_string())),
+                    None => return Ok(SessionEnd::Lost("connection closed".into())),
+                },
+                received = s.socket.recv_from(&mut buf) => {
+                    let (n, source) = received.map_err(|e| BotError::Media(e.to_string()))?;
+                    if let Ok(contents) = buf[..n].try_into() {
+                        let input = Input::Receive(Instant::now(), Receive { proto: Protocol::Udp, source, destination: s.local, contents });
+                        if let Err(e) = s.rtc.handle_input(input) {
+                            debug!("media input refused: {e}");
+                        }
+                    }
+                }
+                _ = tokio::time::sleep_until(wake.into()) => {
+                    let now = Instant::now();
+                    self.send_due_media(s, now);
+                    if let Err(e) = s.rtc.handle_input(Input::Timeout(now)) {
+                        return Err(BotError::Media(e.to_string()));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends what str0m wants sent and handles its events; returns when it next wants time.
+    async fn poll_rtc(&mut self, s: &mut Session) -> Result<Instant, BotError> {
+        loop {
+            match s
+                .rtc
+                .poll_output()
+                .map_err(|e| BotError::Media(e.to_string()))?
+            {
+                Output::Timeout(t) => return Ok(t),
+                Output::Transmit(t) => {
+                    if let Err(e) = s.socket.send_to(&t.contents, t.destination).await {
+                        debug!("media send failed: {e}");
+                    }
+                }
+                Output::Event(event) => self.on_media_event(s, event)?,
+            }
+        }
+    }
+
+    fn on_media_event(&mut self, s: &mut Session, event: Event) -> Result<(), BotError> {
+        match event {
+            Event::Connected => {
+                info!(name = %self.options.name, "media connected");
+                s.connected_at = Some(Instant::now());
+            }
+            Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
+                return Err(BotError::Media("ICE disconnected".into()));
+            }
+            Event::MediaData(data) => {
+                let Some(&(from, kind)) = s.tracks.get(&data.mid) else {
+                    self.errors
+                        .push(format!("media on unannounced m-line {}", data.mid));
+                    return Ok(());
+                };
+                let name = s
+                    .names
+                    .get(&from)
+                    .cloned()
+                    .unwrap_or_else(|| format!("p{from}"));
+                let receiver = self
+                    .receivers
+                    .entry((from, kind))
+                    .or_insert_with(|| TrackReceiver::new(name, from, kind));
+                let capture = data.ext_vals.abs_capture_time.map(|t| t.capture_time);
+                receiver.on_frame(Instant::now(), data.time.numer(), &data.data, capture);
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn send_due_media(&mut self, s: &mut Session, now: Instant) {
+        let Some(start) = s.connected_at else {
+            return;
+        };
+        while start + clip::AUDIO_FRAME_INTERVAL * s.audio_sent as u32 <= now {
+            let audio = clip::audio();
+            let frame = audio.frames[(s.audio_sent % audio.frames.len() as u64) as usize].clone();
+            let time = MediaTime::new(
+                s.audio_sent * clip::AUDIO_TICKS_PER_FRAME,
+                Frequency::FORTY_EIGHT_KHZ,
+            );
+            if write_frame(&mut s.rtc, s.audio_mid, Codec::Opus, time, frame) {
+                self.sent.audio += 1;
+            }
+            s.audio_sent += 1;
+        }
+        while start + clip::VIDEO_FRAME_INTERVAL * s.video_sent as u32 <= now {
+            let clip = self.video_clip;
+            let frame = clip.frames[(s.video_sent % clip.frames.len() as u64) as usize].clone();
+            let time = MediaTime::new(
+                s.video_sent * clip::VIDEO_TICKS_PER_FRAME,
+                Frequency::NINETY_KHZ,
+            );
+            if write_frame(&mut s.rtc, s.video_mid, Codec::Vp8, time, frame) {
+                self.sent.video += 1;
+            }
+            s.video_sent += 1;
+        }
+    }
+
+    /// Handles one signaling message; returns how the session ends, if it does.
+    async fn on_signal(
+        &mut self,
+        ws: &mut Ws,
+        s: &mut Session,
+        text: &str,
+    ) -> Result<Option<SessionEnd>, BotError> {
+        let msg = match proto::parse_server_message(text) {
+            Ok(msg) => msg,
+            Err(e) => {
+                self.errors.push(format!("unreadable server message: {e}"));
+                return Ok(None);
+            }
+        };
+        match msg {
+            ServerMessage::Answer { sdp } => {
+                let answer = SdpAnswer::from_sdp_string(&sdp)
+                    .map_err(|e| BotError::Signaling(format!("bad answer: {e}")))?;
+                let pending = s
+                    .pending
+                    .take()
+                    .ok_or_else(|| BotError::Signaling("answer without an offer".into()))?;
+                s.rtc
+                    .sdp_api()
+                    .accept_answer(pending, answer)
+                    .map_err(|e| BotError::Signaling(format!("answer refused: {e}")))?;
+            }
+            ServerMessage::Offer { sdp, tracks } => {
+                let offer = SdpOffer::from_sdp_string(&sdp)
+                    .map_err(|e| BotError::Signaling(format!("bad offer: {e}")))?;
+                let answer = s
+                    .rtc
+                    .sdp_api()
+                    .accept_offer(offer)
+                    .map_err(|e| BotError::Signaling(format!("offer refused: {e}")))?;
+                self.update_tracks(s, tracks);
+                send(
+                    ws,
+                    &ClientMessage::Answer {
+                        sdp: answer.to_sdp_string(),
+                    },
+                )
+                .await?;
+            }
+            ServerMessage::ParticipantJoined { participant } => {
+                s.names.insert(participant.id.0, participant.name);
+            }
+            ServerMessage::ParticipantLeft {
+                participant_id,
+                reason,
+            } => {
+                debug!(participant = participant_id.0, ?reason, "participant left");
+                if reason == LeaveReason::ServerShutdown {
+                    return Ok(Some(SessionEnd::Lost("server shutting down".into())));
+                }
+            }
+            ServerMessage::Error { code, reason } => {
+                self.errors
+                    .push(format!("server error {}: {reason}", code.as_str()));
+            }
+            ServerMessage::ServerShutdown => {
+                return Ok(Some(SessionEnd::Lost("server shutting down".into())));
+            }
+            ServerMessage::Welcome { .. } | ServerMessage::Pong => {}
+        }
+        Ok(None)
+    }
+
+    fn update_tracks(&mut self, s: &mut Session, tracks: Vec<TrackInfo>) {
+        let mut now_present = HashMap::new();
+        for t in tracks {
+            now_present.insert(Mid::from(t.mid.as_str()), (t.participant_id.0, t.kind));
+        }
+        for (mid, key) in &s.tracks {
+            if !now_present.contains_key(mid) {
+                if let Some(receiver) = self.receivers.get_mut(key) {
+                    receiver.removed = true;
+                }
+            }
+        }
+        for key in now_present.values() {
+            if let Some(receiver) = self.receivers.get_mut(key) {
+                receiver.removed = false;
+            }
+        }
+        s.tracks = now_present;
+    }
+}
+
+fn write_frame(
+    rtc: &mut Rtc,
+    mid: Mid,
+    codec: Codec,
+    time: MediaTime,
+    frame: std::sync::Arc<[u8]>,
+) -> bool {
+    let Some(writer) = rtc.writer(mid) else {
+        return false;
+    };
+    let Some(pt) = writer
+        .payload_params()
+        .find(|p| p.spec().codec == codec)
+        .map(|p| p.pt())
+    else {
+        return false;
+    };
+    let capture = AbsCaptureTime {
+        capture_time: SystemTime::now(),
+        clock_offset: None,
+    };
+    writer
+        .abs_capture_time(capture)
+        .write(pt, Instant::now(), time, frame)
+        .is_ok()
+}
+
+async fn send(ws: &mut Ws, msg: &ClientMessage) -> Result<(), BotError> {
+    ws.send(Message::Text(proto::encode(msg).into()))
+        .await
+        .map_err(|e| BotError::Signaling(e.to_string()))
+}
+
+async fn wait_welcome(ws: &mut Ws) -> Result<(u64, Vec<proto::ParticipantInfo>), BotError> {
+    let wait = async {
+        while let Some(incoming) = ws.next().await {
+            let text = match incoming {
+                Ok(Message::Text(text)) => text,
+                Ok(Message::Close(frame)) => {
+                    return Err(BotError::Signaling(format!(
+                        "closed before welcome: {frame:?}"
+                    )))
+                }
+                Ok(_) => continue,
+                Err(e) => return Err(BotError::Signaling(e.to_string())),
+            };
+            match proto::parse_server_message(text.as_str()) {
+                Ok(ServerMessage::Welcome {
+                    participant_id,
+                    participants,
+                    ..
+                }) => return Ok((participant_id.0, participants)),
+                Ok(ServerMessage::Error { code, reason }) => {
+                    return Err(BotError::Refused {
+                        code: code.as_str().into(),
+                        reason,
+                    })
+                }
+                Ok(_) => {}
+                Err(e) => return Err(BotError::Signaling(e.to_string())),
+            }
+        }
+        Err(BotError::Signaling("closed before welcome".into()))
+    };
+    tokio::time::timeout(WELCOME_TIMEOUT, wait)
+        .await
+        .map_err(|_| BotError::Signaling("no welcome in time".into()))?
+}
+
+/// The local address media should leave from to reach `host`: loopback for a loopback
+/// server, otherwise whatever the routing table picks.
+async fn local_ip_towards(host: &str) -> IpAddr {
+    let target = tokio::net::lookup_host((host, 9))
+        .await
+        .ok()
+        .and_then(|mut addrs| addrs.next());
+    match target {
+        Some(addr) if addr.ip().is_loopback() => addr.ip(),
+        Some(addr) => {
+            let probe = UdpSocket::bind(SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), 0)).await;
+            match probe {
+                Ok(probe) if probe.connect(addr).await.is_ok() => probe
+                    .local_addr()
+                    .map(|a| a.ip())
+                    .unwrap_or(Ipv4Addr::LOCALHOST.into()),
+                _ => Ipv4Addr::LOCALHOST.into(),
+            }
+        }
+        None => Ipv4Addr::LOCALHOST.into(),
+    }
+}

@@ -1,0 +1,11 @@
+//! A native Conclave participant: signaling, a str0m peer, and known media it can verify.
+//! Powers `conclave bot` and the load generator.
+
+pub mod bot;
+pub mod clip;
+pub mod join_url;
+pub mod receive;
+pub mod report;
+
+pub use bot::{run, BotError, BotOptions};
+pub use report::{ReceivedTrack, Report};

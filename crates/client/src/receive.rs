@@ -1,0 +1,193 @@
+//! Checks every received frame against the clip its sender plays.
+
+use std::time::{Duration, Instant, SystemTime};
+
+use proto::TrackKind;
+
+use crate::clip::{self, Clip};
+use crate::report::ReceivedTrack;
+
+/// Gap between decodable video frames counted as a freeze.
+const FREEZE: Duration = Duration::from_millis(500);
+
+/// A remote track being received.
+#[derive(Debug)]
+pub struct TrackReceiver {
+    pub from: String,
+    pub participant_id: u64,
+    pub kind: TrackKind,
+    frames: u64,
+    verified: u64,
+    out_of_order: u64,
+    freezes: u64,
+    latencies_us: Vec<u64>,
+    last_position: Option<u64>,
+    /// Video: the clip and the frame position of its last keyframe; deltas follow from there.
+    anchor: Option<(&'static Clip, u64)>,
+    last_decodable: Option<Instant>,
+    pub removed: bool,
+}
+
+impl TrackReceiver {
+    pub fn new(from: String, participant_id: u64, kind: TrackKind) -> Self {
+        TrackReceiver {
+            from,
+            participant_id,
+            kind,
+            frames: 0,
+            verified: 0,
+            out_of_order: 0,
+            freezes: 0,
+            latencies_us: Vec::new(),
+            last_position: None,
+            anchor: None,
+            last_decodable: None,
+            removed: false,
+        }
+    }
+
+    /// Records one frame. `rtp_time` is the frame's RTP timestamp in ticks; the sender puts
+    /// frame `n` of its sending at `n * ticks_per_frame`. Returns whether it verified.
+    pub fn on_frame(
+        &mut self,
+        now: Instant,
+        rtp_time: u64,
+        data: &[u8],
+        capture_time: Option<SystemTime>,
+    ) -> bool {
+        self.frames += 1;
+        if let Some(latency) = capture_time.and_then(|t| SystemTime::now().duration_since(t).ok()) {
+            self.latencies_us.push(latency.as_micros() as u64);
+        }
+        let ticks = match self.kind {
+            TrackKind::Audio => clip::AUDIO_TICKS_PER_FRAME,
+            TrackKind::Video => clip::VIDEO_TICKS_PER_FRAME,
+        };
+        if rtp_time % ticks != 0 {
+            return false;
+        }
+        let position = rtp_time / ticks;
+        if self.last_position.is_some_and(|last| position <= last) {
+            self.out_of_order += 1;
+            return false;
+        }
+        self.last_position = Some(position);
+        let verified = match self.kind {
+            TrackKind::Audio => {
+                let clip = clip::audio();
+                clip.frames[(position % clip.frames.len() as u64) as usize].as_ref() == data
+            }
+            TrackKind::Video => self.verify_video(position, data),
+        };
+        if verified {
+            self.verified += 1;
+            if self.kind == TrackKind::Video {
+                if self
+                    .last_decodable
+                    .is_some_and(|last| now.saturating_duration_since(last) > FREEZE)
+                {
+                    self.freezes += 1;
+                }
+                self.last_decodable = Some(now);
+            }
+        }
+        verified
+    }
+
+    fn verify_video(&mut self, position: u64, data: &[u8]) -> bool {
+        if clip::is_vp8_keyframe(data) {
+            // Senders restart their clip at a keyframe; find which clip it is.
+            self.anchor = clip::video_clips()
+                .find(|c| c.frames[0].as_ref() == data)
+                .map(|c| (c, position));
+            return self.anchor.is_some();
+        }
+        let Some((clip, start)) = self.anchor else {
+            return false;
+        };
+        let index = ((position - start) % clip.frames.len() as u64) as usize;
+        clip.frames[index].as_ref() == data
+    }
+
+    pub fn summary(&self) -> ReceivedTrack {
+        let mut sorted = self.latencies_us.clone();
+        sorted.sort_unstable();
+        ReceivedTrack {
+            from: self.from.clone(),
+            participant_id: self.participant_id,
+            kind: self.kind.as_str().into(),
+            frames: self.frames,
+            verified: self.verified,
+            latency_ms_p50: percentile_ms(&sorted, 0.50),
+            latency_ms_p99: percentile_ms(&sorted, 0.99),
+            out_of_order: self.out_of_order,
+            freezes: self.freezes,
+            removed: self.removed,
+        }
+    }
+}
+
+/// Nearest-rank percentile of sorted microseconds, in milliseconds.
+pub fn percentile_ms(sorted_us: &[u64], p: f64) -> Option<f64> {
+    if sorted_us.is_empty() {
+        return None;
+    }
+    let rank = ((p * sorted_us.len() as f64).ceil() as usize).clamp(1, sorted_us.len());
+    Some(sorted_us[rank - 1] as f64 / 1000.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn video_verifies_from_a_keyframe_in_order() {
+        let clip = clip::video(500);
+        let mut rx = TrackReceiver::new("a".into(), 1, TrackKind::Video);
+        let now = Instant::now();
+        // A delta before any keyframe cannot be checked.
+        assert!(!rx.on_frame(now, 3000 * 7, &clip.frames[3], None));
+        assert!(rx.on_frame(now, 3000 * 10, &clip.frames[0], None));
+        assert!(rx.on_frame(now, 3000 * 11, &clip.frames[1], None));
+        // Wrong content at a position, and a frame from the past.
+        assert!(!rx.on_frame(now, 3000 * 12, &clip.frames[5], None));
+        assert!(!rx.on_frame(now, 3000 * 11, &clip.frames[1], None));
+        // Loss is fine: position 14 is clip frame 4.
+        assert!(rx.on_frame(now, 3000 * 14, &clip.frames[4], None));
+        let summary = rx.summary();
+        assert_eq!(
+            (summary.frames, summary.verified, summary.out_of_order),
+            (6, 3, 1)
+        );
+    }
+
+    #[test]
+    fn audio_verifies_by_position_and_counts_freezes_only_for_video() {
+        let clip = clip::audio();
+        let mut rx = TrackReceiver::new("a".into(), 1, TrackKind::Audio);
+        let now = Instant::now();
+        assert!(rx.on_frame(now, 960 * 51, &clip.frames[1], None));
+        assert!(!rx.on_frame(now, 960 * 52, b"tampered", None));
+        assert!(!rx.on_frame(now, 960 * 53 + 1, &clip.frames[3], None));
+        assert_eq!(rx.summary().freezes, 0);
+    }
+
+    #[test]
+    fn freezes_are_gaps_over_half_a_second() {
+        let clip = clip::video(150);
+        let mut rx = TrackReceiver::new("a".into(), 1, TrackKind::Video);
+        let t0 = Instant::now();
+        assert!(rx.on_frame(t0, 0, &clip.frames[0], None));
+        assert!(rx.on_frame(t0 + Duration::from_millis(33), 3000, &clip.frames[1], None));
+        assert!(rx.on_frame(t0 + Duration::from_millis(900), 6000, &clip.frames[2], None));
+        assert_eq!(rx.summary().freezes, 1);
+    }
+
+    #[test]
+    fn percentiles() {
+        assert_eq!(percentile_ms(&[], 0.5), None);
+        let v: Vec<u64> = (1..=100).map(|x| x * 1000).collect();
+        assert_eq!(percentile_ms(&v, 0.5), Some(50.0));
+        assert_eq!(percentile_ms(&v, 0.99), Some(99.0));
+    }
+}

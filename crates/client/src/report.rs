@@ -1,0 +1,39 @@
+//! The JSON report a bot prints when it is done.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Report {
+    pub name: String,
+    pub participant_id: Option<u64>,
+    pub received: Vec<ReceivedTrack>,
+    pub errors: Vec<String>,
+    pub sent: SentCounts,
+    /// Times the bot lost its signaling connection and joined again.
+    pub reconnects: u32,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct SentCounts {
+    pub audio: u64,
+    pub video: u64,
+}
+
+/// What arrived from one sender on one kind of track.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ReceivedTrack {
+    pub from: String,
+    pub participant_id: u64,
+    pub kind: String,
+    pub frames: u64,
+    /// Frames whose bytes are exactly what the sender must have sent at that position, in order.
+    pub verified: u64,
+    pub latency_ms_p50: Option<f64>,
+    pub latency_ms_p99: Option<f64>,
+    /// Frames that arrived out of order (an RTP time not after the last one).
+    pub out_of_order: u64,
+    /// Video only: gaps of more than 500 ms between decodable frames.
+    pub freezes: u64,
+    /// The SFU removed this track (its sender left).
+    pub removed: bool,
+}

@@ -1,0 +1,131 @@
+//! Payloads carried inside MLS application messages, and the host set.
+//!
+//! MLS already gives every application message confidentiality, integrity and an authenticated
+//! sender leaf, so these payloads need no crypto of their own: just an unambiguous encoding.
+//!
+//! ## Host set
+//! Hosts are recorded as Ed25519 signature public keys in a private-use GroupContext extension
+//! ([`HOSTS_EXTENSION_TYPE`]). Putting the set in the GroupContext (rather than in each member's
+//! memory, fed by application messages) is what makes it *identical* for every member: the
+//! GroupContext is hashed into the key schedule, so two members with different host sets cannot
+//! even share an epoch, and a late joiner learns it from the Welcome's signed GroupInfo.
+//! Signature keys rather than leaf indices, because a removed host's leaf index is reused by the
+//! next joiner, who must not inherit the role.
+
+use crate::error::E2eeError;
+
+/// Private-use (0xF000..=0xFFFF, RFC 9420 §17.3) GroupContext extension holding the host set.
+pub const HOSTS_EXTENSION_TYPE: u16 = 0xF0C1;
+
+/// Length of an Ed25519 public key, the unit of the host set.
+pub(crate) const HOST_KEY_LEN: usize = 32;
+
+const PAYLOAD_V1: u8 = 1;
+const TAG_ADMISSION: u8 = 1;
+const TAG_CHAT: u8 = 2;
+const TAG_REACTION: u8 = 3;
+
+/// Reactions are a single emoji or short token; anything longer is a chat message in disguise.
+pub(crate) const MAX_REACTION_LEN: usize = 64;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum AppPayload {
+    /// A host lets the KeyPackage with this KeyPackageRef into the group.
+    Admission([u8; 32]),
+    Chat(String),
+    Reaction(String),
+}
+
+impl AppPayload {
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let (tag, body): (u8, &[u8]) = match self {
+            AppPayload::Admission(h) => (TAG_ADMISSION, h),
+            AppPayload::Chat(t) => (TAG_CHAT, t.as_bytes()),
+            AppPayload::Reaction(r) => (TAG_REACTION, r.as_bytes()),
+        };
+        let mut out = Vec::with_capacity(2 + body.len());
+        out.push(PAYLOAD_V1);
+        out.push(tag);
+        out.extend_from_slice(body);
+        out
+    }
+
+    pub(crate) fn decode(bytes: &[u8]) -> Result<Self, E2eeError> {
+        let [version, tag, body @ ..] = bytes else {
+            return Err(E2eeError::Malformed("application payload too short"));
+        };
+        if *version != PAYLOAD_V1 {
+            return Err(E2eeError::Malformed("application payload version"));
+        }
+        let text = || {
+            std::str::from_utf8(body)
+                .map(str::to_owned)
+                .map_err(|_| E2eeError::Malformed("application payload utf-8"))
+        };
+        match *tag {
+            TAG_ADMISSION => <[u8; 32]>::try_from(body)
+                .map(AppPayload::Admission)
+                .map_err(|_| E2eeError::Malformed("admission hash length")),
+            TAG_CHAT => text().map(AppPayload::Chat),
+            TAG_REACTION if body.len() <= MAX_REACTION_LEN => text().map(AppPayload::Reaction),
+            TAG_REACTION => Err(E2eeError::Malformed("reaction too long")),
+            _ => Err(E2eeError::Malformed("application payload tag")),
+        }
+    }
+}
+
+/// Host keys, concatenated. Sorted and deduplicated so equal sets encode equally.
+pub(crate) fn encode_hosts(hosts: &[Vec<u8>]) -> Vec<u8> {
+    let mut sorted: Vec<&Vec<u8>> = hosts.iter().collect();
+    sorted.sort();
+    sorted.dedup();
+    sorted.into_iter().flatten().copied().collect()
+}
+
+pub(crate) fn decode_hosts(bytes: &[u8]) -> Result<Vec<Vec<u8>>, E2eeError> {
+    if bytes.is_empty() || bytes.len() % HOST_KEY_LEN != 0 {
+        return Err(E2eeError::Malformed("host set extension"));
+    }
+    Ok(bytes
+        .chunks_exact(HOST_KEY_LEN)
+        .map(<[u8]>::to_vec)
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payloads_round_trip_and_reject_garbage() {
+        for p in [
+            AppPayload::Admission([7; 32]),
+            AppPayload::Chat("hello \u{1F44B}".into()),
+            AppPayload::Reaction("\u{1F44D}".into()),
+        ] {
+            assert_eq!(AppPayload::decode(&p.encode()).unwrap(), p);
+        }
+        assert!(AppPayload::decode(&[]).is_err());
+        assert!(AppPayload::decode(&[1]).is_err());
+        assert!(AppPayload::decode(&[2, 2]).is_err());
+        assert!(AppPayload::decode(&[1, 1, 0]).is_err());
+        assert!(AppPayload::decode(&[1, 2, 0xff]).is_err());
+        assert!(AppPayload::decode(&[1, 9]).is_err());
+    }
+
+    #[test]
+    fn host_set_encoding_is_canonical() {
+        let a = vec![1u8; 32];
+        let b = vec![2u8; 32];
+        assert_eq!(
+            encode_hosts(&[b.clone(), a.clone(), b.clone()]),
+            encode_hosts(&[a.clone(), b.clone()])
+        );
+        assert_eq!(
+            decode_hosts(&encode_hosts(&[a.clone(), b.clone()])).unwrap(),
+            vec![a, b]
+        );
+        assert!(decode_hosts(&[0; 31]).is_err());
+        assert!(decode_hosts(&[]).is_err());
+    }
+}

@@ -1,0 +1,848 @@
+//! The MLS group of one meeting, seen from one participant, plus the SFrame keys derived from
+//! it.
+//!
+//! ## Lobby / admission (the cryptographic lock)
+//! A joiner publishes a KeyPackage. Only when a **host** sends an `Admission` application
+//! message naming that KeyPackage's hash (its RFC 9420 `KeyPackageRef`) does anyone add it.
+//! Every member checks every Commit it receives: each Add must name a KeyPackage for which this
+//! member processed an Admission from a host, otherwise the Commit is refused with
+//! [`E2eeError::UnadmittedAdd`] and not merged. The server relays all of these messages but
+//! holds no group key, so it cannot forge an Admission (which is encrypted and signed inside
+//! the group) and cannot slip a silent listener into the group: honest members would refuse
+//! the Commit and stay in their epoch, where the server's listener has no keys. External
+//! commits and standalone proposals are refused for the same reason.
+//!
+//! ## Hosts
+//! See [`crate::admission`]: the host set lives in the GroupContext, so all members agree on
+//! it by construction. Granting is a Commit carrying a GroupContextExtensions proposal, which
+//! every member accepts only when the committer is a host and the change only adds current
+//! members (or drops keys of departed ones).
+
+use std::collections::{BTreeSet, HashMap};
+
+use openmls::prelude::{
+    tls_codec::{Deserialize, Serialize},
+    Capabilities, Ciphersuite, CredentialType, Extension, ExtensionType, Extensions, GroupContext,
+    GroupId, KeyPackage, KeyPackageIn, LeafNodeIndex, MlsGroup, MlsGroupCreateConfig,
+    MlsGroupJoinConfig, MlsMessageBodyIn, MlsMessageIn, MlsMessageOut, ProcessedMessageContent,
+    Proposal, ProtocolMessage, ProtocolVersion, RatchetTreeIn, RequiredCapabilitiesExtension,
+    Sender, StagedCommit, StagedWelcome, UnknownExtension,
+};
+use openmls_rust_crypto::OpenMlsRustCrypto;
+use openmls_traits::OpenMlsProvider;
+
+use crate::admission::{decode_hosts, encode_hosts, AppPayload, HOSTS_EXTENSION_TYPE};
+use crate::error::{mls, E2eeError};
+use crate::frame::{DecryptedFrame, MediaKind, KEY_LEN};
+use crate::identity::{decode_credential, Identity};
+use crate::security_code;
+use crate::sframe_keys::{MediaKeys, SFRAME_EXPORTER_LABEL};
+
+/// MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519 (0x0001), the RFC 9420 mandatory suite.
+pub const CIPHERSUITE: Ciphersuite = Ciphersuite::MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519;
+
+/// Past epochs whose application-message keys OpenMLS keeps, so a chat or Admission sent just
+/// before a commit still decrypts after it.
+const MAX_PAST_EPOCHS: usize = 2;
+
+/// What processing an incoming MLS message produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Processed {
+    /// A host admitted the KeyPackage with this hash; any member may now commit its Add.
+    Admission {
+        /// `KeyPackageRef` of the admitted KeyPackage.
+        kp_hash: [u8; 32],
+        /// Leaf of the admitting host.
+        by_leaf: u32,
+    },
+    /// A host-signed commit made `leaf` a host. The commit is merged: the group is at `epoch`.
+    HostGranted {
+        /// Leaf that became host.
+        leaf: u32,
+        /// Host that granted it.
+        by_leaf: u32,
+        /// Epoch after the grant.
+        epoch: u64,
+    },
+    /// A chat message.
+    Chat {
+        /// Sender leaf.
+        from_leaf: u32,
+        /// Sender display name from its credential.
+        sender_name: String,
+        /// Message text.
+        text: String,
+    },
+    /// A reaction (emoji).
+    Reaction {
+        /// Sender leaf.
+        from_leaf: u32,
+        /// Sender display name from its credential.
+        sender_name: String,
+        /// The reaction.
+        emoji: String,
+    },
+    /// A commit was vetted and merged.
+    CommitMerged {
+        /// New epoch.
+        epoch: u64,
+        /// Leaves and names of members added.
+        added: Vec<(u32, String)>,
+        /// Leaves removed.
+        removed: Vec<u32>,
+        /// This member was removed: the group is now inactive and learns no further keys.
+        self_removed: bool,
+    },
+    /// Our own message fanned back by the delivery service; nothing to do.
+    Own,
+}
+
+/// A joiner waiting in the lobby: holds the private keys of its KeyPackage until a Welcome
+/// arrives.
+pub struct PendingJoin {
+    provider: OpenMlsRustCrypto,
+    identity: Identity,
+}
+
+/// One participant's view of the meeting group.
+pub struct Member {
+    provider: OpenMlsRustCrypto,
+    identity: Identity,
+    group: MlsGroup,
+    /// KeyPackageRefs a host admitted, with the admitting host's leaf.
+    admitted: HashMap<[u8; 32], u32>,
+    media: MediaKeys,
+}
+
+fn capabilities() -> Capabilities {
+    Capabilities::new(
+        None,
+        Some(&[CIPHERSUITE]),
+        Some(&[ExtensionType::Unknown(HOSTS_EXTENSION_TYPE)]),
+        None,
+        Some(&[CredentialType::Basic]),
+    )
+}
+
+/// GroupContext extensions of a Conclave group. OpenMLS only lets a GroupContextExtensions
+/// proposal carry an extension listed in RequiredCapabilities, which also guarantees every
+/// member (and every KeyPackage added later) understands the host set.
+fn hosts_extensions(hosts: &[Vec<u8>]) -> Result<Extensions<GroupContext>, E2eeError> {
+    Extensions::from_vec(vec![
+        Extension::RequiredCapabilities(RequiredCapabilitiesExtension::new(
+            &[ExtensionType::Unknown(HOSTS_EXTENSION_TYPE)],
+            &[],
+            &[],
+        )),
+        Extension::Unknown(HOSTS_EXTENSION_TYPE, UnknownExtension(encode_hosts(hosts))),
+    ])
+    .map_err(mls)
+}
+
+fn join_config() -> MlsGroupJoinConfig {
+    MlsGroupJoinConfig::builder()
+        .use_ratchet_tree_extension(true)
+        .max_past_epochs(MAX_PAST_EPOCHS)
+        .build()
+}
+
+fn to_bytes(msg: &MlsMessageOut) -> Result<Vec<u8>, E2eeError> {
+    msg.tls_serialize_detached().map_err(mls)
+}
+
+fn kp_ref(provider: &OpenMlsRustCrypto, kp: &KeyPackage) -> Result<[u8; 32], E2eeError> {
+    let r = kp.hash_ref(provider.crypto()).map_err(mls)?;
+    <[u8; 32]>::try_from(r.as_slice()).map_err(|_| E2eeError::Malformed("key package ref length"))
+}
+
+fn parse_key_package(provider: &OpenMlsRustCrypto, bytes: &[u8]) -> Result<KeyPackage, E2eeError> {
+    let msg = MlsMessageIn::tls_deserialize_exact(bytes)
+        .map_err(|_| E2eeError::Malformed("not an MLS message"))?;
+    let MlsMessageBodyIn::KeyPackage(kp) = msg.extract() else {
+        return Err(E2eeError::Malformed("not a key package"));
+    };
+    let kp: KeyPackageIn = kp;
+    let kp = kp
+        .validate(provider.crypto(), ProtocolVersion::Mls10)
+        .map_err(|_| E2eeError::Malformed("invalid key package"))?;
+    if kp.ciphersuite() != CIPHERSUITE {
+        return Err(E2eeError::Malformed("key package cipher suite"));
+    }
+    Ok(kp)
+}
+
+/// Hash identifying a KeyPackage (the MLS-message-wrapped bytes [`Member::new_pending`]
+/// returns): its RFC 9420 §5.2 `KeyPackageRef`, i.e.
+/// `RefHash("MLS 1.0 KeyPackage Reference", KeyPackage)` with SHA-256. Using the standard ref
+/// means Welcomes name joiners by the same value (see [`crate::inspect`]). The KeyPackage's
+/// signature is verified on the way.
+pub fn key_package_hash(kp_bytes: &[u8]) -> Result<[u8; 32], E2eeError> {
+    let provider = OpenMlsRustCrypto::default();
+    let kp = parse_key_package(&provider, kp_bytes)?;
+    kp_ref(&provider, &kp)
+}
+
+impl PendingJoin {
+    /// Join from a Welcome. The ratchet tree normally travels inside the Welcome (ratchet_tree
+    /// extension); pass it separately only if a sender left it out.
+    pub fn join(self, welcome: &[u8], ratchet_tree: Option<&[u8]>) -> Result<Member, E2eeError> {
+        let msg = MlsMessageIn::tls_deserialize_exact(welcome)
+            .map_err(|_| E2eeError::Malformed("not an MLS message"))?;
+        let MlsMessageBodyIn::Welcome(welcome) = msg.extract() else {
+            return Err(E2eeError::Malformed("not a welcome"));
+        };
+        let tree = match ratchet_tree {
+            Some(b) => Some(
+                RatchetTreeIn::tls_deserialize_exact(b)
+                    .map_err(|_| E2eeError::Malformed("ratchet tree"))?,
+            ),
+            None => None,
+        };
+        let staged = StagedWelcome::new_from_welcome(&self.provider, &join_config(), welcome, tree)
+            .map_err(mls)?;
+        let group = staged.into_group(&self.provider).map_err(mls)?;
+        Member::from_group(self.provider, self.identity, group)
+    }
+}
+
+impl Member {
+    /// Create a new meeting group; the creator is its first host.
+    pub fn create_group(identity: Identity, group_id: &[u8]) -> Result<Member, E2eeError> {
+        let provider = OpenMlsRustCrypto::default();
+        let config = MlsGroupCreateConfig::builder()
+            .ciphersuite(CIPHERSUITE)
+            .capabilities(capabilities())
+            .with_group_context_extensions(hosts_extensions(&[identity
+                .signature_public_key()
+                .to_vec()])?)
+            .use_ratchet_tree_extension(true)
+            .max_past_epochs(MAX_PAST_EPOCHS)
+            .build();
+        let group = MlsGroup::new_with_group_id(
+            &provider,
+            &identity.signer,
+            &config,
+            GroupId::from_slice(group_id),
+            identity.credential.clone(),
+        )
+        .map_err(mls)?;
+        Member::from_group(provider, identity, group)
+    }
+
+    /// Make a KeyPackage to post in the lobby. Returns the state to keep until the Welcome
+    /// arrives, and the KeyPackage as MLS-message bytes.
+    pub fn new_pending(identity: Identity) -> Result<(PendingJoin, Vec<u8>), E2eeError> {
+        let provider = OpenMlsRustCrypto::default();
+        let bundle = KeyPackage::builder()
+            .leaf_node_capabilities(capabilities())
+            .build(
+                CIPHERSUITE,
+                &provider,
+                &identity.signer,
+                identity.credential.clone(),
+            )
+            .map_err(mls)?;
+        let bytes = to_bytes(&MlsMessageOut::from(bundle.key_package().clone()))?;
+        Ok((PendingJoin { provider, identity }, bytes))
+    }
+
+    fn from_group(
+        provider: OpenMlsRustCrypto,
+        identity: Identity,
+        group: MlsGroup,
+    ) -> Result<Member, E2eeError> {
+        // A group without a valid host set is not a Conclave group; refuse to join it.
+        hosts_of(&group)?;
+        let (epoch, base_key, members) = media_inputs(&provider, &group)?;
+        let media = MediaKeys::new(group.own_leaf_index().u32(), epoch, base_key, members)?;
+        Ok(Member {
+            provider,
+            identity,
+            group,
+            admitted: HashMap::new(),
+            media,
+        })
+    }
+
+    /// Current MLS epoch.
+    pub fn epoch(&self) -> u64 {
+        self.group.epoch().as_u64()
+    }
+
+    /// This member's leaf index.
+    pub fn leaf_index(&self) -> u32 {
+        self.group.own_leaf_index().u32()
+    }
+
+    /// Group id.
+    pub fn group_id(&self) -> &[u8] {
+        self.group.group_id().as_slice()
+    }
+
+    /// False once a merged commit removed this member.
+    pub fn is_active(&self) -> bool {
+        self.group.is_active()
+    }
+
+    /// This member's identity.
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    /// `(leaf, display name, participant id)` of every member, in leaf order. A credential
+    /// that does not decode shows as an empty name and id rather than hiding the member.
+    pub fn members(&self) -> Vec<(u32, String, String)> {
+        self.group
+            .members()
+            .map(|m| {
+                let (name, id) = decode_credential(&m.credential).unwrap_or_default();
+                (m.index.u32(), name, id)
+            })
+            .collect()
+    }
+
+    /// Leaves of the current hosts.
+    pub fn hosts(&self) -> Vec<u32> {
+        let Ok(hosts) = hosts_of(&self.group) else {
+            return Vec::new();
+        };
+        self.group
+            .members()
+            .filter(|m| hosts.contains(&m.signature_key))
+            .map(|m| m.index.u32())
+            .collect()
+    }
+
+    /// Whether `leaf` is a host in the current epoch.
+    pub fn is_host(&self, leaf: u32) -> bool {
+        self.hosts().contains(&leaf)
+    }
+
+    /// Short code every member of this epoch sees identically: 6 groups of 5 digits.
+    pub fn security_code(&self) -> String {
+        security_code::digits(self.group.epoch_authenticator().as_slice())
+    }
+
+    /// The same check as 8 emoji.
+    pub fn security_emoji(&self) -> String {
+        security_code::emoji(self.group.epoch_authenticator().as_slice())
+    }
+
+    // ----- application messages -------------------------------------------------------------
+
+    fn send_app(&mut self, payload: &AppPayload) -> Result<Vec<u8>, E2eeError> {
+        if !self.group.is_active() {
+            return Err(E2eeError::NotMember);
+        }
+        let msg = self
+            .group
+            .create_message(&self.provider, &self.identity.signer, &payload.encode())
+            .map_err(mls)?;
+        to_bytes(&msg)
+    }
+
+    /// Host only: admit the KeyPackage with this hash (see [`key_package_hash`]).
+    pub fn admit(&mut self, kp_hash: [u8; 32]) -> Result<Vec<u8>, E2eeError> {
+        if !self.is_host(self.leaf_index()) {
+            return Err(E2eeError::NotHost);
+        }
+        let bytes = self.send_app(&AppPayload::Admission(kp_hash))?;
+        // Own messages are not processed by their author, so record it here.
+        self.admitted.insert(kp_hash, self.leaf_index());
+        Ok(bytes)
+    }
+
+    /// Encrypt a chat message for the group.
+    pub fn encrypt_chat(&mut self, text: &str) -> Result<Vec<u8>, E2eeError> {
+        self.send_app(&AppPayload::Chat(text.to_owned()))
+    }
+
+    /// Encrypt a reaction for the group.
+    pub fn encrypt_reaction(&mut self, emoji: &str) -> Result<Vec<u8>, E2eeError> {
+        if emoji.len() > crate::admission::MAX_REACTION_LEN {
+            return Err(E2eeError::Malformed("reaction too long"));
+        }
+        self.send_app(&AppPayload::Reaction(emoji.to_owned()))
+    }
+
+    // ----- commits ---------------------------------------------------------------------------
+
+    fn finish_commit(
+        &mut self,
+        bundle: openmls::prelude::CommitMessageBundle,
+    ) -> Result<(Vec<u8>, Option<Vec<u8>>), E2eeError> {
+        let (commit, welcome, _group_info) = bundle.into_messages();
+        let commit = to_bytes(&commit)?;
+        let welcome = welcome.as_ref().map(to_bytes).transpose()?;
+        Ok((commit, welcome))
+    }
+
+    fn ensure_can_commit(&self) -> Result<(), E2eeError> {
+        if !self.group.is_active() {
+            return Err(E2eeError::NotMember);
+        }
+        if self.group.pending_commit().is_some() {
+            return Err(E2eeError::PendingCommit("a commit is already pending"));
+        }
+        Ok(())
+    }
+
+    /// Commit adding the given KeyPackages (MLS-message bytes). Refuses, before anything is
+    /// built, any KeyPackage no host admitted. Returns (commit, welcome); the commit stays
+    /// pending until [`Member::merge_pending_commit`].
+    pub fn commit_add(&mut self, key_packages: &[&[u8]]) -> Result<(Vec<u8>, Vec<u8>), E2eeError> {
+        self.ensure_can_commit()?;
+        if key_packages.is_empty() {
+            return Err(E2eeError::Malformed("no key packages"));
+        }
+        let mut kps = Vec::with_capacity(key_packages.len());
+        for bytes in key_packages {
+            let kp = parse_key_package(&self.provider, bytes)?;
+            if !self.admitted.contains_key(&kp_ref(&self.provider, &kp)?) {
+                return Err(E2eeError::UnadmittedAdd);
+            }
+            kps.push(kp);
+        }
+        let bundle = self
+            .group
+            .commit_builder()
+            // Never sweep in proposals someone else queued: only what we vetted goes in.
+            .consume_proposal_store(false)
+            .propose_adds(kps)
+            .load_psks(self.provider.storage())
+            .map_err(mls)?
+            .build(
+                self.provider.rand(),
+                self.provider.crypto(),
+                &self.identity.signer,
+                |_| true,
+            )
+            .map_err(mls)?
+            .stage_commit(&self.provider)
+            .map_err(mls)?;
+        let (commit, welcome) = self.finish_commit(bundle)?;
+        let welcome = welcome.ok_or(E2eeError::Mls("add commit without welcome".into()))?;
+        Ok((commit, welcome))
+    }
+
+    /// Test hook: what a malicious insider could build, skipping the admission check.
+    #[cfg(test)]
+    pub(crate) fn commit_add_unchecked(
+        &mut self,
+        key_packages: &[&[u8]],
+    ) -> Result<(Vec<u8>, Vec<u8>), E2eeError> {
+        for bytes in key_packages {
+            let kp = parse_key_package(&self.provider, bytes)?;
+            self.admitted.insert(kp_ref(&self.provider, &kp)?, u32::MAX);
+        }
+        let out = self.commit_add(key_packages);
+        self.admitted.retain(|_, by| *by != u32::MAX);
+        out
+    }
+
+    /// Test hook: send an arbitrary application payload (e.g. a forged Admission).
+    #[cfg(test)]
+    pub(crate) fn send_payload_unchecked(
+        &mut self,
+        payload: &AppPayload,
+    ) -> Result<Vec<u8>, E2eeError> {
+        self.send_app(payload)
+    }
+
+    /// Commit removing the given leaves. Any member may remove (e.g. the server reports a
+    /// participant gone); removal only ever shrinks who holds the keys.
+    pub fn commit_remove(&mut self, leaves: &[u32]) -> Result<Vec<u8>, E2eeError> {
+        self.ensure_can_commit()?;
+        if leaves.is_empty() {
+            return Err(E2eeError::Malformed("no leaves"));
+        }
+        let present: BTreeSet<u32> = self.group.members().map(|m| m.index.u32()).collect();
+        for leaf in leaves {
+            if !present.contains(leaf) || *leaf == self.leaf_index() {
+                return Err(E2eeError::NoSuchLeaf(*leaf));
+            }
+        }
+        let bundle = self
+            .group
+            .commit_builder()
+            .consume_proposal_store(false)
+            .propose_removals(leaves.iter().copied().map(LeafNodeIndex::new))
+            .load_psks(self.provider.storage())
+            .map_err(mls)?
+            .build(
+                self.provider.rand(),
+                self.provider.crypto(),
+                &self.identity.signer,
+                |_| true,
+            )
+            .map_err(mls)?
+            .stage_commit(&self.provider)
+            .map_err(mls)?;
+        Ok(self.finish_commit(bundle)?.0)
+    }
+
+    /// Host only: commit making `leaf` a host too. Keys of hosts no longer in the group are
+    /// dropped on the way, so the set does not grow without bound.
+    pub fn grant_host(&mut self, leaf: u32) -> Result<Vec<u8>, E2eeError> {
+        self.ensure_can_commit()?;
+        if !self.is_host(self.leaf_index()) {
+            return Err(E2eeError::NotHost);
+        }
+        let target = self
+            .group
+            .members()
+            .find(|m| m.index.u32() == leaf)
+            .ok_or(E2eeError::NoSuchLeaf(leaf))?;
+        let current = hosts_of(&self.group)?;
+        let member_keys: BTreeSet<Vec<u8>> =
+            self.group.members().map(|m| m.signature_key).collect();
+        let mut next: Vec<Vec<u8>> = current
+            .into_iter()
+            .filter(|k| member_keys.contains(k))
+            .collect();
+        next.push(target.signature_key);
+        let bundle = self
+            .group
+            .commit_builder()
+            .consume_proposal_store(false)
+            .propose_group_context_extensions(hosts_extensions(&next)?)
+            .map_err(mls)?
+            .load_psks(self.provider.storage())
+            .map_err(mls)?
+            .build(
+                self.provider.rand(),
+                self.provider.crypto(),
+                &self.identity.signer,
+                |_| true,
+            )
+            .map_err(mls)?
+            .stage_commit(&self.provider)
+            .map_err(mls)?;
+        Ok(self.finish_commit(bundle)?.0)
+    }
+
+    /// The delivery service accepted our pending commit: apply it. `now_ms` starts the grace
+    /// period of the previous epoch's media keys.
+    pub fn merge_pending_commit(&mut self, now_ms: u64) -> Result<Processed, E2eeError> {
+        let staged = self
+            .group
+            .pending_commit()
+            .ok_or(E2eeError::PendingCommit("no pending commit"))?;
+        let summary = CommitSummary::of(&self.provider, &self.group, staged)?;
+        self.group
+            .merge_pending_commit(&self.provider)
+            .map_err(mls)?;
+        self.after_merge(summary, self.leaf_index(), now_ms)
+    }
+
+    /// The delivery service refused our pending commit (another commit won the epoch): drop
+    /// it. The caller then processes the winning commit and retries.
+    pub fn discard_pending_commit(&mut self) -> Result<(), E2eeError> {
+        if self.group.pending_commit().is_none() {
+            return Err(E2eeError::PendingCommit("no pending commit"));
+        }
+        self.group
+            .clear_pending_commit(self.provider.storage())
+            .map_err(mls)
+    }
+
+    // ----- incoming --------------------------------------------------------------------------
+
+    /// Process an MLS message from the delivery service. Commits are vetted (admission, host
+    /// rules, proposal types) and merged only if they pass; a refused commit leaves the group
+    /// exactly as it was.
+    pub fn process(&mut self, bytes: &[u8], now_ms: u64) -> Result<Processed, E2eeError> {
+        if !self.group.is_active() {
+            return Err(E2eeError::NotMember);
+        }
+        let msg = MlsMessageIn::tls_deserialize_exact(bytes)
+            .map_err(|_| E2eeError::Malformed("not an MLS message"))?;
+        let msg: ProtocolMessage = match msg.extract() {
+            MlsMessageBodyIn::PublicMessage(m) => m.into(),
+            MlsMessageBodyIn::PrivateMessage(m) => m.into(),
+            _ => return Err(E2eeError::Malformed("not a group message")),
+        };
+        if msg.group_id() != self.group.group_id() {
+            return Err(E2eeError::WrongGroup);
+        }
+        let (got, current) = (msg.epoch().as_u64(), self.epoch());
+        if got > current {
+            return Err(E2eeError::WrongEpoch { got, current });
+        }
+        if msg.is_handshake_message() && got < current {
+            return Err(E2eeError::StaleEpoch { got, current });
+        }
+
+        let processed = self
+            .group
+            .process_message(&self.provider, msg)
+            .map_err(mls)?;
+        let sender = processed.sender().clone();
+        let msg_epoch = processed.epoch().as_u64();
+        let sender_name = decode_credential(processed.credential())
+            .map(|(name, _)| name)
+            .unwrap_or_default();
+        match processed.into_content() {
+            ProcessedMessageContent::ApplicationMessage(app) => {
+                let Sender::Member(from) = sender else {
+                    return Err(E2eeError::NotMember);
+                };
+                let from_leaf = from.u32();
+                match AppPayload::decode(&app.into_bytes())? {
+                    AppPayload::Admission(kp_hash) => {
+                        // Host status is judged on the current tree; an admission from an older
+                        // epoch could come from a leaf index since reused by someone else.
+                        if msg_epoch != self.epoch() || !self.is_host(from_leaf) {
+                            return Err(E2eeError::NotHost);
+                        }
+                        self.admitted.insert(kp_hash, from_leaf);
+                        Ok(Processed::Admission {
+                            kp_hash,
+                            by_leaf: from_leaf,
+                        })
+                    }
+                    AppPayload::Chat(text) => Ok(Processed::Chat {
+                        from_leaf,
+                        sender_name,
+                        text,
+                    }),
+                    AppPayload::Reaction(emoji) => Ok(Processed::Reaction {
+                        from_leaf,
+                        sender_name,
+                        emoji,
+                    }),
+                }
+            }
+            ProcessedMessageContent::StagedCommitMessage(staged) => {
+                let committer = match sender {
+                    Sender::Member(l) => l.u32(),
+                    // An external commit adds its own sender with no KeyPackage a host saw.
+                    Sender::NewMemberCommit => return Err(E2eeError::UnadmittedAdd),
+                    _ => return Err(E2eeError::NotMember),
+                };
+                let summary = self.vet_commit(committer, &staged)?;
+                self.group
+                    .merge_staged_commit(&self.provider, *staged)
+                    .map_err(mls)?;
+                self.after_merge(summary, committer, now_ms)
+            }
+            // Never stored: a commit must carry everything inline so it can be vetted as a
+            // whole, and an unvetted queued Add must not ride along in our next commit.
+            ProcessedMessageContent::ProposalMessage(_)
+            | ProcessedMessageContent::ExternalJoinProposalMessage(_) => {
+                Err(E2eeError::UnsupportedProposal)
+            }
+            _ => Ok(Processed::Own),
+        }
+    }
+
+    /// The lobby lock and host rules. Returns what the commit does if it may be merged.
+    fn vet_commit(
+        &self,
+        committer: u32,
+        staged: &StagedCommit,
+    ) -> Result<CommitSummary, E2eeError> {
+        let summary = CommitSummary::of(&self.provider, &self.group, staged)?;
+        for r in &summary.added_refs {
+            if !self.admitted.contains_key(r) {
+                return Err(E2eeError::UnadmittedAdd);
+            }
+        }
+        if let Some(new_hosts) = &summary.new_hosts {
+            if !self.is_host(committer) {
+                return Err(E2eeError::NotHost);
+            }
+            let old = hosts_of(&self.group)?;
+            let member_keys: BTreeSet<Vec<u8>> =
+                self.group.members().map(|m| m.signature_key).collect();
+            // Hosts can be added (from current members) but a present host cannot be demoted.
+            let keeps_present = old
+                .iter()
+                .filter(|k| member_keys.contains(*k))
+                .all(|k| new_hosts.contains(k));
+            let only_members = new_hosts
+                .iter()
+                .all(|k| member_keys.contains(k) || old.contains(k));
+            if !keeps_present || !only_members {
+                return Err(E2eeError::NotHost);
+            }
+        }
+        Ok(summary)
+    }
+
+    fn after_merge(
+        &mut self,
+        summary: CommitSummary,
+        committer: u32,
+        now_ms: u64,
+    ) -> Result<Processed, E2eeError> {
+        for r in &summary.added_refs {
+            self.admitted.remove(r);
+        }
+        let epoch = self.epoch();
+        if !self.group.is_active() {
+            // Removed: keep the old media keys (they are useless for later epochs anyway).
+            return Ok(Processed::CommitMerged {
+                epoch,
+                added: Vec::new(),
+                removed: summary.removed,
+                self_removed: true,
+            });
+        }
+        let (epoch, base_key, members) = media_inputs(&self.provider, &self.group)?;
+        self.media
+            .advance(self.leaf_index(), epoch, base_key, members, now_ms)?;
+
+        let added: Vec<(u32, String)> = self
+            .group
+            .members()
+            .filter(|m| summary.added_keys.contains(&m.signature_key))
+            .map(|m| {
+                let name = decode_credential(&m.credential)
+                    .map(|(n, _)| n)
+                    .unwrap_or_default();
+                (m.index.u32(), name)
+            })
+            .collect();
+        if let (Some(new_hosts), true, true) = (
+            &summary.new_hosts,
+            added.is_empty(),
+            summary.removed.is_empty(),
+        ) {
+            let granted = self.group.members().find(|m| {
+                new_hosts.contains(&m.signature_key)
+                    && !summary.old_hosts.contains(&m.signature_key)
+            });
+            if let Some(m) = granted {
+                return Ok(Processed::HostGranted {
+                    leaf: m.index.u32(),
+                    by_leaf: committer,
+                    epoch,
+                });
+            }
+        }
+        Ok(Processed::CommitMerged {
+            epoch,
+            added,
+            removed: summary.removed,
+            self_removed: false,
+        })
+    }
+
+    // ----- media -----------------------------------------------------------------------------
+
+    /// SFrame-protect a media frame with this member's key for the current epoch.
+    pub fn encrypt_frame(&mut self, kind: MediaKind, frame: &[u8]) -> Result<Vec<u8>, E2eeError> {
+        let mut out = Vec::with_capacity(frame.len() + 32);
+        self.encrypt_frame_into(kind, frame, &mut out)?;
+        Ok(out)
+    }
+
+    /// As [`Member::encrypt_frame`], writing into `out` (cleared first) so a media pipeline can
+    /// reuse one buffer.
+    pub fn encrypt_frame_into(
+        &mut self,
+        kind: MediaKind,
+        frame: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), E2eeError> {
+        if !self.group.is_active() {
+            return Err(E2eeError::NotMember);
+        }
+        out.clear();
+        self.media.encrypt_into(kind, frame, out)
+    }
+
+    /// Decrypt a media frame from any member of the current epoch, or of a replaced epoch
+    /// still inside its grace period at `now_ms`.
+    pub fn decrypt_frame(
+        &mut self,
+        kind: MediaKind,
+        bytes: &[u8],
+        now_ms: u64,
+    ) -> Result<DecryptedFrame, E2eeError> {
+        self.media.decrypt(kind, bytes, now_ms)
+    }
+
+    /// Epoch whose key this member currently sends media with.
+    pub fn media_epoch(&self) -> u64 {
+        self.media.epoch()
+    }
+}
+
+/// What a commit changes, gathered before merging (afterwards the proposals are gone).
+struct CommitSummary {
+    added_refs: Vec<[u8; 32]>,
+    added_keys: Vec<Vec<u8>>,
+    removed: Vec<u32>,
+    old_hosts: Vec<Vec<u8>>,
+    /// Host set after the commit, when it carries a GroupContextExtensions proposal.
+    new_hosts: Option<Vec<Vec<u8>>>,
+}
+
+impl CommitSummary {
+    fn of(
+        provider: &OpenMlsRustCrypto,
+        group: &MlsGroup,
+        staged: &StagedCommit,
+    ) -> Result<Self, E2eeError> {
+        let mut s = CommitSummary {
+            added_refs: Vec::new(),
+            added_keys: Vec::new(),
+            removed: Vec::new(),
+            old_hosts: hosts_of(group)?,
+            new_hosts: None,
+        };
+        for queued in staged.queued_proposals() {
+            match queued.proposal() {
+                Proposal::Add(add) => {
+                    let kp = add.key_package();
+                    s.added_refs.push(kp_ref(provider, kp)?);
+                    s.added_keys
+                        .push(kp.leaf_node().signature_key().as_slice().to_vec());
+                }
+                Proposal::Remove(r) => s.removed.push(r.removed().u32()),
+                Proposal::Update(_) => {}
+                Proposal::GroupContextExtensions(_) => {
+                    let new = staged.group_context().extensions();
+                    // The proposal replaces the whole list: anything but the host set changing
+                    // would be an unvetted change to the group.
+                    if non_host_extensions(new) != non_host_extensions(group.extensions()) {
+                        return Err(E2eeError::UnsupportedProposal);
+                    }
+                    s.new_hosts = Some(hosts_in(new)?);
+                }
+                _ => return Err(E2eeError::UnsupportedProposal),
+            }
+        }
+        Ok(s)
+    }
+}
+
+fn non_host_extensions(ext: &Extensions<GroupContext>) -> Vec<&Extension> {
+    ext.iter()
+        .filter(|e| !matches!(e, Extension::Unknown(t, _) if *t == HOSTS_EXTENSION_TYPE))
+        .collect()
+}
+
+fn hosts_in(ext: &Extensions<GroupContext>) -> Result<Vec<Vec<u8>>, E2eeError> {
+    let hosts = ext
+        .unknown(HOSTS_EXTENSION_TYPE)
+        .ok_or(E2eeError::Malformed("missing host set"))?;
+    decode_hosts(&hosts.0)
+}
+
+fn hosts_of(group: &MlsGroup) -> Result<Vec<Vec<u8>>, E2eeError> {
+    hosts_in(group.extensions())
+}
+
+fn media_inputs(
+    provider: &OpenMlsRustCrypto,
+    group: &MlsGroup,
+) -> Result<(u64, Vec<u8>, BTreeSet<u32>), E2eeError> {
+    let base_key = group
+        .export_secret(provider.crypto(), SFRAME_EXPORTER_LABEL, &[], KEY_LEN)
+        .map_err(mls)?;
+    let members = group.members().map(|m| m.index.u32()).collect();
+    Ok((group.epoch().as_u64(), base_key, members))
+}

@@ -1,0 +1,83 @@
+use super::*;
+
+fn meeting() -> MeetingId {
+    MeetingId::from_random_bytes([7; 16])
+}
+
+#[test]
+fn meeting_ids_are_26_base32_chars_and_round_trip() {
+    let id = MeetingId::from_random_bytes([0xff; 16]);
+    assert_eq!(id.as_str().len(), MEETING_ID_LEN);
+    assert_eq!(MeetingId::parse(id.as_str()), Some(id.clone()));
+    assert_ne!(
+        MeetingId::from_random_bytes([1; 16]),
+        MeetingId::from_random_bytes([2; 16])
+    );
+    assert_eq!(MeetingId::parse("short"), None);
+    assert_eq!(MeetingId::parse(&"A".repeat(26)), None);
+    assert_eq!(MeetingId::parse(&"1".repeat(26)), None);
+}
+
+#[test]
+fn hello_round_trips_with_version() {
+    let msg = ClientMessage::Hello {
+        meeting: meeting(),
+        name: "Ada".into(),
+        host_secret: None,
+        client_version: "test".into(),
+    };
+    let text = encode(&msg);
+    assert!(text.contains("\"v\":1"), "{text}");
+    assert!(text.contains("\"type\":\"hello\""), "{text}");
+    assert_eq!(parse_client_message(&text).unwrap(), msg);
+}
+
+#[test]
+fn server_offer_round_trips() {
+    let msg = ServerMessage::Offer {
+        sdp: "v=0".into(),
+        tracks: vec![TrackInfo {
+            mid: "2".into(),
+            participant_id: ParticipantId(9),
+            kind: TrackKind::Video,
+        }],
+    };
+    assert_eq!(parse_server_message(&encode(&msg)).unwrap(), msg);
+}
+
+#[test]
+fn each_kind_of_bad_message_has_its_own_code() {
+    let cases = [
+        ("{not json", ErrorCode::MalformedJson),
+        ("[1,2]", ErrorCode::MalformedJson),
+        (r#"{"v":1}"#, ErrorCode::UnknownType),
+        (r#"{"v":1,"type":"teleport"}"#, ErrorCode::UnknownType),
+        (r#"{"type":"ping"}"#, ErrorCode::UnsupportedVersion),
+        (r#"{"v":99,"type":"ping"}"#, ErrorCode::UnsupportedVersion),
+        (r#"{"v":1,"type":"offer"}"#, ErrorCode::InvalidMessage),
+        (
+            r#"{"v":1,"type":"hello","meeting":"x","name":"a","client_version":"1"}"#,
+            ErrorCode::InvalidMessage,
+        ),
+        (
+            r#"{"v":1,"type":"ping","extra":1}"#,
+            ErrorCode::InvalidMessage,
+        ),
+    ];
+    for (text, code) in cases {
+        let err = parse_client_message(text).unwrap_err();
+        assert_eq!(err.code(), code, "{text}: {err}");
+    }
+}
+
+#[test]
+fn oversized_message_is_refused_before_parsing() {
+    let text = format!(
+        r#"{{"v":1,"type":"offer","sdp":"{}"}}"#,
+        "a".repeat(MAX_MESSAGE_BYTES)
+    );
+    assert_eq!(
+        parse_client_message(&text).unwrap_err().code(),
+        ErrorCode::TooLarge
+    );
+}

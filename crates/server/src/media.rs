@@ -1,0 +1,211 @@
+//! The media IO edge: one UDP socket, the sans-IO [`Sfu`] and the clock that drives it.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use proto::{LeaveReason, ParticipantId, ServerMessage, TrackInfo, TrackKind};
+use sfu::{RoomId, Sfu, SfuConfig, SfuError, SfuEvent, SfuOutput};
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::{debug, info, warn};
+
+use crate::hub::{Hub, Outbound};
+use crate::metrics::Metrics;
+
+/// Requests from signaling sessions to the SFU.
+pub enum MediaCommand {
+    Add {
+        room: u64,
+        id: ParticipantId,
+        reply: oneshot::Sender<Result<(), SfuError>>,
+    },
+    Offer {
+        id: ParticipantId,
+        sdp: String,
+        reply: oneshot::Sender<Result<(), SfuError>>,
+    },
+    Answer {
+        id: ParticipantId,
+        sdp: String,
+        reply: oneshot::Sender<Result<(), SfuError>>,
+    },
+    Remove {
+        id: ParticipantId,
+    },
+}
+
+/// How sessions reach the media task.
+#[derive(Clone)]
+pub struct MediaHandle {
+    commands: mpsc::Sender<MediaCommand>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MediaError {
+    #[error("the media task has stopped")]
+    Stopped,
+    #[error(transparent)]
+    Sfu(#[from] SfuError),
+}
+
+impl MediaHandle {
+    async fn request<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, SfuError>>) -> MediaCommand,
+    ) -> Result<T, MediaError> {
+        let (reply, response) = oneshot::channel();
+        self.commands
+            .send(make(reply))
+            .await
+            .map_err(|_| MediaError::Stopped)?;
+        Ok(response.await.map_err(|_| MediaError::Stopped)??)
+    }
+
+    pub async fn add(&self, room: u64, id: ParticipantId) -> Result<(), MediaError> {
+        self.request(|reply| MediaCommand::Add { room, id, reply })
+            .await
+    }
+
+    /// Applies a participant's offer; the media task sends the answer itself, so that it
+    /// reaches the participant before any offer the SFU makes next.
+    pub async fn offer(&self, id: ParticipantId, sdp: String) -> Result<(), MediaError> {
+        self.request(|reply| MediaCommand::Offer { id, sdp, reply })
+            .await
+    }
+
+    pub async fn answer(&self, id: ParticipantId, sdp: String) -> Result<(), MediaError> {
+        self.request(|reply| MediaCommand::Answer { id, sdp, reply })
+            .await
+    }
+
+    pub async fn remove(&self, id: ParticipantId) {
+        let _ = self.commands.send(MediaCommand::Remove { id }).await;
+    }
+}
+
+/// Binds the media socket and starts the media task.
+pub async fn start(
+    bind: SocketAddr,
+    public_ip: std::net::IpAddr,
+    hub: Arc<Hub>,
+    metrics: Arc<Metrics>,
+    shutdown: watch::Receiver<bool>,
+) -> std::io::Result<(MediaHandle, SocketAddr, tokio::task::JoinHandle<()>)> {
+    let socket = UdpSocket::bind(bind).await?;
+    let local = socket.local_addr()?;
+    let candidate = SocketAddr::new(public_ip, local.port());
+    let sfu = Sfu::new(SfuConfig::new(candidate, local));
+    let (commands, rx) = mpsc::channel(1024);
+    let task = tokio::spawn(run(socket, local, sfu, rx, hub, metrics, shutdown));
+    Ok((MediaHandle { commands }, local, task))
+}
+
+async fn run(
+    socket: UdpSocket,
+    local: SocketAddr,
+    mut sfu: Sfu,
+    mut commands: mpsc::Receiver<MediaCommand>,
+    hub: Arc<Hub>,
+    metrics: Arc<Metrics>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut buf = vec![0u8; 2048];
+    let mut last_stats = Instant::now();
+    loop {
+        let deadline = sfu
+            .poll_timeout()
+            .unwrap_or_else(|| Instant::now() + Duration::from_millis(500));
+        tokio::select! {
+            received = socket.recv_from(&mut buf) => match received {
+                Ok((n, source)) => {
+                    if let Err(e) = sfu.handle_receive(Instant::now(), source, local, &buf[..n]) {
+                        debug!("datagram refused: {e}");
+                    }
+                }
+                Err(e) => warn!("media socket receive failed: {e}"),
+            },
+            command = commands.recv() => match command {
+                Some(command) => handle_command(&mut sfu, &hub, command),
+                None => break,
+            },
+            _ = tokio::time::sleep_until(deadline.into()) => sfu.handle_timeout(Instant::now()),
+            _ = shutdown.changed() => break,
+        }
+        while let Some(output) = sfu.poll_output() {
+            match output {
+                SfuOutput::Transmit {
+                    destination,
+                    contents,
+                    ..
+                } => {
+                    if let Err(e) = socket.send_to(&contents, destination).await {
+                        debug!("media send to {destination} failed: {e}");
+                    }
+                }
+                SfuOutput::Signal { participant, event } => {
+                    signal(&hub, ParticipantId(participant.0), event)
+                }
+            }
+        }
+        if last_stats.elapsed() >= Duration::from_millis(250) {
+            metrics.set_sfu_stats(sfu.stats());
+            last_stats = Instant::now();
+        }
+    }
+    metrics.set_sfu_stats(sfu.stats());
+    info!("media task stopped; UDP socket closed");
+}
+
+fn handle_command(sfu: &mut Sfu, hub: &Hub, command: MediaCommand) {
+    let now = Instant::now();
+    match command {
+        MediaCommand::Add { room, id, reply } => {
+            let _ = reply.send(sfu.add_participant(now, RoomId(room), sfu::ParticipantId(id.0)));
+        }
+        MediaCommand::Offer { id, sdp, reply } => {
+            let result = sfu
+                .handle_offer(now, sfu::ParticipantId(id.0), &sdp)
+                .map(|answer| {
+                    hub.send(id, Outbound::Message(ServerMessage::Answer { sdp: answer }));
+                });
+            let _ = reply.send(result);
+        }
+        MediaCommand::Answer { id, sdp, reply } => {
+            let _ = reply.send(sfu.handle_answer(now, sfu::ParticipantId(id.0), &sdp));
+        }
+        MediaCommand::Remove { id } => {
+            let _ = sfu.remove_participant(now, sfu::ParticipantId(id.0));
+        }
+    }
+}
+
+fn signal(hub: &Hub, id: ParticipantId, event: SfuEvent) {
+    match event {
+        SfuEvent::Offer { sdp, tracks } => {
+            let tracks = tracks
+                .into_iter()
+                .map(|t| TrackInfo {
+                    mid: t.mid,
+                    participant_id: ParticipantId(t.publisher.0),
+                    kind: match t.kind {
+                        sfu::TrackKind::Audio => TrackKind::Audio,
+                        sfu::TrackKind::Video => TrackKind::Video,
+                    },
+                })
+                .collect();
+            hub.send(id, Outbound::Message(ServerMessage::Offer { sdp, tracks }));
+        }
+        SfuEvent::Connected => debug!(participant = id.0, "media connected"),
+        SfuEvent::Vanished => {
+            hub.send(
+                id,
+                Outbound::Close {
+                    code: proto::CLOSE_POLICY,
+                    reason: "media connection lost".into(),
+                },
+            );
+            hub.leave(id, LeaveReason::Disconnected);
+        }
+    }
+}

@@ -1,0 +1,91 @@
+//! Counters the server exposes at `/metrics` in the Prometheus text format.
+
+use std::collections::HashMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use proto::ErrorCode;
+use sfu::SfuStats;
+
+#[derive(Default)]
+pub struct Metrics {
+    /// Signaling messages refused, by reason.
+    rejected: Mutex<HashMap<ErrorCode, u64>>,
+    pub sessions_opened: AtomicU64,
+    pub participants_joined: AtomicU64,
+    pub meetings_created: AtomicU64,
+    sfu: Mutex<SfuStats>,
+}
+
+impl Metrics {
+    pub fn count_rejected(&self, code: ErrorCode) {
+        if let Ok(mut map) = self.rejected.lock() {
+            *map.entry(code).or_default() += 1;
+        }
+    }
+
+    pub fn rejected(&self, code: ErrorCode) -> u64 {
+        self.rejected
+            .lock()
+            .map(|map| map.get(&code).copied().unwrap_or(0))
+            .unwrap_or(0)
+    }
+
+    pub fn set_sfu_stats(&self, stats: SfuStats) {
+        if let Ok(mut s) = self.sfu.lock() {
+            *s = stats;
+        }
+    }
+
+    pub fn render(&self, participants: usize, meetings: usize) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "# TYPE conclave_signaling_rejected_total counter");
+        if let Ok(map) = self.rejected.lock() {
+            for code in ErrorCode::ALL {
+                let n = map.get(&code).copied().unwrap_or(0);
+                let _ = writeln!(
+                    out,
+                    "conclave_signaling_rejected_total{{reason=\"{}\"}} {n}",
+                    code.as_str()
+                );
+            }
+        }
+        let counters = [
+            ("conclave_sessions_opened_total", &self.sessions_opened),
+            (
+                "conclave_participants_joined_total",
+                &self.participants_joined,
+            ),
+            ("conclave_meetings_created_total", &self.meetings_created),
+        ];
+        for (name, value) in counters {
+            let _ = writeln!(out, "# TYPE {name} counter");
+            let _ = writeln!(out, "{name} {}", value.load(Ordering::Relaxed));
+        }
+        let _ = writeln!(out, "# TYPE conclave_participants gauge");
+        let _ = writeln!(out, "conclave_participants {participants}");
+        let _ = writeln!(out, "# TYPE conclave_live_meetings gauge");
+        let _ = writeln!(out, "conclave_live_meetings {meetings}");
+        if let Ok(s) = self.sfu.lock() {
+            let sfu = [
+                ("conclave_media_datagrams_in_total", s.datagrams_in),
+                (
+                    "conclave_media_datagrams_rejected_total",
+                    s.datagrams_rejected,
+                ),
+                ("conclave_media_frames_in_total", s.frames_in),
+                ("conclave_media_frames_forwarded_total", s.frames_forwarded),
+                (
+                    "conclave_media_keyframe_requests_total",
+                    s.keyframe_requests,
+                ),
+            ];
+            for (name, value) in sfu {
+                let _ = writeln!(out, "# TYPE {name} counter");
+                let _ = writeln!(out, "{name} {value}");
+            }
+        }
+        out
+    }
+}

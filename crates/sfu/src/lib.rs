@@ -1,0 +1,63 @@
+//! Conclave's selective forwarding unit as a pure state machine.
+//!
+//! The SFU owns one str0m [`Rtc`](str0m::Rtc) (one PeerConnection) per participant, routes
+//! every published frame to the other participants of the same room, and renegotiates when
+//! tracks come and go. It never opens a socket, spawns a task or reads a clock: the IO edge
+//! feeds it datagrams and the current time, and drains [`SfuOutput`]s (datagrams to send,
+//! signaling for the participant, the next time it wants to be woken).
+//!
+//! Frames stay opaque: with end-to-end encryption they are SFrame ciphertext behind a short
+//! clear codec prefix, and the SFU only ever copies them (by reference count) to subscribers.
+
+mod config;
+mod error;
+mod participant;
+mod sfu;
+mod track;
+
+pub use config::SfuConfig;
+pub use error::SfuError;
+pub use sfu::{Sfu, SfuStats};
+pub use track::{TrackKind, TrackSummary};
+
+use std::net::SocketAddr;
+
+/// A participant, as the SFU knows it. The IO edge chooses the numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ParticipantId(pub u64);
+
+/// A room: participants in one room receive each other's media and nobody else's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RoomId(pub u64);
+
+/// What the SFU wants done.
+#[derive(Debug)]
+pub enum SfuOutput {
+    /// Send a datagram.
+    Transmit {
+        source: SocketAddr,
+        destination: SocketAddr,
+        contents: Vec<u8>,
+    },
+    /// Tell a participant something through signaling.
+    Signal {
+        participant: ParticipantId,
+        event: SfuEvent,
+    },
+}
+
+/// Signaling the SFU produces for a participant.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SfuEvent {
+    /// An SDP offer to forward to the participant; its answer goes to
+    /// [`Sfu::handle_answer`]. `tracks` lists every remote track it will receive.
+    Offer {
+        sdp: String,
+        tracks: Vec<TrackSummary>,
+    },
+    /// ICE and DTLS are up: media can flow.
+    Connected,
+    /// The participant's media connection is gone (no traffic within the timeout, or ICE
+    /// failed). The SFU has already removed it and unpublished its tracks.
+    Vanished,
+}

@@ -1,0 +1,138 @@
+use std::time::Instant;
+
+use str0m::change::SdpPendingOffer;
+use str0m::media::{Direction, MediaKind};
+use str0m::Rtc;
+
+use crate::track::{PublishedTrack, Subscription, SubscriptionState, TrackSummary};
+use crate::{ParticipantId, RoomId};
+
+/// One participant's PeerConnection and what flows over it.
+pub(crate) struct Participant {
+    pub id: ParticipantId,
+    pub room: RoomId,
+    pub rtc: Rtc,
+    pub published: Vec<PublishedTrack>,
+    pub subscriptions: Vec<Subscription>,
+    /// The server's own offer awaiting the participant's answer.
+    pub pending_offer: Option<SdpPendingOffer>,
+    /// The participant's first offer has been answered: the SFU may now send offers.
+    pub negotiated: bool,
+    pub connected: bool,
+    /// When its first offer was applied: the connect timeout runs from there. Before that the
+    /// SFU does not time the participant out (signaling removes it if it leaves).
+    pub offered_at: Option<Instant>,
+    pub last_input: Option<Instant>,
+    /// When str0m wants to be polled next.
+    pub next_rtc_timeout: Instant,
+    /// Queued for polling in the current drive.
+    pub dirty: bool,
+}
+
+impl Participant {
+    pub fn new(id: ParticipantId, room: RoomId, rtc: Rtc, now: Instant) -> Self {
+        Participant {
+            id,
+            room,
+            rtc,
+            published: Vec::new(),
+            subscriptions: Vec::new(),
+            pending_offer: None,
+            negotiated: false,
+            connected: false,
+            offered_at: None,
+            last_input: None,
+            next_rtc_timeout: now,
+            dirty: false,
+        }
+    }
+
+    /// Builds an offer for every subscription change, unless one is already out.
+    pub fn offer_if_needed(&mut self) -> Option<(String, Vec<TrackSummary>)> {
+        if !self.negotiated || self.pending_offer.is_some() {
+            return None;
+        }
+        let mut change = self.rtc.sdp_api();
+        for sub in &mut self.subscriptions {
+            match sub.state {
+                SubscriptionState::ToOpen => {
+                    let stream_id = format!("p{}", sub.source.publisher.0);
+                    let mid = change.add_media(
+                        MediaKind::from(sub.kind),
+                        Direction::SendOnly,
+                        Some(stream_id),
+                        None,
+                        None,
+                    );
+                    sub.state = SubscriptionState::Opening(mid);
+                }
+                SubscriptionState::ToStop(mid) => {
+                    change.stop_media(mid);
+                    sub.state = SubscriptionState::Stopping(mid);
+                }
+                _ => {}
+            }
+        }
+        let (offer, pending) = change.apply()?;
+        self.pending_offer = Some(pending);
+        Some((offer.to_sdp_string(), self.track_summaries()))
+    }
+
+    /// The remote tracks this participant receives once its pending offer is applied.
+    pub fn track_summaries(&self) -> Vec<TrackSummary> {
+        self.subscriptions
+            .iter()
+            .filter_map(|sub| match sub.state {
+                SubscriptionState::Opening(mid) | SubscriptionState::Open(mid) => {
+                    Some(TrackSummary {
+                        mid: mid.to_string(),
+                        publisher: sub.source.publisher,
+                        kind: sub.kind,
+                    })
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The participant answered our offer: what was opening is open, what was stopping is gone.
+    pub fn offer_answered(&mut self) {
+        for sub in &mut self.subscriptions {
+            if let SubscriptionState::Opening(mid) = sub.state {
+                sub.state = SubscriptionState::Open(mid);
+            }
+        }
+        self.subscriptions
+            .retain(|sub| !matches!(sub.state, SubscriptionState::Stopping(_)));
+    }
+
+    /// Our offer is void (refused, or the participant's own offer crossed it): redo it later.
+    pub fn offer_voided(&mut self) {
+        self.pending_offer = None;
+        for sub in &mut self.subscriptions {
+            sub.state = match sub.state {
+                SubscriptionState::Opening(_) => SubscriptionState::ToOpen,
+                SubscriptionState::Stopping(mid) => SubscriptionState::ToStop(mid),
+                other => other,
+            };
+        }
+    }
+
+    /// The publisher of some subscribed tracks left: stop them.
+    pub fn unsubscribe_publisher(&mut self, publisher: ParticipantId) {
+        self.subscriptions.retain(|sub| {
+            !(sub.source.publisher == publisher && sub.state == SubscriptionState::ToOpen)
+        });
+        for sub in &mut self.subscriptions {
+            if sub.source.publisher != publisher {
+                continue;
+            }
+            sub.state = match sub.state {
+                SubscriptionState::Opening(mid) | SubscriptionState::Open(mid) => {
+                    SubscriptionState::ToStop(mid)
+                }
+                other => other,
+            };
+        }
+    }
+}

@@ -1,0 +1,510 @@
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use str0m::change::{SdpAnswer, SdpOffer};
+use str0m::media::{KeyframeRequest, KeyframeRequestKind, MediaData, Mid};
+use str0m::net::{DatagramRecv, Protocol, Receive};
+use str0m::rtp::{Extension, ExtensionMap};
+use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
+use tracing::{debug, info, warn};
+
+use crate::participant::Participant;
+use crate::track::{PublishedTrack, Subscription, SubscriptionState, TrackId, TrackKind};
+use crate::{ParticipantId, RoomId, SfuConfig, SfuError, SfuEvent, SfuOutput};
+
+/// RTP header extension id for abs-capture-time: carries the sender's capture clock end to
+/// end, so receivers can measure latency through the SFU.
+const ABS_CAPTURE_TIME_EXT_ID: u8 = 5;
+
+/// Counters for the server's metrics.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SfuStats {
+    pub datagrams_in: u64,
+    /// Datagrams from an address no participant owns (or not STUN/DTLS/RTP at all).
+    pub datagrams_rejected: u64,
+    pub frames_in: u64,
+    pub frames_forwarded: u64,
+    pub keyframe_requests: u64,
+}
+
+/// The SFU: every participant's PeerConnection and the routes between them.
+pub struct Sfu {
+    config: SfuConfig,
+    participants: HashMap<ParticipantId, Participant>,
+    rooms: HashMap<RoomId, Vec<ParticipantId>>,
+    /// Which participant a remote address belongs to, learned from STUN.
+    by_address: HashMap<SocketAddr, ParticipantId>,
+    dirty: Vec<ParticipantId>,
+    outputs: VecDeque<SfuOutput>,
+    stats: SfuStats,
+}
+
+impl Sfu {
+    pub fn new(config: SfuConfig) -> Self {
+        Sfu {
+            config,
+            participants: HashMap::new(),
+            rooms: HashMap::new(),
+            by_address: HashMap::new(),
+            dirty: Vec::new(),
+            outputs: VecDeque::new(),
+            stats: SfuStats::default(),
+        }
+    }
+
+    pub fn stats(&self) -> SfuStats {
+        self.stats
+    }
+
+    pub fn participant_count(&self) -> usize {
+        self.participants.len()
+    }
+
+    /// Adds a participant to a room. It receives every track already published there once
+    /// its first offer is answered.
+    pub fn add_participant(
+        &mut self,
+        now: Instant,
+        room: RoomId,
+        id: ParticipantId,
+    ) -> Result<(), SfuError> {
+        if self.participants.contains_key(&id) {
+            return Err(SfuError::DuplicateParticipant(id));
+        }
+        let mut extensions = ExtensionMap::standard();
+        extensions.set(ABS_CAPTURE_TIME_EXT_ID, Extension::AbsoluteCaptureTime);
+        let mut rtc = Rtc::builder()
+            .set_ice_lite(true)
+            .clear_codecs()
+            .enable_opus(true, false)
+            .enable_vp8(true)
+            .enable_h264(true)
+            .set_extension_map(extensions)
+            .build(now);
+        let candidate = Candidate::host(self.config.candidate_addr, "udp")
+            .map_err(|e| SfuError::SdpRejected(format!("bad candidate address: {e}")))?;
+        rtc.add_local_candidate(candidate);
+
+        let mut participant = Participant::new(id, room, rtc, now);
+        let members = self.rooms.entry(room).or_default();
+        for other in members.iter() {
+            if let Some(publisher) = self.participants.get(other) {
+                for track in &publisher.published {
+                    participant.subscriptions.push(Subscription {
+                        source: TrackId {
+                            publisher: *other,
+                            mid: track.mid,
+                        },
+                        kind: track.kind,
+                        state: SubscriptionState::ToOpen,
+                    });
+                }
+            }
+        }
+        members.push(id);
+        self.participants.insert(id, participant);
+        Ok(())
+    }
+
+    /// Removes a participant and unpublishes its tracks for everyone else.
+    pub fn remove_participant(&mut self, now: Instant, id: ParticipantId) -> Result<(), SfuError> {
+        let Some(mut participant) = self.participants.remove(&id) else {
+            return Err(SfuError::UnknownParticipant(id));
+        };
+        participant.rtc.disconnect();
+        self.by_address.retain(|_, owner| *owner != id);
+        if let Some(members) = self.rooms.get_mut(&participant.room) {
+            members.retain(|m| *m != id);
+            for other in members.iter() {
+                if let Some(p) = self.participants.get_mut(other) {
+                    p.unsubscribe_publisher(id);
+                    mark_dirty(&mut self.dirty, p);
+                }
+            }
+            if members.is_empty() {
+                self.rooms.remove(&participant.room);
+            }
+        }
+        self.drive(now);
+        Ok(())
+    }
+
+    /// Applies the participant's SDP offer and returns the answer.
+    pub fn handle_offer(
+        &mut self,
+        now: Instant,
+        id: ParticipantId,
+        sdp: &str,
+    ) -> Result<String, SfuError> {
+        let participant = self
+            .participants
+            .get_mut(&id)
+            .ok_or(SfuError::UnknownParticipant(id))?;
+        let offer =
+            SdpOffer::from_sdp_string(sdp).map_err(|e| SfuError::InvalidSdp(e.to_string()))?;
+        // str0m voids our own outstanding offer when it accepts theirs (glare: theirs wins).
+        let had_pending = participant.pending_offer.is_some();
+        let answer = participant
+            .rtc
+            .sdp_api()
+            .accept_offer(offer)
+            .map_err(|e| SfuError::SdpRejected(e.to_string()))?;
+        if had_pending {
+            participant.offer_voided();
+        }
+        if !participant.negotiated {
+            participant.offered_at = Some(now);
+        }
+        participant.negotiated = true;
+        mark_dirty(&mut self.dirty, participant);
+        self.drive(now);
+        Ok(answer.to_sdp_string())
+    }
+
+    /// Applies the participant's answer to the SFU's last offer.
+    pub fn handle_answer(
+        &mut self,
+        now: Instant,
+        id: ParticipantId,
+        sdp: &str,
+    ) -> Result<(), SfuError> {
+        let participant = self
+            .participants
+            .get_mut(&id)
+            .ok_or(SfuError::UnknownParticipant(id))?;
+        if participant.pending_offer.is_none() {
+            return Err(SfuError::NoPendingOffer);
+        }
+        // A malformed answer leaves the offer pending, so that a good answer can still follow.
+        let answer =
+            SdpAnswer::from_sdp_string(sdp).map_err(|e| SfuError::InvalidSdp(e.to_string()))?;
+        let pending = participant
+            .pending_offer
+            .take()
+            .ok_or(SfuError::NoPendingOffer)?;
+        let result = participant.rtc.sdp_api().accept_answer(pending, answer);
+        match result {
+            Ok(()) => participant.offer_answered(),
+            Err(_) => participant.offer_voided(),
+        }
+        mark_dirty(&mut self.dirty, participant);
+        self.drive(now);
+        result.map_err(|e| SfuError::SdpRejected(e.to_string()))
+    }
+
+    /// Feeds one datagram from the media socket.
+    pub fn handle_receive(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        destination: SocketAddr,
+        bytes: &[u8],
+    ) -> Result<(), SfuError> {
+        self.stats.datagrams_in += 1;
+        let Ok(contents) = DatagramRecv::try_from(bytes) else {
+            self.stats.datagrams_rejected += 1;
+            return Err(SfuError::UnknownDatagram);
+        };
+        let input = Input::Receive(
+            now,
+            Receive {
+                proto: Protocol::Udp,
+                source,
+                destination,
+                contents,
+            },
+        );
+        let owner = match self.by_address.get(&source) {
+            Some(id) => Some(*id),
+            None => {
+                let found = self
+                    .participants
+                    .values()
+                    .find(|p| p.rtc.accepts(&input))
+                    .map(|p| p.id);
+                if let Some(id) = found {
+                    self.by_address.insert(source, id);
+                }
+                found
+            }
+        };
+        let Some(participant) = owner.and_then(|id| self.participants.get_mut(&id)) else {
+            self.stats.datagrams_rejected += 1;
+            return Err(SfuError::UnknownSource(source));
+        };
+        participant.last_input = Some(now);
+        if let Err(e) = participant.rtc.handle_input(input) {
+            debug!(participant = participant.id.0, "input refused: {e}");
+        }
+        mark_dirty(&mut self.dirty, participant);
+        self.drive(now);
+        Ok(())
+    }
+
+    /// Advances time: str0m's timers, and the liveness of every participant.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let mut vanished = Vec::new();
+        for participant in self.participants.values_mut() {
+            let silent_since = participant.last_input.or(participant.offered_at);
+            let limit = if participant.connected {
+                self.config.media_timeout
+            } else {
+                self.config.connect_timeout
+            };
+            let timed_out =
+                silent_since.is_some_and(|since| now.saturating_duration_since(since) >= limit);
+            if timed_out || !participant.rtc.is_alive() {
+                vanished.push(participant.id);
+                continue;
+            }
+            if participant.next_rtc_timeout <= now {
+                if let Err(e) = participant.rtc.handle_input(Input::Timeout(now)) {
+                    debug!(participant = participant.id.0, "timeout input refused: {e}");
+                }
+                mark_dirty(&mut self.dirty, participant);
+            }
+        }
+        for id in vanished {
+            self.vanish(now, id);
+        }
+        self.drive(now);
+    }
+
+    /// When [`Sfu::handle_timeout`] should next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.participants
+            .values()
+            .map(|p| {
+                let limit = if p.connected {
+                    self.config.media_timeout
+                } else {
+                    self.config.connect_timeout
+                };
+                match p.last_input.or(p.offered_at) {
+                    Some(silent_since) => p.next_rtc_timeout.min(silent_since + limit),
+                    None => p.next_rtc_timeout,
+                }
+            })
+            .min()
+    }
+
+    /// The next thing to do, if any.
+    pub fn poll_output(&mut self) -> Option<SfuOutput> {
+        self.outputs.pop_front()
+    }
+
+    fn vanish(&mut self, now: Instant, id: ParticipantId) {
+        info!(participant = id.0, "media connection vanished");
+        if self.remove_participant(now, id).is_ok() {
+            self.outputs.push_back(SfuOutput::Signal {
+                participant: id,
+                event: SfuEvent::Vanished,
+            });
+        }
+    }
+
+    /// Polls every participant touched by an input until str0m has nothing more to say,
+    /// routing media between them as it goes.
+    fn drive(&mut self, now: Instant) {
+        let mut events = Vec::new();
+        let mut failed = Vec::new();
+        while let Some(id) = self.dirty.pop() {
+            let Some(participant) = self.participants.get_mut(&id) else {
+                continue;
+            };
+            participant.dirty = false;
+            if let Some((sdp, tracks)) = participant.offer_if_needed() {
+                let tracks = tracks.into_iter().collect();
+                self.outputs.push_back(SfuOutput::Signal {
+                    participant: id,
+                    event: SfuEvent::Offer { sdp, tracks },
+                });
+            }
+            loop {
+                match participant.rtc.poll_output() {
+                    Ok(Output::Timeout(t)) => {
+                        participant.next_rtc_timeout = t;
+                        break;
+                    }
+                    Ok(Output::Transmit(t)) => self.outputs.push_back(SfuOutput::Transmit {
+                        source: t.source,
+                        destination: t.destination,
+                        contents: t.contents.into(),
+                    }),
+                    Ok(Output::Event(event)) => events.push(event),
+                    Err(e) => {
+                        warn!(participant = id.0, "peer connection failed: {e}");
+                        failed.push(id);
+                        break;
+                    }
+                }
+            }
+            for event in events.drain(..) {
+                self.handle_event(now, id, event);
+            }
+        }
+        for id in failed {
+            self.vanish(now, id);
+        }
+    }
+
+    fn handle_event(&mut self, now: Instant, id: ParticipantId, event: Event) {
+        match event {
+            Event::Connected => {
+                if let Some(p) = self.participants.get_mut(&id) {
+                    p.connected = true;
+                }
+                self.outputs.push_back(SfuOutput::Signal {
+                    participant: id,
+                    event: SfuEvent::Connected,
+                });
+            }
+            Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
+                // Removal happens on the next timeout, outside of this drive.
+                if let Some(p) = self.participants.get_mut(&id) {
+                    p.rtc.disconnect();
+                }
+            }
+            Event::MediaAdded(added) if added.direction.is_receiving() => {
+                self.publish(id, added.mid, added.kind.into());
+            }
+            Event::MediaData(data) => self.forward(now, id, data),
+            Event::KeyframeRequest(request) => self.relay_keyframe_request(now, id, request),
+            _ => {}
+        }
+    }
+
+    /// A participant published a track: everyone else in its room subscribes.
+    fn publish(&mut self, id: ParticipantId, mid: Mid, kind: TrackKind) {
+        let Some(publisher) = self.participants.get_mut(&id) else {
+            return;
+        };
+        publisher.published.push(PublishedTrack {
+            mid,
+            kind,
+            last_keyframe_request: None,
+        });
+        let room = publisher.room;
+        let Some(members) = self.rooms.get(&room) else {
+            return;
+        };
+        for other in members.iter().filter(|m| **m != id) {
+            if let Some(subscriber) = self.participants.get_mut(other) {
+                subscriber.subscriptions.push(Subscription {
+                    source: TrackId { publisher: id, mid },
+                    kind,
+                    state: SubscriptionState::ToOpen,
+                });
+                mark_dirty(&mut self.dirty, subscriber);
+            }
+        }
+    }
+
+    fn forward(&mut self, now: Instant, publisher_id: ParticipantId, data: MediaData) {
+        self.stats.frames_in += 1;
+        let Some(publisher) = self.participants.get(&publisher_id) else {
+            return;
+        };
+        let room = publisher.room;
+        if !data.contiguous {
+            // Frames were lost beyond what NACK recovered: decoding needs a fresh keyframe.
+            self.request_keyframe(now, publisher_id, data.mid, KeyframeRequestKind::Pli);
+        }
+        let source = TrackId {
+            publisher: publisher_id,
+            mid: data.mid,
+        };
+        let Some(members) = self.rooms.get(&room) else {
+            return;
+        };
+        for subscriber_id in members.iter().filter(|m| **m != publisher_id) {
+            let Some(subscriber) = self.participants.get_mut(subscriber_id) else {
+                continue;
+            };
+            let Some(out_mid) = subscriber
+                .subscriptions
+                .iter()
+                .find(|s| s.source == source)
+                .and_then(|s| s.forwarding_mid())
+            else {
+                continue;
+            };
+            let Some(writer) = subscriber.rtc.writer(out_mid) else {
+                continue;
+            };
+            let Some(pt) = writer.match_params(data.params) else {
+                continue;
+            };
+            let writer = match data.ext_vals.abs_capture_time {
+                Some(capture) => writer.abs_capture_time(capture),
+                None => writer,
+            };
+            match writer.write(pt, data.network_time, data.time, data.data.clone()) {
+                Ok(()) => {
+                    self.stats.frames_forwarded += 1;
+                    mark_dirty(&mut self.dirty, subscriber);
+                }
+                Err(e) => debug!(subscriber = subscriber_id.0, "write refused: {e}"),
+            }
+        }
+    }
+
+    /// A subscriber asked for a keyframe on one of its m-lines: pass it to the publisher.
+    fn relay_keyframe_request(
+        &mut self,
+        now: Instant,
+        subscriber_id: ParticipantId,
+        request: KeyframeRequest,
+    ) {
+        let Some(source) = self.participants.get(&subscriber_id).and_then(|s| {
+            s.subscriptions
+                .iter()
+                .find(|sub| sub.mid() == Some(request.mid))
+                .map(|sub| sub.source)
+        }) else {
+            return;
+        };
+        self.request_keyframe(now, source.publisher, source.mid, request.kind);
+    }
+
+    fn request_keyframe(
+        &mut self,
+        now: Instant,
+        publisher_id: ParticipantId,
+        mid: Mid,
+        kind: KeyframeRequestKind,
+    ) {
+        let interval = self.config.keyframe_request_interval;
+        let Some(publisher) = self.participants.get_mut(&publisher_id) else {
+            return;
+        };
+        let Some(track) = publisher.published.iter_mut().find(|t| t.mid == mid) else {
+            return;
+        };
+        if track
+            .last_keyframe_request
+            .is_some_and(|at| now.saturating_duration_since(at) < interval)
+        {
+            return;
+        }
+        track.last_keyframe_request = Some(now);
+        let Some(mut writer) = publisher.rtc.writer(mid) else {
+            return;
+        };
+        if writer.request_keyframe(None, kind).is_ok() {
+            self.stats.keyframe_requests += 1;
+            mark_dirty(&mut self.dirty, publisher);
+        }
+    }
+}
+
+fn mark_dirty(dirty: &mut Vec<ParticipantId>, participant: &mut Participant) {
+    if !participant.dirty {
+        participant.dirty = true;
+        dirty.push(participant.id);
+    }
+}
+
+#[cfg(test)]
+mod tests;
