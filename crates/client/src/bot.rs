@@ -127,6 +127,10 @@ struct Session {
     connected_at: Option<Instant>,
     audio_sent: u64,
     video_sent: u64,
+    /// The video frame count at which the clip last started over (at its keyframe).
+    clip_start: u64,
+    /// A subscriber asked for a keyframe: start the clip over at the next frame.
+    keyframe_requested: bool,
 }
 
 impl Bot {
@@ -241,6 +245,8 @@ impl Bot {
             connected_at: None,
             audio_sent: 0,
             video_sent: 0,
+            clip_start: 0,
+            keyframe_requested: false,
         })
     }
 
@@ -320,6 +326,9 @@ impl Bot {
                 info!(name = %self.options.name, "media connected");
                 s.connected_at = Some(Instant::now());
             }
+            Event::KeyframeRequest(request) if request.mid == s.video_mid => {
+                s.keyframe_requested = true;
+            }
             Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
                 return Err(BotError::Media("ICE disconnected".into()));
             }
@@ -364,7 +373,11 @@ impl Bot {
         }
         while start + clip::VIDEO_FRAME_INTERVAL * s.video_sent as u32 <= now {
             let clip = self.video_clip;
-            let frame = clip.frames[(s.video_sent % clip.frames.len() as u64) as usize].clone();
+            if std::mem::take(&mut s.keyframe_requested) {
+                s.clip_start = s.video_sent;
+            }
+            let index = (s.video_sent - s.clip_start) % clip.frames.len() as u64;
+            let frame = clip.frames[index as usize].clone();
             let time = MediaTime::new(
                 s.video_sent * clip::VIDEO_TICKS_PER_FRAME,
                 Frequency::NINETY_KHZ,

@@ -83,7 +83,7 @@ pub(crate) fn encode_hosts(hosts: &[Vec<u8>]) -> Vec<u8> {
 }
 
 pub(crate) fn decode_hosts(bytes: &[u8]) -> Result<Vec<Vec<u8>>, E2eeError> {
-    if bytes.is_empty() || bytes.len() % HOST_KEY_LEN != 0 {
+    if bytes.is_empty() || !bytes.len().is_multiple_of(HOST_KEY_LEN) {
         return Err(E2eeError::Malformed("host set extension"));
     }
     Ok(bytes

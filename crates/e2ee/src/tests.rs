@@ -116,9 +116,9 @@ fn three_members_agree_on_epoch_code_members_and_frames() {
     // Chat and reactions carry sender identity.
     let chat = ms[2].encrypt_chat("hi all").unwrap();
     assert_eq!(inspect(&chat).unwrap().kind, MessageKind::Application);
-    for i in 0..2 {
+    for m in ms.iter_mut().take(2) {
         assert_eq!(
-            ms[i].process(&chat, 0).unwrap(),
+            m.process(&chat, 0).unwrap(),
             Processed::Chat {
                 from_leaf: 2,
                 sender_name: "carol".into(),
@@ -281,9 +281,9 @@ fn only_hosts_admit_and_grant() {
             epoch: 3
         }
     );
-    for i in 1..3 {
+    for m in ms.iter_mut().skip(1) {
         assert_eq!(
-            ms[i].process(&grant, 0).unwrap(),
+            m.process(&grant, 0).unwrap(),
             Processed::HostGranted {
                 leaf: 1,
                 by_leaf: 0,

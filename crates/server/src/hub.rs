@@ -41,7 +41,6 @@ struct HubState {
 pub struct Joined {
     pub id: ParticipantId,
     pub room: u64,
-    pub others: Vec<ParticipantInfo>,
 }
 
 #[derive(Default)]
@@ -51,7 +50,9 @@ pub struct Hub {
 }
 
 impl Hub {
-    /// Adds a participant to a live meeting (starting it if needed) and tells the others.
+    /// Adds a participant to a live meeting (starting it if needed), welcomes it and tells the
+    /// others. The welcome is queued under the lock, so that it reaches the participant
+    /// before news of anyone who joins after it.
     pub fn join(&self, meeting: &MeetingId, name: String, role: Role, tx: OutboundTx) -> Joined {
         let id = ParticipantId(self.next_participant.fetch_add(1, Ordering::Relaxed) + 1);
         let info = ParticipantInfo { id, name, role };
@@ -65,7 +66,13 @@ impl Hub {
                 members: BTreeMap::new(),
             });
         let room = live.room;
-        let others = live.members.values().map(|m| m.info.clone()).collect();
+        let others: Vec<ParticipantInfo> = live.members.values().map(|m| m.info.clone()).collect();
+        let _ = tx.send(Outbound::Message(ServerMessage::Welcome {
+            participant_id: id,
+            meeting: meeting.clone(),
+            role,
+            participants: others,
+        }));
         for member in live.members.values() {
             let _ = member
                 .tx
@@ -78,7 +85,7 @@ impl Hub {
             state.next_room += 1;
         }
         state.where_is.insert(id, meeting.clone());
-        Joined { id, room, others }
+        Joined { id, room }
     }
 
     /// Removes a participant and tells the others why. Returns false if it was already gone.

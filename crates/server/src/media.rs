@@ -97,13 +97,16 @@ pub async fn start(
     let candidate = SocketAddr::new(public_ip, local.port());
     let sfu = Sfu::new(SfuConfig::new(candidate, local));
     let (commands, rx) = mpsc::channel(1024);
-    let task = tokio::spawn(run(socket, local, sfu, rx, hub, metrics, shutdown));
+    // str0m matches each datagram's destination against its local candidate. The socket may be
+    // bound to a wildcard address (or sit behind a NAT), so every datagram is presented as
+    // addressed to the candidate.
+    let task = tokio::spawn(run(socket, candidate, sfu, rx, hub, metrics, shutdown));
     Ok((MediaHandle { commands }, local, task))
 }
 
 async fn run(
     socket: UdpSocket,
-    local: SocketAddr,
+    candidate: SocketAddr,
     mut sfu: Sfu,
     mut commands: mpsc::Receiver<MediaCommand>,
     hub: Arc<Hub>,
@@ -119,7 +122,7 @@ async fn run(
         tokio::select! {
             received = socket.recv_from(&mut buf) => match received {
                 Ok((n, source)) => {
-                    if let Err(e) = sfu.handle_receive(Instant::now(), source, local, &buf[..n]) {
+                    if let Err(e) = sfu.handle_receive(Instant::now(), source, candidate, &buf[..n]) {
                         debug!("datagram refused: {e}");
                     }
                 }

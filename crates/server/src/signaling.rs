@@ -226,13 +226,7 @@ impl Session {
         info!(participant = joined.id.0, meeting = %meeting, ?role, "joined");
         self.joined = Some(Joined {
             id: joined.id,
-            meeting: meeting.clone(),
-        });
-        self.send(ServerMessage::Welcome {
-            participant_id: joined.id,
             meeting,
-            role,
-            participants: joined.others,
         });
     }
 

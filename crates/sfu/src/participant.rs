@@ -4,7 +4,9 @@ use str0m::change::SdpPendingOffer;
 use str0m::media::{Direction, MediaKind};
 use str0m::Rtc;
 
-use crate::track::{PublishedTrack, Subscription, SubscriptionState, TrackSummary};
+use crate::track::{
+    PublishedTrack, Subscription, SubscriptionState, TrackId, TrackKind, TrackSummary,
+};
 use crate::{ParticipantId, RoomId};
 
 /// One participant's PeerConnection and what flows over it.
@@ -95,15 +97,22 @@ impl Participant {
             .collect()
     }
 
-    /// The participant answered our offer: what was opening is open, what was stopping is gone.
-    pub fn offer_answered(&mut self) {
+    /// The participant answered our offer: what was opening is open, what was stopping is
+    /// gone. Returns the video tracks that just opened: they need a keyframe.
+    pub fn offer_answered(&mut self) -> Vec<TrackId> {
+        let mut opened_video = Vec::new();
         for sub in &mut self.subscriptions {
             if let SubscriptionState::Opening(mid) = sub.state {
                 sub.state = SubscriptionState::Open(mid);
+                if sub.kind == TrackKind::Video {
+                    sub.awaiting_keyframe = true;
+                    opened_video.push(sub.source);
+                }
             }
         }
         self.subscriptions
             .retain(|sub| !matches!(sub.state, SubscriptionState::Stopping(_)));
+        opened_video
     }
 
     /// Our offer is void (refused, or the participant's own offer crossed it): redo it later.

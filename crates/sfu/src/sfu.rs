@@ -98,6 +98,7 @@ impl Sfu {
                         },
                         kind: track.kind,
                         state: SubscriptionState::ToOpen,
+                        awaiting_keyframe: false,
                     });
                 }
             }
@@ -184,11 +185,17 @@ impl Sfu {
             .take()
             .ok_or(SfuError::NoPendingOffer)?;
         let result = participant.rtc.sdp_api().accept_answer(pending, answer);
-        match result {
+        let opened_video = match result {
             Ok(()) => participant.offer_answered(),
-            Err(_) => participant.offer_voided(),
-        }
+            Err(_) => {
+                participant.offer_voided();
+                Vec::new()
+            }
+        };
         mark_dirty(&mut self.dirty, participant);
+        for source in opened_video {
+            self.request_keyframe(now, source.publisher, source.mid, KeyframeRequestKind::Pli);
+        }
         self.drive(now);
         result.map_err(|e| SfuError::SdpRejected(e.to_string()))
     }
@@ -395,6 +402,7 @@ impl Sfu {
                     source: TrackId { publisher: id, mid },
                     kind,
                     state: SubscriptionState::ToOpen,
+                    awaiting_keyframe: false,
                 });
                 mark_dirty(&mut self.dirty, subscriber);
             }
@@ -418,18 +426,28 @@ impl Sfu {
         let Some(members) = self.rooms.get(&room) else {
             return;
         };
+        let mut needs_keyframe = false;
         for subscriber_id in members.iter().filter(|m| **m != publisher_id) {
             let Some(subscriber) = self.participants.get_mut(subscriber_id) else {
                 continue;
             };
-            let Some(out_mid) = subscriber
+            let Some(subscription) = subscriber
                 .subscriptions
-                .iter()
+                .iter_mut()
                 .find(|s| s.source == source)
-                .and_then(|s| s.forwarding_mid())
             else {
                 continue;
             };
+            let Some(out_mid) = subscription.forwarding_mid() else {
+                continue;
+            };
+            if subscription.awaiting_keyframe {
+                if !data.is_keyframe() {
+                    needs_keyframe = true;
+                    continue;
+                }
+                subscription.awaiting_keyframe = false;
+            }
             let Some(writer) = subscriber.rtc.writer(out_mid) else {
                 continue;
             };
@@ -447,6 +465,9 @@ impl Sfu {
                 }
                 Err(e) => debug!(subscriber = subscriber_id.0, "write refused: {e}"),
             }
+        }
+        if needs_keyframe {
+            self.request_keyframe(now, publisher_id, data.mid, KeyframeRequestKind::Pli);
         }
     }
 

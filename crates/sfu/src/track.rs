@@ -74,6 +74,9 @@ pub(crate) struct Subscription {
     pub source: TrackId,
     pub kind: TrackKind,
     pub state: SubscriptionState,
+    /// Video waits for a keyframe before anything is forwarded: delta frames before it are
+    /// undecodable for this subscriber and would only cost bandwidth.
+    pub awaiting_keyframe: bool,
 }
 
 impl Subscription {
