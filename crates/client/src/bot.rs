@@ -216,8 +216,7 @@ impl Bot {
 
     async fn open_media(&self, _participant: u64) -> Result<Session, BotError> {
         let local_ip = local_ip_towards(&self.link.host).await;
-        let socket = UdpSocket::bind(SocketAddr::new(local_ip, 0))
-            .await
+        let socket = bind_udp(SocketAddr::new(local_ip, 0))
             .map_err(|e| BotError::Media(format!("cannot bind UDP: {e}")))?;
         let local = socket
             .local_addr()
@@ -545,6 +544,21 @@ async fn wait_welcome(ws: &mut Ws) -> Result<(u64, Vec<proto::ParticipantInfo>),
     tokio::time::timeout(WELCOME_TIMEOUT, wait)
         .await
         .map_err(|_| BotError::Signaling("no welcome in time".into()))?
+}
+
+/// Binds the bot's media socket with a kernel receive buffer big enough for a large meeting's
+/// bursts (the default ~200 KiB drops packets when a loaded machine schedules the bot late).
+fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    const BUFFER: usize = 1024 * 1024;
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )?;
+    let _ = socket.set_recv_buffer_size(BUFFER);
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    UdpSocket::from_std(socket.into())
 }
 
 /// The local address media should leave from to reach `host`: loopback for a loopback

@@ -3,7 +3,7 @@ use serde::{Deserialize, Serialize};
 /// Why a message could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProtoError {
-    #[error("message of {0} bytes is over the {max} byte limit", max = crate::MAX_MESSAGE_BYTES)]
+    #[error("message of {0} bytes is over the limit ({max} bytes, {sdp} for offer and answer)", max = crate::MAX_MESSAGE_BYTES, sdp = crate::MAX_SDP_MESSAGE_BYTES)]
     TooLarge(usize),
     #[error("not valid JSON: {0}")]
     MalformedJson(String),

@@ -12,15 +12,23 @@ mod error;
 mod ids;
 
 pub use error::{ErrorCode, ProtoError};
-pub use ids::{MeetingId, ParticipantId};
+pub use ids::{MeetingId, ParticipantId, MEETING_ID_LEN};
 
 /// The protocol version this build speaks. A peer sending another version is refused with
 /// [`ErrorCode::UnsupportedVersion`].
 pub const PROTOCOL_VERSION: u32 = 1;
 
-/// Largest signaling message the server reads. SDP for a 100-person meeting fits well below;
-/// anything larger is refused with [`ErrorCode::TooLarge`] before it is parsed.
+/// Largest signaling message the server reads, except for SDP: anything larger is refused
+/// with [`ErrorCode::TooLarge`].
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+
+/// Largest `offer` or `answer` message. SDP grows by about 1.7 KB per remote track (one
+/// m-line each), so a 100-person meeting needs about 350 KB; nothing else may exceed
+/// [`MAX_MESSAGE_BYTES`].
+pub const MAX_SDP_MESSAGE_BYTES: usize = 1024 * 1024;
+
+/// Message types that carry SDP and may use [`MAX_SDP_MESSAGE_BYTES`].
+const SDP_TYPES: &[&str] = &["offer", "answer"];
 
 /// WebSocket close code sent with a message over [`MAX_MESSAGE_BYTES`] (RFC 6455 "message too big").
 pub const CLOSE_TOO_LARGE: u16 = 1009;
@@ -31,7 +39,7 @@ pub const CLOSE_GOING_AWAY: u16 = 1001;
 
 /// Messages a participant sends to the server.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+#[serde(tag = "type", rename_all = "snake_case")]
 pub enum ClientMessage {
     /// First message of every session: which meeting, as whom.
     Hello {
@@ -200,7 +208,7 @@ pub fn parse_server_message(text: &str) -> Result<ServerMessage, ProtoError> {
 }
 
 fn parse<T: for<'de> Deserialize<'de>>(text: &str, known: &[&str]) -> Result<T, ProtoError> {
-    if text.len() > MAX_MESSAGE_BYTES {
+    if text.len() > MAX_SDP_MESSAGE_BYTES {
         return Err(ProtoError::TooLarge(text.len()));
     }
     let mut value: serde_json::Value =
@@ -212,6 +220,9 @@ fn parse<T: for<'de> Deserialize<'de>>(text: &str, known: &[&str]) -> Result<T, 
     };
     if !known.contains(&kind.as_str()) {
         return Err(ProtoError::UnknownType(truncate(&kind, 64)));
+    }
+    if text.len() > MAX_MESSAGE_BYTES && !SDP_TYPES.contains(&kind.as_str()) {
+        return Err(ProtoError::TooLarge(text.len()));
     }
     match object.remove("v").and_then(|v| v.as_u64()) {
         Some(v) if v == u64::from(PROTOCOL_VERSION) => {}

@@ -17,9 +17,9 @@ use tracing::warn;
 use crate::storage::MeetingRecord;
 use crate::AppContext;
 
-/// Transport-level ceiling for one WebSocket message. Above the protocol's own 64 KiB limit
-/// so that a too-large message still reaches the session and gets a `too_large` answer.
-const WS_TRANSPORT_LIMIT: usize = 1024 * 1024;
+/// Transport-level ceiling for one WebSocket message. Above the protocol's own limits so that
+/// a too-large message still reaches the session and gets a `too_large` answer.
+const WS_TRANSPORT_LIMIT: usize = 2 * proto::MAX_SDP_MESSAGE_BYTES;
 
 pub fn router(ctx: Arc<AppContext>) -> Router {
     Router::new()

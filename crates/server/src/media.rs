@@ -84,6 +84,22 @@ impl MediaHandle {
     }
 }
 
+/// Kernel buffer for the media socket. The default (~200 KiB) overflows in bursts when one
+/// thread serves many participants; the kernel caps it at net.core.rmem_max / wmem_max.
+const MEDIA_SOCKET_BUFFER: usize = 4 * 1024 * 1024;
+
+/// Binds a non-blocking UDP socket with large kernel buffers.
+pub fn bind_udp(addr: SocketAddr, buffer: usize) -> std::io::Result<UdpSocket> {
+    let domain = socket2::Domain::for_address(addr);
+    let socket = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
+    // Best effort: a smaller buffer than asked still works, just with more loss under bursts.
+    let _ = socket.set_recv_buffer_size(buffer);
+    let _ = socket.set_send_buffer_size(buffer);
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    UdpSocket::from_std(socket.into())
+}
+
 /// Binds the media socket and starts the media task.
 pub async fn start(
     bind: SocketAddr,
@@ -92,7 +108,7 @@ pub async fn start(
     metrics: Arc<Metrics>,
     shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<(MediaHandle, SocketAddr, tokio::task::JoinHandle<()>)> {
-    let socket = UdpSocket::bind(bind).await?;
+    let socket = bind_udp(bind, MEDIA_SOCKET_BUFFER)?;
     let local = socket.local_addr()?;
     let candidate = SocketAddr::new(public_ip, local.port());
     let sfu = Sfu::new(SfuConfig::new(candidate, local));

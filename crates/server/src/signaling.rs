@@ -116,20 +116,11 @@ impl Session {
         if self.left {
             return;
         }
-        if text.len() > proto::MAX_MESSAGE_BYTES {
-            self.reject_and_close(
-                ErrorCode::TooLarge,
-                format!(
-                    "message of {} bytes is over the {} byte limit",
-                    text.len(),
-                    proto::MAX_MESSAGE_BYTES
-                ),
-                proto::CLOSE_TOO_LARGE,
-            );
-            return;
-        }
         let msg = match proto::parse_client_message(text) {
             Ok(msg) => msg,
+            Err(e @ proto::ProtoError::TooLarge(_)) => {
+                return self.reject_and_close(e.code(), e.to_string(), proto::CLOSE_TOO_LARGE)
+            }
             Err(e) => return self.reject(e.code(), e.to_string()),
         };
         match (msg, self.joined.is_some()) {

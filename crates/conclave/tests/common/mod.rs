@@ -1,0 +1,149 @@
+//! A real server on 127.0.0.1 with a fresh database, and helpers to drive it.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use client::{BotOptions, Report};
+use futures_util::{SinkExt, StreamExt};
+use server::{Server, ServerConfig};
+use tokio_tungstenite::tungstenite::Message;
+
+pub struct TestServer {
+    pub server: Server,
+    pub data_dir: tempfile::TempDir,
+}
+
+pub async fn start_server() -> TestServer {
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let server = start_in(data_dir.path()).await;
+    TestServer { server, data_dir }
+}
+
+pub async fn start_in(dir: &std::path::Path) -> Server {
+    let config = ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        media_port: 0,
+        media_bind_ip: "127.0.0.1".parse().unwrap(),
+        data_dir: dir.to_owned(),
+        ..ServerConfig::default()
+    };
+    Server::start(config).await.expect("server starts")
+}
+
+pub struct Links {
+    pub id: String,
+    pub join: String,
+    pub host: String,
+}
+
+pub async fn create_meeting(server: &Server) -> Links {
+    let response = reqwest::Client::new()
+        .post(format!("{}/api/meetings", server.base_url))
+        .send()
+        .await
+        .expect("create meeting");
+    assert_eq!(response.status(), 201);
+    let body: serde_json::Value = response.json().await.unwrap();
+    Links {
+        id: body["id"].as_str().unwrap().to_owned(),
+        join: body["join_url"].as_str().unwrap().to_owned(),
+        host: body["host_url"].as_str().unwrap().to_owned(),
+    }
+}
+
+pub fn bot(join: &str, name: &str, seconds: f64) -> BotOptions {
+    BotOptions {
+        join: join.to_owned(),
+        name: name.to_owned(),
+        duration: Duration::from_secs_f64(seconds),
+        video_kbps: 150,
+    }
+}
+
+pub async fn run_bots(bots: Vec<BotOptions>) -> Vec<Report> {
+    let handles: Vec<_> = bots
+        .into_iter()
+        .map(|options| tokio::spawn(client::run(options)))
+        .collect();
+    let mut reports = Vec::new();
+    for handle in handles {
+        reports.push(handle.await.expect("bot task").expect("bot runs"));
+    }
+    reports
+}
+
+/// Asserts that `report` received verified audio and video from each of `from`, and that
+/// every frame it received verified.
+pub fn assert_received_all(report: &Report, from: &[&str]) {
+    for name in from {
+        for kind in ["audio", "video"] {
+            let track = report
+                .received
+                .iter()
+                .find(|t| t.from == *name && t.kind == kind)
+                .unwrap_or_else(|| panic!("{} got no {kind} from {name}: {report:#?}", report.name));
+            assert!(track.frames > 0, "{} got no {kind} frames from {name}", report.name);
+            assert_eq!(
+                track.verified, track.frames,
+                "{}: unverified {kind} frames from {name}: {track:?}",
+                report.name
+            );
+            assert_eq!(track.out_of_order, 0, "{track:?}");
+        }
+    }
+}
+
+pub type Ws = tokio_tungstenite::WebSocketStream<
+    tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+>;
+
+pub async fn ws_connect(server: &Server) -> Ws {
+    let url = format!("ws://{}/ws", server.http_addr);
+    tokio_tungstenite::connect_async(url).await.expect("ws connects").0
+}
+
+pub async fn ws_send(ws: &mut Ws, text: impl Into<String>) {
+    ws.send(Message::Text(text.into().into())).await.expect("ws send");
+}
+
+/// The next text message as JSON, or None if the socket closed (with its close code).
+pub async fn ws_next(ws: &mut Ws) -> Result<serde_json::Value, Option<u16>> {
+    loop {
+        let next = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("a message within 10 s");
+        match next {
+            Some(Ok(Message::Text(text))) => return Ok(serde_json::from_str(text.as_str()).unwrap()),
+            Some(Ok(Message::Close(frame))) => return Err(frame.map(|f| u16::from(f.code))),
+            Some(Ok(_)) => continue,
+            Some(Err(_)) | None => return Err(None),
+        }
+    }
+}
+
+pub fn hello(meeting: &str, name: &str) -> String {
+    serde_json::json!({"v": 1, "type": "hello", "meeting": meeting, "name": name, "client_version": "test"})
+        .to_string()
+}
+
+/// Joins as a raw WebSocket participant and returns the socket after the welcome.
+pub async fn ws_join(server: &Server, meeting: &str, name: &str) -> (Ws, serde_json::Value) {
+    let mut ws = ws_connect(server).await;
+    ws_send(&mut ws, hello(meeting, name)).await;
+    let welcome = ws_next(&mut ws).await.expect("welcome");
+    assert_eq!(welcome["type"], "welcome", "{welcome}");
+    (ws, welcome)
+}
+
+/// Reads a metric's value from /metrics.
+pub async fn metric(server: &Server, line_prefix: &str) -> u64 {
+    let text = reqwest::get(format!("{}/metrics", server.base_url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(line_prefix).map(|v| v.trim().parse().unwrap()))
+        .unwrap_or_else(|| panic!("no metric {line_prefix} in\n{text}"))
+}

@@ -1,0 +1,132 @@
+//! Real bots, a real server and real UDP on 127.0.0.1.
+
+mod common;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_bots_receive_verified_audio_and_video_from_each_other() {
+    let t = start_server().await;
+    let links = create_meeting(&t.server).await;
+    let reports = run_bots(vec![
+        bot(&links.host, "alice", 4.0),
+        bot(&links.join, "bob", 4.0),
+        bot(&links.join, "carol", 4.0),
+    ])
+    .await;
+    let names = ["alice", "bob", "carol"];
+    for report in &reports {
+        let others: Vec<&str> = names.iter().copied().filter(|n| *n != report.name).collect();
+        assert_received_all(report, &others);
+        assert!(report.errors.is_empty(), "{:?}", report.errors);
+        assert!(report.sent.video > 60 && report.sent.audio > 100, "{:?}", report.sent);
+        for track in &report.received {
+            assert!(track.latency_ms_p50.is_some(), "latency measured: {track:?}");
+        }
+        eprintln!(
+            "{}: {}",
+            report.name,
+            serde_json::to_string(&report.received).unwrap()
+        );
+    }
+    assert!(metric(&t.server, "conclave_media_frames_forwarded_total").await > 0);
+    t.server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leaving_bot_has_its_tracks_removed_for_the_others() {
+    let t = start_server().await;
+    let links = create_meeting(&t.server).await;
+    let reports = run_bots(vec![
+        bot(&links.join, "stays-1", 5.0),
+        bot(&links.join, "stays-2", 5.0),
+        bot(&links.join, "leaves", 2.0),
+    ])
+    .await;
+    for report in reports.iter().filter(|r| r.name.starts_with("stays")) {
+        let from_leaver: Vec<_> = report.received.iter().filter(|t| t.from == "leaves").collect();
+        assert_eq!(from_leaver.len(), 2, "{report:#?}");
+        assert!(from_leaver.iter().all(|t| t.removed && t.frames > 0), "{from_leaver:?}");
+        let from_other: Vec<_> = report
+            .received
+            .iter()
+            .filter(|t| t.from.starts_with("stays") && t.from != report.name)
+            .collect();
+        assert!(from_other.iter().all(|t| !t.removed), "{from_other:?}");
+    }
+    t.server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_bot_process_is_removed_and_its_tracks_unpublished() {
+    let t = start_server().await;
+    let links = create_meeting(&t.server).await;
+    let observer = tokio::spawn(client::run(bot(&links.join, "observer", 12.0)));
+    let mut victim = tokio::process::Command::new(env!("CARGO_BIN_EXE_conclave"))
+        .args(["bot", "--join", &links.join, "--name", "victim", "--duration", "60"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn bot");
+    // Wait until the server forwards the victim's media, then kill it without warning.
+    let mut forwarded = 0;
+    for _ in 0..100 {
+        forwarded = metric(&t.server, "conclave_media_frames_forwarded_total").await;
+        if forwarded > 100 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(forwarded > 100, "media flowed before the kill");
+    victim.start_kill().expect("SIGKILL");
+    victim.wait().await.unwrap();
+    let mut participants = u64::MAX;
+    for _ in 0..100 {
+        participants = metric(&t.server, "conclave_participants ").await;
+        if participants == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(participants, 1, "the killed bot is removed");
+    let report = observer.await.unwrap().unwrap();
+    let from_victim: Vec<_> = report.received.iter().filter(|t| t.from == "victim").collect();
+    assert_eq!(from_victim.len(), 2, "{report:#?}");
+    assert!(from_victim.iter().all(|t| t.removed && t.verified > 0), "{from_victim:?}");
+    t.server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_bots_each_receive_all_nineteen_others() {
+    let t = start_server().await;
+    let links = create_meeting(&t.server).await;
+    let names: Vec<String> = (0..20).map(|i| format!("bot-{i:02}")).collect();
+    let bots = names.iter().map(|n| bot(&links.join, n, 6.0)).collect();
+    let reports = run_bots(bots).await;
+    let mut latencies_p50 = Vec::new();
+    let mut latencies_p99 = Vec::new();
+    for report in &reports {
+        let others: Vec<&str> = names
+            .iter()
+            .map(String::as_str)
+            .filter(|n| *n != report.name)
+            .collect();
+        assert_received_all(report, &others);
+        for track in &report.received {
+            latencies_p50.extend(track.latency_ms_p50);
+            latencies_p99.extend(track.latency_ms_p99);
+        }
+    }
+    latencies_p50.sort_by(f64::total_cmp);
+    latencies_p99.sort_by(f64::total_cmp);
+    eprintln!(
+        "20 bots: median of per-track p50 latency {:.2} ms, median of per-track p99 {:.2} ms",
+        latencies_p50[latencies_p50.len() / 2],
+        latencies_p99[latencies_p99.len() / 2]
+    );
+    t.server.shutdown().await.unwrap();
+}
