@@ -69,6 +69,9 @@ pub struct Bot {
     errors: Vec<String>,
     sent: SentCounts,
     reconnects: u32,
+    reconnect_ms: Vec<u64>,
+    /// When the signaling connection was lost, until media flows again.
+    lost_at: Option<Instant>,
     participant_id: Option<u64>,
 }
 
@@ -84,6 +87,8 @@ pub async fn run(options: BotOptions) -> Result<Report, BotError> {
         errors: Vec::new(),
         sent: SentCounts::default(),
         reconnects: 0,
+        reconnect_ms: Vec::new(),
+        lost_at: None,
         participant_id: None,
     };
     let mut first = true;
@@ -138,6 +143,7 @@ impl Bot {
         if Instant::now() >= self.deadline {
             return false;
         }
+        self.lost_at.get_or_insert_with(Instant::now);
         self.reconnects += 1;
         tokio::time::sleep(RECONNECT_BACKOFF).await;
         true
@@ -153,6 +159,7 @@ impl Bot {
             errors: self.errors.clone(),
             sent: self.sent.clone(),
             reconnects: self.reconnects,
+            reconnect_ms: self.reconnect_ms.clone(),
         }
     }
 
@@ -324,6 +331,9 @@ impl Bot {
             Event::Connected => {
                 info!(name = %self.options.name, "media connected");
                 s.connected_at = Some(Instant::now());
+                if let Some(lost) = self.lost_at.take() {
+                    self.reconnect_ms.push(lost.elapsed().as_millis() as u64);
+                }
             }
             Event::KeyframeRequest(request) if request.mid == s.video_mid => {
                 s.keyframe_requested = true;

@@ -11,6 +11,8 @@ pub struct Report {
     pub sent: SentCounts,
     /// Times the bot lost its signaling connection and joined again.
     pub reconnects: u32,
+    /// For each reconnect: milliseconds from losing the connection to media flowing again.
+    pub reconnect_ms: Vec<u64>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]

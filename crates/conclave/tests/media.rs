@@ -19,12 +19,23 @@ async fn three_bots_receive_verified_audio_and_video_from_each_other() {
     .await;
     let names = ["alice", "bob", "carol"];
     for report in &reports {
-        let others: Vec<&str> = names.iter().copied().filter(|n| *n != report.name).collect();
+        let others: Vec<&str> = names
+            .iter()
+            .copied()
+            .filter(|n| *n != report.name)
+            .collect();
         assert_received_all(report, &others);
         assert!(report.errors.is_empty(), "{:?}", report.errors);
-        assert!(report.sent.video > 60 && report.sent.audio > 100, "{:?}", report.sent);
+        assert!(
+            report.sent.video > 60 && report.sent.audio > 100,
+            "{:?}",
+            report.sent
+        );
         for track in &report.received {
-            assert!(track.latency_ms_p50.is_some(), "latency measured: {track:?}");
+            assert!(
+                track.latency_ms_p50.is_some(),
+                "latency measured: {track:?}"
+            );
         }
         eprintln!(
             "{}: {}",
@@ -47,9 +58,16 @@ async fn a_leaving_bot_has_its_tracks_removed_for_the_others() {
     ])
     .await;
     for report in reports.iter().filter(|r| r.name.starts_with("stays")) {
-        let from_leaver: Vec<_> = report.received.iter().filter(|t| t.from == "leaves").collect();
+        let from_leaver: Vec<_> = report
+            .received
+            .iter()
+            .filter(|t| t.from == "leaves")
+            .collect();
         assert_eq!(from_leaver.len(), 2, "{report:#?}");
-        assert!(from_leaver.iter().all(|t| t.removed && t.frames > 0), "{from_leaver:?}");
+        assert!(
+            from_leaver.iter().all(|t| t.removed && t.frames > 0),
+            "{from_leaver:?}"
+        );
         let from_other: Vec<_> = report
             .received
             .iter()
@@ -66,7 +84,15 @@ async fn a_killed_bot_process_is_removed_and_its_tracks_unpublished() {
     let links = create_meeting(&t.server).await;
     let observer = tokio::spawn(client::run(bot(&links.join, "observer", 12.0)));
     let mut victim = tokio::process::Command::new(env!("CARGO_BIN_EXE_conclave"))
-        .args(["bot", "--join", &links.join, "--name", "victim", "--duration", "60"])
+        .args([
+            "bot",
+            "--join",
+            &links.join,
+            "--name",
+            "victim",
+            "--duration",
+            "60",
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .kill_on_drop(true)
@@ -94,9 +120,16 @@ async fn a_killed_bot_process_is_removed_and_its_tracks_unpublished() {
     }
     assert_eq!(participants, 1, "the killed bot is removed");
     let report = observer.await.unwrap().unwrap();
-    let from_victim: Vec<_> = report.received.iter().filter(|t| t.from == "victim").collect();
+    let from_victim: Vec<_> = report
+        .received
+        .iter()
+        .filter(|t| t.from == "victim")
+        .collect();
     assert_eq!(from_victim.len(), 2, "{report:#?}");
-    assert!(from_victim.iter().all(|t| t.removed && t.verified > 0), "{from_victim:?}");
+    assert!(
+        from_victim.iter().all(|t| t.removed && t.verified > 0),
+        "{from_victim:?}"
+    );
     t.server.shutdown().await.unwrap();
 }
 
@@ -128,5 +161,84 @@ async fn twenty_bots_each_receive_all_nineteen_others() {
         latencies_p50[latencies_p50.len() / 2],
         latencies_p99[latencies_p99.len() / 2]
     );
+    t.server.shutdown().await.unwrap();
+}
+
+/// A TCP relay for the signaling connection that the test can cut.
+struct CuttableProxy {
+    addr: std::net::SocketAddr,
+    connections: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl CuttableProxy {
+    async fn start(target: std::net::SocketAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connections = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let list = connections.clone();
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let relay = tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                list.lock().unwrap().push(relay);
+            }
+        });
+        CuttableProxy { addr, connections }
+    }
+
+    fn cut_all(&self) -> usize {
+        let mut list = self.connections.lock().unwrap();
+        let n = list.len();
+        for relay in list.drain(..) {
+            relay.abort();
+        }
+        n
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bot_whose_signaling_drops_rejoins_within_two_seconds_and_media_resumes() {
+    let t = start_server().await;
+    let links = create_meeting(&t.server).await;
+    let proxy = CuttableProxy::start(t.server.http_addr).await;
+    let via_proxy = format!("http://{}/m/{}", proxy.addr, links.id);
+    let observer = tokio::spawn(client::run(bot(&links.join, "observer", 8.0)));
+    let flaky = tokio::spawn(client::run(bot(&via_proxy, "flaky", 7.0)));
+    for _ in 0..100 {
+        if metric(&t.server, "conclave_media_frames_forwarded_total").await > 100 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        proxy.cut_all(),
+        1,
+        "one signaling connection went through the proxy"
+    );
+    let flaky = flaky.await.unwrap().unwrap();
+    let observer = observer.await.unwrap().unwrap();
+    assert_eq!(flaky.reconnects, 1, "{flaky:#?}");
+    assert_eq!(flaky.reconnect_ms.len(), 1);
+    assert!(
+        flaky.reconnect_ms[0] < 2000,
+        "rejoined in {:?} ms",
+        flaky.reconnect_ms
+    );
+    // The observer receives the rejoined participant's media, all of it verified.
+    let rejoined = flaky.participant_id.unwrap();
+    for kind in ["audio", "video"] {
+        let track = observer
+            .received
+            .iter()
+            .find(|t| t.participant_id == rejoined && t.kind == kind)
+            .unwrap_or_else(|| panic!("no {kind} after the rejoin: {observer:#?}"));
+        assert!(
+            track.frames > 0 && track.verified == track.frames,
+            "{track:?}"
+        );
+    }
     t.server.shutdown().await.unwrap();
 }

@@ -59,7 +59,10 @@ fn each_kind_of_bad_message_has_its_own_code() {
             r#"{"v":1,"type":"hello","meeting":"x","name":"a","client_version":"1"}"#,
             ErrorCode::InvalidMessage,
         ),
-        (r#"{"v":1,"type":"offer","sdp":42}"#, ErrorCode::InvalidMessage),
+        (
+            r#"{"v":1,"type":"offer","sdp":42}"#,
+            ErrorCode::InvalidMessage,
+        ),
     ];
     for (text, code) in cases {
         let err = parse_client_message(text).unwrap_err();

@@ -81,8 +81,14 @@ pub fn assert_received_all(report: &Report, from: &[&str]) {
                 .received
                 .iter()
                 .find(|t| t.from == *name && t.kind == kind)
-                .unwrap_or_else(|| panic!("{} got no {kind} from {name}: {report:#?}", report.name));
-            assert!(track.frames > 0, "{} got no {kind} frames from {name}", report.name);
+                .unwrap_or_else(|| {
+                    panic!("{} got no {kind} from {name}: {report:#?}", report.name)
+                });
+            assert!(
+                track.frames > 0,
+                "{} got no {kind} frames from {name}",
+                report.name
+            );
             assert_eq!(
                 track.verified, track.frames,
                 "{}: unverified {kind} frames from {name}: {track:?}",
@@ -93,17 +99,21 @@ pub fn assert_received_all(report: &Report, from: &[&str]) {
     }
 }
 
-pub type Ws = tokio_tungstenite::WebSocketStream<
-    tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
->;
+pub type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 pub async fn ws_connect(server: &Server) -> Ws {
     let url = format!("ws://{}/ws", server.http_addr);
-    tokio_tungstenite::connect_async(url).await.expect("ws connects").0
+    tokio_tungstenite::connect_async(url)
+        .await
+        .expect("ws connects")
+        .0
 }
 
 pub async fn ws_send(ws: &mut Ws, text: impl Into<String>) {
-    ws.send(Message::Text(text.into().into())).await.expect("ws send");
+    ws.send(Message::Text(text.into().into()))
+        .await
+        .expect("ws send");
 }
 
 /// The next text message as JSON, or None if the socket closed (with its close code).
@@ -113,7 +123,9 @@ pub async fn ws_next(ws: &mut Ws) -> Result<serde_json::Value, Option<u16>> {
             .await
             .expect("a message within 10 s");
         match next {
-            Some(Ok(Message::Text(text))) => return Ok(serde_json::from_str(text.as_str()).unwrap()),
+            Some(Ok(Message::Text(text))) => {
+                return Ok(serde_json::from_str(text.as_str()).unwrap())
+            }
             Some(Ok(Message::Close(frame))) => return Err(frame.map(|f| u16::from(f.code))),
             Some(Ok(_)) => continue,
             Some(Err(_)) | None => return Err(None),
@@ -144,6 +156,9 @@ pub async fn metric(server: &Server, line_prefix: &str) -> u64 {
         .await
         .unwrap();
     text.lines()
-        .find_map(|l| l.strip_prefix(line_prefix).map(|v| v.trim().parse().unwrap()))
+        .find_map(|l| {
+            l.strip_prefix(line_prefix)
+                .map(|v| v.trim().parse().unwrap())
+        })
         .unwrap_or_else(|| panic!("no metric {line_prefix} in\n{text}"))
 }
