@@ -1,1 +1,189 @@
-fn main() {}
+//! `cargo xtask`: the project's only build entry points.
+//!
+//! - `setup`: installs what the project needs on a fresh Debian machine with Rust.
+//! - `run [ARGS]`: setup, release build, then `conclave serve ARGS`.
+//! - `test`: setup, formatting and lint checks, then every test.
+//! - `clips`: regenerates the bots' media clips with ffmpeg.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+fn main() -> Result<()> {
+    let mut args = std::env::args().skip(1);
+    let task = args.next().unwrap_or_default();
+    let rest: Vec<String> = args.collect();
+    let root = project_root();
+    std::env::set_current_dir(&root)?;
+    match task.as_str() {
+        "setup" => setup(),
+        "run" => {
+            setup()?;
+            run_serve(&rest)
+        }
+        "test" => {
+            setup()?;
+            test()
+        }
+        "clips" => clips(),
+        _ => {
+            eprintln!("usage: cargo xtask <setup | run [serve args] | test | clips>");
+            bail!("unknown task {task:?}")
+        }
+    }
+}
+
+fn project_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// Debian packages the tests need, with a command that proves each is there.
+const APT_PACKAGES: &[(&str, &str)] = &[("pkg-config", "pkg-config"), ("procps", "ps")];
+
+fn setup() -> Result<()> {
+    let missing: Vec<&str> = APT_PACKAGES
+        .iter()
+        .filter(|(_, command)| !have(command))
+        .map(|(package, _)| *package)
+        .collect();
+    apt_install(&missing)
+}
+
+fn have(command: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {command} >/dev/null 2>&1")])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn apt_install(packages: &[&str]) -> Result<()> {
+    if packages.is_empty() {
+        return Ok(());
+    }
+    println!("xtask: installing {}", packages.join(" "));
+    let sudo: &[&str] = if is_root() { &[] } else { &["sudo"] };
+    let mut update = Command::new(sudo.first().copied().unwrap_or("apt-get"));
+    if !sudo.is_empty() {
+        update.arg("apt-get");
+    }
+    run(update.args(["update", "-qq"]))?;
+    let mut install = Command::new(sudo.first().copied().unwrap_or("apt-get"));
+    if !sudo.is_empty() {
+        install.arg("apt-get");
+    }
+    install
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .args(["install", "-y", "-qq", "--no-install-recommends"])
+        .args(packages);
+    run(&mut install)
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+fn run(command: &mut Command) -> Result<()> {
+    let status = command
+        .status()
+        .with_context(|| format!("cannot run {command:?}"))?;
+    if !status.success() {
+        bail!("{command:?} failed: {status}");
+    }
+    Ok(())
+}
+
+fn run_serve(args: &[String]) -> Result<()> {
+    run(cargo().args(["build", "--release", "-p", "conclave"]))?;
+    run(Command::new("target/release/conclave")
+        .arg("serve")
+        .args(args))
+}
+
+fn test() -> Result<()> {
+    run(cargo().args(["fmt", "--all", "--", "--check"]))?;
+    run(cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    run(cargo().args(["test", "--workspace", "--all-targets"]))
+}
+
+fn clips() -> Result<()> {
+    if !have("ffmpeg") {
+        apt_install(&["ffmpeg"])?;
+    }
+    let dir = Path::new("crates/client/clips");
+    for kbps in [150, 500, 1500] {
+        let out = dir.join(format!("video-{kbps}k.ivf"));
+        let rate = format!("{kbps}k");
+        run(Command::new("ffmpeg")
+            .args([
+                "-loglevel",
+                "error",
+                "-y",
+                "-f",
+                "lavfi",
+                "-i",
+                "testsrc2=size=640x360:rate=30",
+                "-t",
+                "2",
+                "-c:v",
+                "libvpx",
+                "-b:v",
+                &rate,
+                "-minrate",
+                &rate,
+                "-maxrate",
+                &rate,
+                "-g",
+                "60",
+                "-keyint_min",
+                "60",
+                "-auto-alt-ref",
+                "0",
+                "-lag-in-frames",
+                "0",
+                "-deadline",
+                "realtime",
+                "-cpu-used",
+                "8",
+                "-error-resilient",
+                "1",
+            ])
+            .arg(&out))?;
+    }
+    run(Command::new("ffmpeg")
+        .args([
+            "-loglevel",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440:sample_rate=48000",
+            "-t",
+            "1",
+            "-c:a",
+            "libopus",
+            "-b:a",
+            "32k",
+            "-frame_duration",
+            "20",
+        ])
+        .arg(dir.join("audio.opus")))
+}

@@ -63,7 +63,7 @@ impl TrackReceiver {
             TrackKind::Audio => clip::AUDIO_TICKS_PER_FRAME,
             TrackKind::Video => clip::VIDEO_TICKS_PER_FRAME,
         };
-        if rtp_time % ticks != 0 {
+        if !rtp_time.is_multiple_of(ticks) {
             return false;
         }
         let position = rtp_time / ticks;
