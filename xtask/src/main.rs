@@ -4,6 +4,7 @@
 //! - `run [ARGS]`: setup, release build, then `conclave serve ARGS`.
 //! - `test`: setup, formatting and lint checks, then every test.
 //! - `clips`: regenerates the bots' media clips with ffmpeg.
+//! - `bench [ARGS]`: the load benchmark (Conclave, Janus and the raw UDP floor side by side).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -27,8 +28,14 @@ fn main() -> Result<()> {
             test()
         }
         "clips" => clips(),
+        "bench" => {
+            setup()?;
+            run(cargo()
+                .args(["run", "--release", "-p", "bench", "--"])
+                .args(&rest))
+        }
         _ => {
-            eprintln!("usage: cargo xtask <setup | run [serve args] | test | clips>");
+            eprintln!("usage: cargo xtask <setup | run [serve args] | test | clips | bench [args]>");
             bail!("unknown task {task:?}")
         }
     }

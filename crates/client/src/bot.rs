@@ -37,6 +37,18 @@ pub struct BotOptions {
     pub video_kbps: u32,
 }
 
+impl BotOptions {
+    /// A bot with the default 500 kbps video.
+    pub fn new(join: impl Into<String>, name: impl Into<String>, duration: Duration) -> Self {
+        BotOptions {
+            join: join.into(),
+            name: name.into(),
+            duration,
+            video_kbps: 500,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum BotError {
     #[error(transparent)]

@@ -180,10 +180,8 @@ async fn bot(args: BotArgs) -> Result<()> {
         bail!("--duration must be a positive number of seconds");
     }
     let report = client::run(client::BotOptions {
-        join: args.join,
-        name: args.name,
-        duration: Duration::from_secs_f64(args.duration),
         video_kbps: args.video_kbps,
+        ..client::BotOptions::new(args.join, args.name, Duration::from_secs_f64(args.duration))
     })
     .await?;
     let json = serde_json::to_string_pretty(&report)?;

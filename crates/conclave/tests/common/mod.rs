@@ -53,10 +53,8 @@ pub async fn create_meeting(server: &Server) -> Links {
 
 pub fn bot(join: &str, name: &str, seconds: f64) -> BotOptions {
     BotOptions {
-        join: join.to_owned(),
-        name: name.to_owned(),
-        duration: Duration::from_secs_f64(seconds),
         video_kbps: 150,
+        ..BotOptions::new(join, name, Duration::from_secs_f64(seconds))
     }
 }
 
