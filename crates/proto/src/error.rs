@@ -61,6 +61,12 @@ pub enum ErrorCode {
     BinaryNotSupported,
     /// The meeting is full.
     MeetingFull,
+    /// Not decodable as the MLS message its type says (or not base64).
+    MalformedMls,
+    /// A Commit for an epoch the group has left: another Commit was first. Re-base and retry.
+    StaleEpoch,
+    /// Only members of the meeting's MLS group may send this.
+    NotInGroup,
     Internal,
 }
 
@@ -81,12 +87,15 @@ impl ErrorCode {
             ErrorCode::NoPendingOffer => "no_pending_offer",
             ErrorCode::BinaryNotSupported => "binary_not_supported",
             ErrorCode::MeetingFull => "meeting_full",
+            ErrorCode::MalformedMls => "malformed_mls",
+            ErrorCode::StaleEpoch => "stale_epoch",
+            ErrorCode::NotInGroup => "not_in_group",
             ErrorCode::Internal => "internal",
         }
     }
 
     /// Every code, for metrics that list zero counts too.
-    pub const ALL: [ErrorCode; 15] = [
+    pub const ALL: [ErrorCode; 18] = [
         ErrorCode::TooLarge,
         ErrorCode::MalformedJson,
         ErrorCode::UnknownType,
@@ -101,6 +110,9 @@ impl ErrorCode {
         ErrorCode::NoPendingOffer,
         ErrorCode::BinaryNotSupported,
         ErrorCode::MeetingFull,
+        ErrorCode::MalformedMls,
+        ErrorCode::StaleEpoch,
+        ErrorCode::NotInGroup,
         ErrorCode::Internal,
     ];
 }

@@ -54,6 +54,17 @@ pub enum ClientMessage {
     Offer { sdp: String },
     /// SDP answer to an [`ServerMessage::Offer`] from the server.
     Answer { sdp: String },
+    /// The participant's MLS KeyPackage (base64): hosts admit it, a member commits its Add.
+    MlsKeyPackage { key_package: String },
+    /// An MLS Commit (base64) for the group's current epoch, with the Welcome for anyone it adds.
+    /// The server accepts the first Commit of each epoch and refuses later ones (`stale_epoch`).
+    MlsCommit {
+        commit: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        welcome: Option<String>,
+    },
+    /// An MLS application message (base64): admissions, chat, reactions. Relayed to the group.
+    MlsMessage { data: String },
     /// The participant leaves the meeting for good.
     Leave,
     /// Keep-alive; answered with [`ServerMessage::Pong`].
@@ -67,6 +78,9 @@ impl ClientMessage {
             ClientMessage::Hello { .. } => "hello",
             ClientMessage::Offer { .. } => "offer",
             ClientMessage::Answer { .. } => "answer",
+            ClientMessage::MlsKeyPackage { .. } => "mls_key_package",
+            ClientMessage::MlsCommit { .. } => "mls_commit",
+            ClientMessage::MlsMessage { .. } => "mls_message",
             ClientMessage::Leave => "leave",
             ClientMessage::Ping => "ping",
         }
@@ -74,7 +88,16 @@ impl ClientMessage {
 }
 
 /// The type tags [`ClientMessage`] knows, so an unknown one is told apart from a bad field.
-const CLIENT_TYPES: &[&str] = &["hello", "offer", "answer", "leave", "ping"];
+const CLIENT_TYPES: &[&str] = &[
+    "hello",
+    "offer",
+    "answer",
+    "mls_key_package",
+    "mls_commit",
+    "mls_message",
+    "leave",
+    "ping",
+];
 
 /// Media kind of a track.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -159,6 +182,28 @@ pub enum ServerMessage {
         sdp: String,
         tracks: Vec<TrackInfo>,
     },
+    /// This participant is the first host in a meeting with no MLS group: it creates the group
+    /// with this id (base64) and then admits and adds the others.
+    MlsCreateGroup { group_id: String },
+    /// A participant waiting to enter the group published its KeyPackage (sent to members).
+    MlsKeyPackage {
+        participant_id: ParticipantId,
+        key_package: String,
+    },
+    /// A Commit the server accepted, from another member: process it.
+    MlsCommit {
+        from: ParticipantId,
+        commit: String,
+    },
+    /// The participant's own Commit was accepted: merge it. The group is now at `epoch`.
+    MlsCommitAccepted { epoch: u64 },
+    /// The Welcome that adds this participant to the group.
+    MlsWelcome { welcome: String },
+    /// An MLS application message from another member.
+    MlsMessage {
+        from: ParticipantId,
+        data: String,
+    },
     /// Something the participant sent was refused. The session goes on unless a close follows.
     Error {
         code: ErrorCode,
@@ -200,6 +245,12 @@ pub fn parse_server_message(text: &str) -> Result<ServerMessage, ProtoError> {
         "participant_left",
         "answer",
         "offer",
+        "mls_create_group",
+        "mls_key_package",
+        "mls_commit",
+        "mls_commit_accepted",
+        "mls_welcome",
+        "mls_message",
         "error",
         "pong",
         "server_shutdown",
@@ -233,6 +284,15 @@ fn parse<T: for<'de> Deserialize<'de>>(text: &str, known: &[&str]) -> Result<T, 
         kind,
         reason: e.to_string(),
     })
+}
+
+/// Base64 (standard alphabet, padded) for the binary MLS messages carried in JSON.
+pub fn b64_encode(bytes: &[u8]) -> String {
+    data_encoding::BASE64.encode(bytes)
+}
+
+pub fn b64_decode(text: &str) -> Option<Vec<u8>> {
+    data_encoding::BASE64.decode(text.as_bytes()).ok()
 }
 
 fn truncate(s: &str, max: usize) -> String {

@@ -7,6 +7,8 @@ use std::sync::Mutex;
 use proto::{LeaveReason, MeetingId, ParticipantId, ParticipantInfo, Role, ServerMessage};
 use tokio::sync::mpsc;
 
+use crate::delivery::{DeliveryError, GroupDelivery};
+
 /// What a session task is asked to send.
 #[derive(Debug)]
 pub enum Outbound {
@@ -28,6 +30,51 @@ struct Member {
 struct LiveMeeting {
     room: u64,
     members: BTreeMap<ParticipantId, Member>,
+    delivery: GroupDelivery,
+}
+
+impl LiveMeeting {
+    fn send(&self, to: ParticipantId, msg: ServerMessage) {
+        if let Some(member) = self.members.get(&to) {
+            let _ = member.tx.send(Outbound::Message(msg));
+        }
+    }
+
+    /// With no MLS group, the longest-present host creates one and learns who waits.
+    fn start_group_if_needed(&mut self, meeting: &MeetingId) {
+        if self.delivery.has_group() {
+            return;
+        }
+        let Some(host) = self
+            .members
+            .values()
+            .find(|m| m.info.role == Role::Host)
+            .map(|m| m.info.id)
+        else {
+            return;
+        };
+        let group_id = self.delivery.create_group(meeting, host);
+        self.send(
+            host,
+            ServerMessage::MlsCreateGroup {
+                group_id: proto::b64_encode(&group_id),
+            },
+        );
+        let waiting: Vec<_> = self
+            .delivery
+            .waiting()
+            .map(|(id, w)| (id, proto::b64_encode(&w.key_package)))
+            .collect();
+        for (participant_id, key_package) in waiting {
+            self.send(
+                host,
+                ServerMessage::MlsKeyPackage {
+                    participant_id,
+                    key_package,
+                },
+            );
+        }
+    }
 }
 
 #[derive(Default)]
@@ -64,6 +111,7 @@ impl Hub {
             .or_insert_with(|| LiveMeeting {
                 room: next_room,
                 members: BTreeMap::new(),
+                delivery: GroupDelivery::default(),
             });
         let room = live.room;
         let others: Vec<ParticipantInfo> = live.members.values().map(|m| m.info.clone()).collect();
@@ -81,6 +129,7 @@ impl Hub {
                 }));
         }
         live.members.insert(id, Member { info, tx });
+        live.start_group_if_needed(meeting);
         if room == next_room {
             state.next_room += 1;
         }
@@ -98,6 +147,7 @@ impl Hub {
             return false;
         };
         live.members.remove(&id);
+        live.delivery.leave(id);
         for member in live.members.values() {
             let _ = member
                 .tx
@@ -106,6 +156,7 @@ impl Hub {
                     reason,
                 }));
         }
+        live.start_group_if_needed(&meeting);
         if live.members.is_empty() {
             state.meetings.remove(&meeting);
         }
@@ -121,6 +172,98 @@ impl Hub {
         live.members
             .get(&id)
             .is_some_and(|member| member.tx.send(outbound).is_ok())
+    }
+
+    /// Runs `f` on the live meeting `id` is in.
+    fn with_meeting<T>(
+        &self,
+        id: ParticipantId,
+        f: impl FnOnce(&mut LiveMeeting) -> Result<T, DeliveryError>,
+    ) -> Result<T, DeliveryError> {
+        let mut state = lock(&self.state);
+        let Some(meeting) = state.where_is.get(&id).cloned() else {
+            return Err(DeliveryError::NotInGroup);
+        };
+        match state.meetings.get_mut(&meeting) {
+            Some(live) => f(live),
+            None => Err(DeliveryError::NotInGroup),
+        }
+    }
+
+    /// A waiting participant's KeyPackage: stored, and shown to the group's members.
+    pub fn mls_key_package(&self, from: ParticipantId, bytes: Vec<u8>) -> Result<(), DeliveryError> {
+        self.with_meeting(from, |live| {
+            let encoded = proto::b64_encode(&bytes);
+            live.delivery.key_package(from, bytes)?;
+            for member in live.delivery.members() {
+                live.send(
+                    member,
+                    ServerMessage::MlsKeyPackage {
+                        participant_id: from,
+                        key_package: encoded.clone(),
+                    },
+                );
+            }
+            Ok(())
+        })
+    }
+
+    /// A Commit: ordered by the delivery service, then fanned out with its Welcome.
+    pub fn mls_commit(
+        &self,
+        from: ParticipantId,
+        commit: Vec<u8>,
+        welcome: Option<Vec<u8>>,
+    ) -> Result<u64, DeliveryError> {
+        self.with_meeting(from, |live| {
+            let accepted = live.delivery.commit(from, &commit, welcome.as_deref())?;
+            live.send(
+                from,
+                ServerMessage::MlsCommitAccepted {
+                    epoch: accepted.epoch,
+                },
+            );
+            let encoded = proto::b64_encode(&commit);
+            for member in accepted.notify {
+                live.send(
+                    member,
+                    ServerMessage::MlsCommit {
+                        from,
+                        commit: encoded.clone(),
+                    },
+                );
+            }
+            if let Some(welcome) = welcome {
+                let encoded = proto::b64_encode(&welcome);
+                for joiner in accepted.welcomed {
+                    live.send(
+                        joiner,
+                        ServerMessage::MlsWelcome {
+                            welcome: encoded.clone(),
+                        },
+                    );
+                }
+            }
+            Ok(accepted.epoch)
+        })
+    }
+
+    /// An application message (admission, chat, reaction): relayed to the other members.
+    pub fn mls_message(&self, from: ParticipantId, data: Vec<u8>) -> Result<(), DeliveryError> {
+        self.with_meeting(from, |live| {
+            let recipients = live.delivery.application(from, &data)?;
+            let encoded = proto::b64_encode(&data);
+            for member in recipients {
+                live.send(
+                    member,
+                    ServerMessage::MlsMessage {
+                        from,
+                        data: encoded.clone(),
+                    },
+                );
+            }
+            Ok(())
+        })
     }
 
     /// Number of participants, and of meetings with anyone in them.

@@ -3,6 +3,7 @@
 //! The server relays media and signaling; it holds no media keys and never decodes a frame.
 
 mod config;
+mod delivery;
 mod http;
 mod hub;
 mod media;

@@ -82,6 +82,14 @@ pub async fn run(socket: WebSocket, ctx: Arc<AppContext>) {
     session.end().await;
 }
 
+fn decode(text: &str) -> Result<Vec<u8>, (ErrorCode, String)> {
+    proto::b64_decode(text).ok_or((ErrorCode::MalformedMls, "not base64".into()))
+}
+
+fn into_rejection(error: crate::delivery::DeliveryError) -> (ErrorCode, String) {
+    (error.code(), error.to_string())
+}
+
 fn close(code: u16, reason: &str) -> Message {
     Message::Close(Some(CloseFrame {
         code,
@@ -144,6 +152,23 @@ impl Session {
             ),
             (ClientMessage::Offer { sdp }, true) => self.offer(sdp).await,
             (ClientMessage::Answer { sdp }, true) => self.answer(sdp).await,
+            (ClientMessage::MlsKeyPackage { key_package }, true) => {
+                self.mls(|hub, id| {
+                    let bytes = decode(&key_package)?;
+                    hub.mls_key_package(id, bytes).map_err(into_rejection)
+                })
+            }
+            (ClientMessage::MlsCommit { commit, welcome }, true) => self.mls(|hub, id| {
+                let commit = decode(&commit)?;
+                let welcome = welcome.as_deref().map(decode).transpose()?;
+                hub.mls_commit(id, commit, welcome)
+                    .map(|_| ())
+                    .map_err(into_rejection)
+            }),
+            (ClientMessage::MlsMessage { data }, true) => self.mls(|hub, id| {
+                let data = decode(&data)?;
+                hub.mls_message(id, data).map_err(into_rejection)
+            }),
             (ClientMessage::Leave, true) => {
                 self.left = true;
                 let _ = self.tx.send(Outbound::Close {
@@ -151,6 +176,19 @@ impl Session {
                     reason: "left".into(),
                 });
             }
+        }
+    }
+
+    /// Runs an MLS delivery-service action for this participant; refusals are answered.
+    fn mls(
+        &self,
+        action: impl FnOnce(&crate::hub::Hub, ParticipantId) -> Result<(), (ErrorCode, String)>,
+    ) {
+        let Some(id) = self.joined.as_ref().map(|j| j.id) else {
+            return;
+        };
+        if let Err((code, reason)) = action(&self.ctx.hub, id) {
+            self.reject(code, reason);
         }
     }
 

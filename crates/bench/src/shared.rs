@@ -1,0 +1,149 @@
+//! State all bots of one run share (the generator is single-threaded: `Rc` and cells).
+
+use std::cell::{Cell, RefCell};
+use std::time::Instant;
+
+use tokio::sync::watch;
+
+use crate::payload::{self, Kind};
+
+/// One bot's join progress.
+#[derive(Debug, Clone, Default)]
+pub struct BotState {
+    /// When it started connecting (signaling or relay join).
+    pub started: Option<Instant>,
+    /// When the first verified remote frame arrived.
+    pub first_frame: Option<Instant>,
+    /// Which publishers it has received a verified video or audio frame from.
+    pub heard: Vec<bool>,
+    /// How many distinct publishers it should hear.
+    pub expect: usize,
+    pub heard_count: usize,
+}
+
+pub struct Shared {
+    /// Measurement window in generator nanoseconds: frames sent inside it count.
+    window_start: Cell<u64>,
+    window_end: Cell<u64>,
+    pub rtp_rx: Cell<u64>,
+    pub datagrams_rx: Cell<u64>,
+    pub frames_rx: Cell<u64>,
+    pub frames_sent_audio: Cell<u64>,
+    pub frames_sent_video: Cell<u64>,
+    pub bad_frames: Cell<u64>,
+    /// Frames sent at any time (also outside the window).
+    pub sent_total: Cell<u64>,
+    pub latency_us: RefCell<Vec<u32>>,
+    pub bots: RefCell<Vec<BotState>>,
+    pub errors: RefCell<Vec<String>>,
+    pub stop: watch::Sender<bool>,
+}
+
+impl Shared {
+    pub fn new(bots: usize, publishers: usize) -> Self {
+        Shared {
+            window_start: Cell::new(u64::MAX),
+            window_end: Cell::new(u64::MAX),
+            rtp_rx: Cell::new(0),
+            datagrams_rx: Cell::new(0),
+            frames_rx: Cell::new(0),
+            frames_sent_audio: Cell::new(0),
+            frames_sent_video: Cell::new(0),
+            bad_frames: Cell::new(0),
+            sent_total: Cell::new(0),
+            latency_us: RefCell::new(Vec::with_capacity(1 << 20)),
+            bots: RefCell::new(vec![
+                BotState {
+                    heard: vec![false; publishers],
+                    ..Default::default()
+                };
+                bots
+            ]),
+            errors: RefCell::new(Vec::new()),
+            stop: watch::channel(false).0,
+        }
+    }
+
+    pub fn start_window(&self, at_ns: u64) {
+        self.window_start.set(at_ns);
+    }
+
+    pub fn end_window(&self, at_ns: u64) {
+        self.window_end.set(at_ns);
+    }
+
+    fn in_window(&self, t: u64) -> bool {
+        t >= self.window_start.get() && t < self.window_end.get()
+    }
+
+    pub fn error(&self, e: impl Into<String>) {
+        let mut errors = self.errors.borrow_mut();
+        if errors.len() < 200 {
+            errors.push(e.into());
+        }
+    }
+
+    pub fn started(&self, bot: usize) {
+        self.bots.borrow_mut()[bot].started = Some(Instant::now());
+    }
+
+    /// A datagram arrived at a bot.
+    #[inline]
+    pub fn on_datagram(&self, d: &[u8]) {
+        let now = payload::now_ns();
+        if self.in_window(now) {
+            self.datagrams_rx.set(self.datagrams_rx.get() + 1);
+            if crate::sys::is_rtp(d) {
+                self.rtp_rx.set(self.rtp_rx.get() + 1);
+            }
+        }
+    }
+
+    /// A publisher sent a frame.
+    pub fn on_sent(&self, kind: Kind, sent_ns: u64) {
+        self.sent_total.set(self.sent_total.get() + 1);
+        if self.in_window(sent_ns) {
+            let c = match kind {
+                Kind::Audio => &self.frames_sent_audio,
+                Kind::Video => &self.frames_sent_video,
+            };
+            c.set(c.get() + 1);
+        }
+    }
+
+    /// A complete frame arrived at a bot.
+    pub fn on_frame(&self, bot: usize, data: &[u8]) {
+        let now_ns = payload::now_ns();
+        let Some(tag) = payload::verify(data) else {
+            self.bad_frames.set(self.bad_frames.get() + 1);
+            return;
+        };
+        {
+            let mut bots = self.bots.borrow_mut();
+            let b = &mut bots[bot];
+            if b.first_frame.is_none() {
+                b.first_frame = Some(Instant::now());
+            }
+            if let Some(h) = b.heard.get_mut(tag.publisher as usize) {
+                if !*h {
+                    *h = true;
+                    b.heard_count += 1;
+                }
+            }
+        }
+        if self.in_window(tag.sent_ns) {
+            self.frames_rx.set(self.frames_rx.get() + 1);
+            let us = now_ns.saturating_sub(tag.sent_ns) / 1000;
+            self.latency_us.borrow_mut().push(us.min(u32::MAX as u64) as u32);
+        }
+    }
+
+    /// Bots that have heard every publisher they expect.
+    pub fn ready_count(&self) -> usize {
+        self.bots
+            .borrow()
+            .iter()
+            .filter(|b| b.heard_count >= b.expect)
+            .count()
+    }
+}
