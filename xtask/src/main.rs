@@ -35,7 +35,9 @@ fn main() -> Result<()> {
                 .args(&rest))
         }
         _ => {
-            eprintln!("usage: cargo xtask <setup | run [serve args] | test | clips | bench [args]>");
+            eprintln!(
+                "usage: cargo xtask <setup | run [serve args] | test | clips | bench [args]>"
+            );
             bail!("unknown task {task:?}")
         }
     }

@@ -33,9 +33,15 @@ pub fn find_or_build(explicit: Option<&Path>) -> Result<PathBuf> {
     if candidate.exists() {
         return Ok(candidate);
     }
-    let profile = dir.file_name().and_then(|n| n.to_str()).unwrap_or("release");
+    let profile = dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("release");
     let target_dir = dir.parent().context("no target dir")?;
-    eprintln!("building conclave ({profile}) into {}", target_dir.display());
+    eprintln!(
+        "building conclave ({profile}) into {}",
+        target_dir.display()
+    );
     let mut cmd = std::process::Command::new(std::env::var("CARGO").unwrap_or("cargo".into()));
     cmd.args(["build", "-p", "conclave", "--target-dir"])
         .arg(target_dir);

@@ -21,8 +21,51 @@ use crate::sys;
 pub const ROOM: u64 = 4242;
 const LIB: &str = "/usr/lib/x86_64-linux-gnu/janus";
 
+/// Janus never gathers ICE candidates on a loopback interface (src/ice.c skips every
+/// interface flagged IFF_LOOPBACK), so on its own it would bind media sockets to the machine's
+/// other addresses. This LD_PRELOAD shim clears IFF_LOOPBACK on `lo` in getifaddrs(), so that
+/// with `ice_enforce_list = "lo"` Janus binds its media sockets to 127.0.0.1 and nothing else.
+/// It changes nothing on the media path.
+const LOOPBACK_SHIM_C: &str = r#"
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <ifaddrs.h>
+#include <net/if.h>
+#include <string.h>
+int getifaddrs(struct ifaddrs **ifap) {
+    static int (*real)(struct ifaddrs **) = 0;
+    if (!real) real = (int (*)(struct ifaddrs **))dlsym(RTLD_NEXT, "getifaddrs");
+    int r = real(ifap);
+    if (r == 0)
+        for (struct ifaddrs *i = *ifap; i; i = i->ifa_next)
+            if (i->ifa_name && strcmp(i->ifa_name, "lo") == 0)
+                i->ifa_flags &= ~IFF_LOOPBACK;
+    return r;
+}
+"#;
+
+fn build_shim(dir: &Path) -> Result<std::path::PathBuf> {
+    let src = dir.join("loopback_shim.c");
+    let so = dir.join("loopback_shim.so");
+    std::fs::write(&src, LOOPBACK_SHIM_C)?;
+    let status = std::process::Command::new("cc")
+        .args(["-shared", "-fPIC", "-O2", "-o"])
+        .arg(&so)
+        .arg(&src)
+        .arg("-ldl")
+        .status()
+        .context("run cc to build the loopback shim for janus")?;
+    if !status.success() {
+        bail!("cc could not build the loopback shim");
+    }
+    Ok(so)
+}
+
 pub fn available() -> bool {
-    Path::new("/usr/bin/janus").exists() && Path::new(LIB).join("plugins/libjanus_videoroom.so").exists()
+    Path::new("/usr/bin/janus").exists()
+        && Path::new(LIB)
+            .join("plugins/libjanus_videoroom.so")
+            .exists()
 }
 
 pub struct Janus {
@@ -135,6 +178,7 @@ impl Janus {
         let conf = tempfile::tempdir()?;
         let http = sys::free_tcp_port()?;
         write_config(conf.path(), http, (40000, 49999))?;
+        let shim = build_shim(conf.path())?;
         let mut cmd = match server_cpu {
             Some(cpu) => {
                 let mut c = Command::new("taskset");
@@ -147,6 +191,12 @@ impl Janus {
             .arg(conf.path())
             .arg("-C")
             .arg(conf.path().join("janus.jcfg"))
+            .env("LD_PRELOAD", &shim)
+            .args(match std::env::var("BENCH_JANUS_LOG") {
+                // For debugging the adapter: Janus' own log, verbose.
+                Ok(path) => vec!["-L".to_owned(), path, "-d".into(), "5".into()],
+                Err(_) => Vec::new(),
+            })
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -247,6 +297,7 @@ impl Session {
                     continue;
                 }
             };
+            tracing::debug!("janus events: {body}");
             let events = match body {
                 Value::Array(a) => a,
                 v => vec![v],
@@ -298,6 +349,7 @@ impl Session {
             .await?
             .json()
             .await?;
+        tracing::debug!("janus reply: {r}");
         if r["janus"] == "error" {
             bail!("janus error: {r}");
         }
@@ -328,8 +380,10 @@ fn loopback_only(sdp: &str) -> String {
 }
 
 /// Waits for a plugin event on a handle; returns (plugin data, jsep).
+/// Publisher announcements seen while waiting go to `feeds`.
 async fn wait_event(
     rx: &mut mpsc::UnboundedReceiver<Value>,
+    feeds: &mut Vec<u64>,
     want: impl Fn(&Value) -> bool,
 ) -> Result<(Value, Option<Value>)> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
@@ -346,6 +400,7 @@ async fn wait_event(
             let jsep = ev.get("jsep").cloned();
             return Ok((data.clone(), jsep));
         }
+        feeds.extend(feeds_of(data));
     }
 }
 
@@ -379,7 +434,8 @@ pub async fn bot(
                 None,
             )
             .await?;
-        let (joined, _) = wait_event(&mut rx, |d| d["videoroom"] == "joined").await?;
+        let (joined, _) =
+            wait_event(&mut rx, &mut pending_feeds, |d| d["videoroom"] == "joined").await?;
         pending_feeds.extend(feeds_of(&joined));
         let peer = rtcpeer::spawn(shared.clone(), idx, Some(idx as u32))?;
         let offer = peer.make_offer().await?;
@@ -391,7 +447,8 @@ pub async fn bot(
             )
             .await?;
         session.trickle_done(h).await?;
-        let (_, jsep) = wait_event(&mut rx, |d| d["configured"] == "ok").await?;
+        let (_, jsep) =
+            wait_event(&mut rx, &mut pending_feeds, |d| d["configured"] == "ok").await?;
         let sdp = jsep
             .and_then(|j| j["sdp"].as_str().map(str::to_owned))
             .context("configure without an answer")?;
@@ -402,7 +459,10 @@ pub async fn bot(
     loop {
         pending_feeds.retain(|f| *f != my_feed);
         if !pending_feeds.is_empty() {
-            let streams: Vec<Value> = pending_feeds.drain(..).map(|f| json!({"feed": f})).collect();
+            let streams: Vec<Value> = pending_feeds
+                .drain(..)
+                .map(|f| json!({"feed": f}))
+                .collect();
             let first = sub.is_none();
             if first {
                 let (h, rx) = session.attach().await?;
@@ -416,7 +476,8 @@ pub async fn bot(
                 json!({"request": "subscribe", "streams": streams})
             };
             session.message(*h, body, None).await?;
-            let (_, jsep) = wait_event(rx, |d| {
+            let mut more = Vec::new();
+            let (_, jsep) = wait_event(rx, &mut more, |d| {
                 d["videoroom"] == "attached" || d["videoroom"] == "updated"
             })
             .await?;
@@ -432,7 +493,7 @@ pub async fn bot(
                 if first {
                     session.trickle_done(*h).await?;
                 }
-                wait_event(rx, |d| d["started"] == "ok").await?;
+                wait_event(rx, &mut more, |d| d["started"] == "ok").await?;
             }
             continue;
         }

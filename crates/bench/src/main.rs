@@ -22,7 +22,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 use scenario::{Scenario, TargetKind};
 
 #[derive(Parser)]
-#[command(name = "bench", about = "Conclave vs Janus VideoRoom vs a raw UDP relay floor")]
+#[command(
+    name = "bench",
+    about = "Conclave vs Janus VideoRoom vs a raw UDP relay floor"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Sub>,
@@ -103,7 +106,8 @@ fn main() -> Result<()> {
         notes.push("janus not installed (apt-get install -y janus): skipped".to_owned());
         targets.retain(|t| *t != TargetKind::Janus);
     }
-    let duration = Duration::from_secs_f64(cli.duration.unwrap_or(if cli.quick { 5.0 } else { 10.0 }));
+    let duration =
+        Duration::from_secs_f64(cli.duration.unwrap_or(if cli.quick { 5.0 } else { 10.0 }));
     let conclave_bin = if targets.contains(&TargetKind::Conclave) {
         conclave::find_or_build(cli.conclave_bin.as_deref())?
     } else {
@@ -116,6 +120,7 @@ fn main() -> Result<()> {
             .unwrap_or_else(|_| PathBuf::from("."))
     });
 
+    let machine = report::machine();
     let cores = sys::cpu_count();
     let (server_cpu, pinning) = if cli.no_pin || cores < 2 {
         (None, "not pinned".to_owned())
@@ -123,7 +128,8 @@ fn main() -> Result<()> {
         sys::pin_current_thread(1).context("pin the generator to CPU 1")?;
         (
             Some(0),
-            "server pinned to CPU 0 (taskset -c 0), generator to CPU 1 (sched_setaffinity)".to_owned(),
+            "server pinned to CPU 0 (taskset -c 0), generator to CPU 1 (sched_setaffinity)"
+                .to_owned(),
         )
     };
     let opts = run::RunOptions {
@@ -196,7 +202,7 @@ fn main() -> Result<()> {
     let report = report::Report {
         date: report::utc_now(),
         command,
-        machine: report::machine(),
+        machine,
         quick: cli.quick,
         duration_s: duration.as_secs_f64(),
         pinning,
@@ -210,6 +216,7 @@ fn main() -> Result<()> {
     } else {
         "bench-results.json"
     };
+    std::fs::create_dir_all(&root)?;
     let json_path = root.join(json_name);
     std::fs::write(&json_path, serde_json::to_string_pretty(&report)? + "\n")?;
     println!("wrote {}", json_path.display());

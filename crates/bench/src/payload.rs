@@ -107,7 +107,10 @@ pub fn verify(data: &[u8]) -> Option<Tag> {
     if len != data.len() {
         return None;
     }
-    let start = data.len().saturating_sub(16).max(prefix(kind).len() + TAG_BYTES);
+    let start = data
+        .len()
+        .saturating_sub(16)
+        .max(prefix(kind).len() + TAG_BYTES);
     if (start..data.len()).any(|i| data[i] != filler(publisher, seq, i)) {
         return None;
     }

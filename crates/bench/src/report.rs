@@ -61,7 +61,7 @@ pub fn machine() -> Machine {
         .unwrap_or(0.0);
     Machine {
         cpu,
-        cores: crate::sys::cpu_count(),
+        cores: unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }.max(1) as usize,
         kernel,
         memory_gib: (mem_kib / 1024.0 / 1024.0 * 10.0).round() / 10.0,
     }
@@ -208,10 +208,7 @@ pub fn targets(report: &Report) -> Vec<String> {
         .filter(|r| r.scenario.starts_with("meeting-"))
         .collect();
     let check = |name: &str, vals: Vec<(String, Option<f64>)>, ok: &dyn Fn(f64) -> bool| {
-        let known: Vec<_> = vals
-            .iter()
-            .filter_map(|(s, v)| v.map(|v| (s, v)))
-            .collect();
+        let known: Vec<_> = vals.iter().filter_map(|(s, v)| v.map(|v| (s, v))).collect();
         if known.is_empty() {
             return format!("{name}: not measured in this run");
         }
@@ -277,7 +274,9 @@ pub fn targets(report: &Report) -> Vec<String> {
                 if r.generator_bound { ", generator-bound" } else { "" }
             ));
         }
-        None => out.push("meeting-50 sustained on one server core: not measured in this run".into()),
+        None => {
+            out.push("meeting-50 sustained on one server core: not measured in this run".into())
+        }
     }
     out
 }
@@ -290,7 +289,9 @@ pub fn write_markdown(path: &Path, report: &Report) -> Result<()> {
     let body = format!("{START}\n{}{END}", markdown(report));
     let text = match std::fs::read_to_string(path) {
         Ok(old) => match (old.find(START), old.find(END)) {
-            (Some(a), Some(b)) if b > a => format!("{}{}{}", &old[..a], body, &old[b + END.len()..]),
+            (Some(a), Some(b)) if b > a => {
+                format!("{}{}{}", &old[..a], body, &old[b + END.len()..])
+            }
             _ => format!("{old}\n## Results\n\n{body}\n"),
         },
         Err(_) => format!("# Benchmarks\n\n## Results\n\n{body}\n"),

@@ -134,7 +134,9 @@ impl Shared {
         if self.in_window(tag.sent_ns) {
             self.frames_rx.set(self.frames_rx.get() + 1);
             let us = now_ns.saturating_sub(tag.sent_ns) / 1000;
-            self.latency_us.borrow_mut().push(us.min(u32::MAX as u64) as u32);
+            self.latency_us
+                .borrow_mut()
+                .push(us.min(u32::MAX as u64) as u32);
         }
     }
 

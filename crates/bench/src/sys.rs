@@ -4,8 +4,34 @@ use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::os::fd::AsRawFd;
 
-/// utime + stime of a process (all its threads), in seconds.
+/// CPU time of a process in seconds: the sum of its threads' run time from
+/// /proc/<pid>/task/*/schedstat (nanoseconds), or utime + stime from /proc/<pid>/stat (clock
+/// ticks) where schedstat is missing.
 pub fn cpu_seconds(pid: u32) -> io::Result<f64> {
+    let mut total_ns: u64 = 0;
+    let mut found = false;
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for task in tasks.flatten() {
+            if let Ok(s) = std::fs::read_to_string(task.path().join("schedstat")) {
+                if let Some(ns) = s
+                    .split_whitespace()
+                    .next()
+                    .and_then(|v| v.parse::<u64>().ok())
+                {
+                    total_ns += ns;
+                    found = true;
+                }
+            }
+        }
+    }
+    if found {
+        return Ok(total_ns as f64 / 1e9);
+    }
+    cpu_seconds_stat(pid)
+}
+
+/// utime + stime of a process (all its threads, also exited ones), in seconds.
+pub fn cpu_seconds_stat(pid: u32) -> io::Result<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // Fields after the command name (which may hold spaces) start after the last ')'.
     let rest = stat
@@ -179,6 +205,9 @@ impl SendBatch {
 
     /// Sends everything queued (datagrams the kernel refuses are dropped) and clears.
     pub fn flush(&mut self, socket: &impl AsRawFd) -> usize {
+        if self.is_empty() {
+            return 0;
+        }
         let mut sent = 0;
         let mut first = 0;
         while first < self.entries.len() {
@@ -263,12 +292,16 @@ pub fn is_rtp(d: &[u8]) -> bool {
 
 /// A free TCP port on 127.0.0.1 (bound, then released).
 pub fn free_tcp_port() -> io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 /// A free UDP port on 127.0.0.1 (bound, then released).
 pub fn free_udp_port() -> io::Result<u16> {
-    Ok(std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::UdpSocket::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 /// Sends one datagram without waiting (dropped if the kernel buffer is full).

@@ -18,8 +18,9 @@ use tokio_tungstenite::tungstenite::Message;
 use tracing::{debug, info, warn};
 
 use crate::clip::{self, Clip};
+use crate::group::{E2eeReport, GroupSession, Unopened};
 use crate::join_url::{JoinLink, JoinLinkError};
-use crate::receive::TrackReceiver;
+use crate::receive::{FrameCheck, TrackReceiver};
 use crate::report::{Report, SentCounts};
 
 /// Same id as the SFU maps abs-capture-time to; carries the send time to receivers.
@@ -28,6 +29,11 @@ const ABS_CAPTURE_TIME_EXT_ID: u8 = 5;
 const RECONNECT_WINDOW: Duration = Duration::from_secs(10);
 const RECONNECT_BACKOFF: Duration = Duration::from_millis(100);
 const WELCOME_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a frame whose keys have not arrived yet waits for the Commit that brings them.
+const HOLD_FOR_KEYS: Duration = Duration::from_secs(1);
+const MAX_HELD_FRAMES: usize = 512;
+/// How often the MLS state machine looks for commits to make.
+const GROUP_TICK: Duration = Duration::from_millis(100);
 
 #[derive(Debug, Clone)]
 pub struct BotOptions {
@@ -85,6 +91,10 @@ pub struct Bot {
     /// When the signaling connection was lost, until media flows again.
     lost_at: Option<Instant>,
     participant_id: Option<u64>,
+    /// E2EE counters of finished sessions; the current session's are added in the report.
+    e2ee_done: E2eeReport,
+    /// The clock for the MLS state machines.
+    started: Instant,
 }
 
 /// Runs a bot for its duration and returns its report.
@@ -102,6 +112,8 @@ pub async fn run(options: BotOptions) -> Result<Report, BotError> {
         reconnect_ms: Vec::new(),
         lost_at: None,
         participant_id: None,
+        e2ee_done: E2eeReport::default(),
+        started: Instant::now(),
     };
     let mut first = true;
     loop {
@@ -130,6 +142,16 @@ pub async fn run(options: BotOptions) -> Result<Report, BotError> {
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
+/// A received frame waiting for its keys.
+struct HeldFrame {
+    arrived: Instant,
+    from: u64,
+    kind: TrackKind,
+    rtp_time: u64,
+    capture: Option<SystemTime>,
+    data: std::sync::Arc<[u8]>,
+}
+
 /// One signaling session's media state.
 struct Session {
     rtc: Rtc,
@@ -142,6 +164,9 @@ struct Session {
     tracks: HashMap<Mid, (u64, TrackKind)>,
     names: HashMap<u64, String>,
     connected_at: Option<Instant>,
+    group: GroupSession,
+    held: std::collections::VecDeque<HeldFrame>,
+    last_keyframe_request: Option<Instant>,
     audio_sent: u64,
     video_sent: u64,
     /// The video frame count at which the clip last started over (at its keyframe).
@@ -161,6 +186,10 @@ impl Bot {
         true
     }
 
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
     fn report(&self) -> Report {
         let mut received: Vec<_> = self.receivers.values().map(|r| r.summary()).collect();
         received.sort_by(|a, b| (&a.from, &a.kind).cmp(&(&b.from, &b.kind)));
@@ -172,6 +201,7 @@ impl Bot {
             sent: self.sent.clone(),
             reconnects: self.reconnects,
             reconnect_ms: self.reconnect_ms.clone(),
+            e2ee: self.e2ee_done.clone(),
         }
     }
 
@@ -203,14 +233,31 @@ impl Bot {
             },
         )
         .await?;
-        let (participant_id, others) = wait_welcome(&mut ws).await?;
+        let welcome = wait_welcome(&mut ws).await?;
+        let participant_id = welcome.participant_id;
         self.participant_id = Some(participant_id);
         info!(name = %self.options.name, participant = participant_id, "joined");
 
-        let mut session = self.open_media(participant_id).await?;
-        for other in others {
+        let create_group = match &welcome.create_group {
+            Some(id) => Some(
+                proto::b64_decode(id)
+                    .ok_or_else(|| BotError::Signaling("group id is not base64".into()))?,
+            ),
+            None => None,
+        };
+        let group = GroupSession::new(
+            &self.options.name,
+            participant_id,
+            welcome.others.iter().map(|o| o.id.0),
+            create_group.as_deref(),
+            self.now_ms(),
+        )
+        .map_err(|e| BotError::Media(format!("cannot start E2EE: {e}")))?;
+        let mut session = self.open_media(group).await?;
+        for other in welcome.others {
             session.names.insert(other.id.0, other.name);
         }
+        flush_group(&mut ws, &mut session.group).await?;
         let offer = {
             let mut change = session.rtc.sdp_api();
             session.audio_mid =
@@ -230,10 +277,20 @@ impl Bot {
             },
         )
         .await?;
-        self.drive(&mut ws, &mut session).await
+        let end = self.drive(&mut ws, &mut session).await;
+        let finished = session.group.report();
+        let done = &mut self.e2ee_done;
+        done.epoch = finished.epoch;
+        done.security_code = finished.security_code;
+        done.decrypted += finished.decrypted;
+        done.decrypt_failures += finished.decrypt_failures;
+        done.undecryptable_before_join += finished.undecryptable_before_join;
+        done.commits_made += finished.commits_made;
+        done.alarms.extend(finished.alarms);
+        end
     }
 
-    async fn open_media(&self, _participant: u64) -> Result<Session, BotError> {
+    async fn open_media(&self, group: GroupSession) -> Result<Session, BotError> {
         let local_ip = local_ip_towards(&self.link.host).await;
         let socket = bind_udp(SocketAddr::new(local_ip, 0))
             .map_err(|e| BotError::Media(format!("cannot bind UDP: {e}")))?;
@@ -261,6 +318,9 @@ impl Bot {
             tracks: HashMap::new(),
             names: HashMap::new(),
             connected_at: None,
+            group,
+            held: std::collections::VecDeque::new(),
+            last_keyframe_request: None,
             audio_sent: 0,
             video_sent: 0,
             clip_start: 0,
@@ -278,7 +338,7 @@ impl Bot {
                 let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(None)).await;
                 return Ok(SessionEnd::Done);
             }
-            let mut wake = rtc_timeout.min(self.deadline);
+            let mut wake = rtc_timeout.min(self.deadline).min(now + GROUP_TICK);
             if let Some(start) = s.connected_at {
                 wake = wake
                     .min(start + clip::AUDIO_FRAME_INTERVAL * s.audio_sent as u32)
@@ -310,6 +370,10 @@ impl Bot {
                 }
                 _ = tokio::time::sleep_until(wake.into()) => {
                     let now = Instant::now();
+                    s.group.tick(self.now_ms());
+                    flush_group(ws, &mut s.group).await?;
+                    self.errors.extend(s.group.take_errors());
+                    self.retry_held(s);
                     self.send_due_media(s, now);
                     if let Err(e) = s.rtc.handle_input(Input::Timeout(now)) {
                         return Err(BotError::Media(e.to_string()));
@@ -359,21 +423,88 @@ impl Bot {
                         .push(format!("media on unannounced m-line {}", data.mid));
                     return Ok(());
                 };
-                let name = s
-                    .names
-                    .get(&from)
-                    .cloned()
-                    .unwrap_or_else(|| format!("p{from}"));
-                let receiver = self
-                    .receivers
-                    .entry((from, kind))
-                    .or_insert_with(|| TrackReceiver::new(name, from, kind));
-                let capture = data.ext_vals.abs_capture_time.map(|t| t.capture_time);
-                receiver.on_frame(Instant::now(), data.time.numer(), &data.data, capture);
+                let frame = HeldFrame {
+                    arrived: Instant::now(),
+                    from,
+                    kind,
+                    rtp_time: data.time.numer(),
+                    capture: data.ext_vals.abs_capture_time.map(|t| t.capture_time),
+                    data: data.data,
+                };
+                self.open_frame(s, frame);
             }
             _ => {}
         }
         Ok(())
+    }
+
+    /// Decrypts a received frame and checks it; holds it if its keys are still on the way.
+    fn open_frame(&mut self, s: &mut Session, frame: HeldFrame) {
+        let media_kind = match frame.kind {
+            TrackKind::Audio => e2ee::MediaKind::Opus,
+            TrackKind::Video => e2ee::MediaKind::Vp8,
+        };
+        let opened = match s.group.decrypt(media_kind, &frame.data, self.now_ms()) {
+            Ok(opened) => Some(opened),
+            // Not in the group yet, or keys from before our join: not for us to read.
+            Err(Unopened::NotForUs) => return,
+            Err(Unopened::NotYet(_)) if frame.arrived.elapsed() < HOLD_FOR_KEYS => {
+                if s.held.len() < MAX_HELD_FRAMES {
+                    s.held.push_back(frame);
+                }
+                return;
+            }
+            Err(Unopened::NotYet(e)) | Err(Unopened::Failed(e)) => {
+                if matches!(
+                    e,
+                    e2ee::E2eeError::UnknownKid(_) | e2ee::E2eeError::WrongEpoch { .. }
+                ) {
+                    s.group.count_failure();
+                }
+                debug!("frame from {} did not decrypt: {e}", frame.from);
+                None
+            }
+        };
+        let (from, kind) = (frame.from, frame.kind);
+        let name = s
+            .names
+            .get(&from)
+            .cloned()
+            .unwrap_or_else(|| format!("p{from}"));
+        let receiver = self
+            .receivers
+            .entry((from, kind))
+            .or_insert_with(|| TrackReceiver::new(name, from, kind));
+        match opened {
+            // The sender named by the key that opened the frame must be the participant the
+            // server says publishes this track.
+            Some(opened) if opened.sender_participant_id == from.to_string() => {
+                let check = receiver.check(
+                    frame.arrived,
+                    frame.rtp_time,
+                    &opened.plaintext,
+                    frame.capture,
+                );
+                if check == FrameCheck::NeedsKeyframe {
+                    request_keyframe(s, from);
+                }
+            }
+            Some(opened) => {
+                receiver.on_unreadable();
+                self.errors.push(format!(
+                    "a frame on {from}'s track was sent by {} ({})",
+                    opened.sender_name, opened.sender_participant_id
+                ));
+            }
+            None => receiver.on_unreadable(),
+        }
+    }
+
+    /// Tries held frames again after the group changed (or drops them once too old).
+    fn retry_held(&mut self, s: &mut Session) {
+        for frame in std::mem::take(&mut s.held) {
+            self.open_frame(s, frame);
+        }
     }
 
     fn send_due_media(&mut self, s: &mut Session, now: Instant) {
@@ -387,7 +518,10 @@ impl Bot {
                 s.audio_sent * clip::AUDIO_TICKS_PER_FRAME,
                 Frequency::FORTY_EIGHT_KHZ,
             );
-            if write_frame(&mut s.rtc, s.audio_mid, Codec::Opus, time, frame) {
+            let sealed = s.group.encrypt(e2ee::MediaKind::Opus, &frame);
+            if sealed
+                .is_some_and(|f| write_frame(&mut s.rtc, s.audio_mid, Codec::Opus, time, f.into()))
+            {
                 self.sent.audio += 1;
             }
             s.audio_sent += 1;
@@ -403,7 +537,10 @@ impl Bot {
                 s.video_sent * clip::VIDEO_TICKS_PER_FRAME,
                 Frequency::NINETY_KHZ,
             );
-            if write_frame(&mut s.rtc, s.video_mid, Codec::Vp8, time, frame) {
+            let sealed = s.group.encrypt(e2ee::MediaKind::Vp8, &frame);
+            if sealed
+                .is_some_and(|f| write_frame(&mut s.rtc, s.video_mid, Codec::Vp8, time, f.into()))
+            {
                 self.sent.video += 1;
             }
             s.video_sent += 1;
@@ -424,6 +561,11 @@ impl Bot {
                 return Ok(None);
             }
         };
+        s.group.on_server_message(&msg, self.now_ms());
+        s.group.tick(self.now_ms());
+        flush_group(ws, &mut s.group).await?;
+        self.errors.extend(s.group.take_errors());
+        self.retry_held(s);
         match msg {
             ServerMessage::Answer { sdp } => {
                 let answer = SdpAnswer::from_sdp_string(&sdp)
@@ -455,12 +597,14 @@ impl Bot {
                 .await?;
             }
             ServerMessage::ParticipantJoined { participant } => {
+                s.group.participant_joined(participant.id.0);
                 s.names.insert(participant.id.0, participant.name);
             }
             ServerMessage::ParticipantLeft {
                 participant_id,
                 reason,
             } => {
+                s.group.participant_left(participant_id.0);
                 debug!(participant = participant_id.0, ?reason, "participant left");
                 if reason == LeaveReason::ServerShutdown {
                     return Ok(Some(SessionEnd::Lost("server shutting down".into())));
@@ -473,7 +617,14 @@ impl Bot {
             ServerMessage::ServerShutdown => {
                 return Ok(Some(SessionEnd::Lost("server shutting down".into())));
             }
-            ServerMessage::Welcome { .. } | ServerMessage::Pong => {}
+            ServerMessage::Welcome { .. }
+            | ServerMessage::Pong
+            | ServerMessage::MlsCreateGroup { .. }
+            | ServerMessage::MlsKeyPackage { .. }
+            | ServerMessage::MlsCommit { .. }
+            | ServerMessage::MlsCommitAccepted { .. }
+            | ServerMessage::MlsWelcome { .. }
+            | ServerMessage::MlsMessage { .. } => {}
         }
         Ok(None)
     }
@@ -532,7 +683,14 @@ async fn send(ws: &mut Ws, msg: &ClientMessage) -> Result<(), BotError> {
         .map_err(|e| BotError::Signaling(e.to_string()))
 }
 
-async fn wait_welcome(ws: &mut Ws) -> Result<(u64, Vec<proto::ParticipantInfo>), BotError> {
+/// What the server's welcome says.
+struct Welcomed {
+    participant_id: u64,
+    others: Vec<proto::ParticipantInfo>,
+    create_group: Option<String>,
+}
+
+async fn wait_welcome(ws: &mut Ws) -> Result<Welcomed, BotError> {
     let wait = async {
         while let Some(incoming) = ws.next().await {
             let text = match incoming {
@@ -549,8 +707,15 @@ async fn wait_welcome(ws: &mut Ws) -> Result<(u64, Vec<proto::ParticipantInfo>),
                 Ok(ServerMessage::Welcome {
                     participant_id,
                     participants,
+                    create_group,
                     ..
-                }) => return Ok((participant_id.0, participants)),
+                }) => {
+                    return Ok(Welcomed {
+                        participant_id: participant_id.0,
+                        others: participants,
+                        create_group,
+                    })
+                }
                 Ok(ServerMessage::Error { code, reason }) => {
                     return Err(BotError::Refused {
                         code: code.as_str().into(),
@@ -566,6 +731,37 @@ async fn wait_welcome(ws: &mut Ws) -> Result<(u64, Vec<proto::ParticipantInfo>),
     tokio::time::timeout(WELCOME_TIMEOUT, wait)
         .await
         .map_err(|_| BotError::Signaling("no welcome in time".into()))?
+}
+
+/// Asks a publisher (through the SFU) for a keyframe on its video track, at most every 300 ms.
+fn request_keyframe(s: &mut Session, publisher: u64) {
+    let now = Instant::now();
+    if s.last_keyframe_request
+        .is_some_and(|at| now.duration_since(at) < Duration::from_millis(300))
+    {
+        return;
+    }
+    let mid = s
+        .tracks
+        .iter()
+        .find(|(_, (p, k))| *p == publisher && *k == TrackKind::Video)
+        .map(|(mid, _)| *mid);
+    if let Some(mut writer) = mid.and_then(|mid| s.rtc.writer(mid)) {
+        if writer
+            .request_keyframe(None, str0m::media::KeyframeRequestKind::Pli)
+            .is_ok()
+        {
+            s.last_keyframe_request = Some(now);
+        }
+    }
+}
+
+/// Sends whatever MLS messages the group state machine has queued.
+async fn flush_group(ws: &mut Ws, group: &mut GroupSession) -> Result<(), BotError> {
+    while let Some(msg) = group.poll_message() {
+        send(ws, &msg).await?;
+    }
+    Ok(())
 }
 
 /// Binds the bot's media socket with a kernel receive buffer big enough for a large meeting's

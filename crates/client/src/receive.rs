@@ -25,7 +25,19 @@ pub struct TrackReceiver {
     /// Video: the clip and the frame position of its last keyframe; deltas follow from there.
     anchor: Option<(&'static Clip, u64)>,
     last_decodable: Option<Instant>,
+    /// Video delta frames before the first keyframe: no decoder can use them, so they are
+    /// not counted as received; the receiver asks for a keyframe instead.
+    skipped_before_keyframe: u64,
     pub removed: bool,
+}
+
+/// What a receiver makes of a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameCheck {
+    Verified,
+    Unverified,
+    /// Video without a keyframe yet: ask the sender for one.
+    NeedsKeyframe,
 }
 
 impl TrackReceiver {
@@ -42,12 +54,32 @@ impl TrackReceiver {
             last_position: None,
             anchor: None,
             last_decodable: None,
+            skipped_before_keyframe: 0,
             removed: false,
         }
     }
 
     /// Records one frame. `rtp_time` is the frame's RTP timestamp in ticks; the sender puts
-    /// frame `n` of its sending at `n * ticks_per_frame`. Returns whether it verified.
+    /// frame `n` of its sending at `n * ticks_per_frame`.
+    pub fn check(
+        &mut self,
+        now: Instant,
+        rtp_time: u64,
+        data: &[u8],
+        capture_time: Option<SystemTime>,
+    ) -> FrameCheck {
+        if self.kind == TrackKind::Video && self.anchor.is_none() && !clip::is_vp8_keyframe(data) {
+            self.skipped_before_keyframe += 1;
+            return FrameCheck::NeedsKeyframe;
+        }
+        if self.on_frame(now, rtp_time, data, capture_time) {
+            FrameCheck::Verified
+        } else {
+            FrameCheck::Unverified
+        }
+    }
+
+    /// Records one frame and returns whether it verified.
     pub fn on_frame(
         &mut self,
         now: Instant,
@@ -109,6 +141,11 @@ impl TrackReceiver {
         clip.frames[index].as_ref() == data
     }
 
+    /// A frame arrived that could not be opened (failed decryption or a wrong sender).
+    pub fn on_unreadable(&mut self) {
+        self.frames += 1;
+    }
+
     pub fn summary(&self) -> ReceivedTrack {
         let mut sorted = self.latencies_us.clone();
         sorted.sort_unstable();
@@ -122,6 +159,7 @@ impl TrackReceiver {
             latency_ms_p99: percentile_ms(&sorted, 0.99),
             out_of_order: self.out_of_order,
             freezes: self.freezes,
+            skipped_before_keyframe: self.skipped_before_keyframe,
             removed: self.removed,
         }
     }
@@ -164,12 +202,45 @@ mod tests {
     #[test]
     fn audio_verifies_by_position_and_counts_freezes_only_for_video() {
         let clip = clip::audio();
+        let len = clip.frames.len() as u64;
         let mut rx = TrackReceiver::new("a".into(), 1, TrackKind::Audio);
         let now = Instant::now();
-        assert!(rx.on_frame(now, 960 * 51, &clip.frames[1], None));
-        assert!(!rx.on_frame(now, 960 * 52, b"tampered", None));
-        assert!(!rx.on_frame(now, 960 * 53 + 1, &clip.frames[3], None));
+        assert!(rx.on_frame(now, 960 * (len + 1), &clip.frames[1], None));
+        assert!(!rx.on_frame(now, 960 * (len + 2), b"tampered", None));
+        assert!(!rx.on_frame(now, 960 * (len + 3) + 1, &clip.frames[3], None));
         assert_eq!(rx.summary().freezes, 0);
+    }
+
+    #[test]
+    fn video_before_the_first_keyframe_asks_for_one_and_is_not_counted() {
+        let clip = clip::video(500);
+        let mut rx = TrackReceiver::new("a".into(), 1, TrackKind::Video);
+        let now = Instant::now();
+        assert_eq!(
+            rx.check(now, 3000, &clip.frames[1], None),
+            FrameCheck::NeedsKeyframe
+        );
+        assert_eq!(
+            rx.check(now, 6000, &clip.frames[0], None),
+            FrameCheck::Verified
+        );
+        assert_eq!(
+            rx.check(now, 9000, &clip.frames[1], None),
+            FrameCheck::Verified
+        );
+        assert_eq!(
+            rx.check(now, 12000, &clip.frames[5], None),
+            FrameCheck::Unverified
+        );
+        let summary = rx.summary();
+        assert_eq!(
+            (
+                summary.frames,
+                summary.verified,
+                summary.skipped_before_keyframe
+            ),
+            (3, 2, 1)
+        );
     }
 
     #[test]

@@ -13,6 +13,8 @@ pub struct Report {
     pub reconnects: u32,
     /// For each reconnect: milliseconds from losing the connection to media flowing again.
     pub reconnect_ms: Vec<u64>,
+    /// End-to-end encryption: the last session's group state, counters over all sessions.
+    pub e2ee: crate::group::E2eeReport,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -28,7 +30,8 @@ pub struct ReceivedTrack {
     pub participant_id: u64,
     pub kind: String,
     pub frames: u64,
-    /// Frames whose bytes are exactly what the sender must have sent at that position, in order.
+    /// Frames whose bytes, once decrypted, are exactly what the sender (named by its MLS
+    /// credential) must have sent at that position, in order.
     pub verified: u64,
     pub latency_ms_p50: Option<f64>,
     pub latency_ms_p99: Option<f64>,
@@ -36,6 +39,9 @@ pub struct ReceivedTrack {
     pub out_of_order: u64,
     /// Video only: gaps of more than 500 ms between decodable frames.
     pub freezes: u64,
+    /// Video only: delta frames before the first keyframe (useless to any decoder; a
+    /// keyframe was requested instead). Not counted in `frames`.
+    pub skipped_before_keyframe: u64,
     /// The SFU removed this track (its sender left).
     pub removed: bool,
 }

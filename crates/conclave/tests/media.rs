@@ -44,6 +44,18 @@ async fn three_bots_receive_verified_audio_and_video_from_each_other() {
         );
     }
     assert!(metric(&t.server, "conclave_media_frames_forwarded_total").await > 0);
+    // End-to-end encryption: one epoch, one security code, every frame decrypted.
+    let first = &reports[0].e2ee;
+    assert!(first.epoch >= 2, "two joins, two re-keys: {first:?}");
+    assert_eq!(first.security_code.len(), 35, "{first:?}");
+    for report in &reports {
+        assert_eq!(report.e2ee.epoch, first.epoch, "{:?}", report.e2ee);
+        assert_eq!(report.e2ee.security_code, first.security_code);
+        assert_eq!(report.e2ee.decrypt_failures, 0, "{:?}", report.e2ee);
+        assert!(report.e2ee.alarms.is_empty());
+        let verified: u64 = report.received.iter().map(|t| t.verified).sum();
+        assert!(report.e2ee.decrypted >= verified, "{:?}", report.e2ee);
+    }
     t.server.shutdown().await.unwrap();
 }
 
@@ -52,7 +64,7 @@ async fn a_leaving_bot_has_its_tracks_removed_for_the_others() {
     let t = start_server().await;
     let links = create_meeting(&t.server).await;
     let reports = run_bots(vec![
-        bot(&links.join, "stays-1", 5.0),
+        bot(&links.host, "stays-1", 5.0),
         bot(&links.join, "stays-2", 5.0),
         bot(&links.join, "leaves", 2.0),
     ])
@@ -82,7 +94,7 @@ async fn a_leaving_bot_has_its_tracks_removed_for_the_others() {
 async fn a_killed_bot_process_is_removed_and_its_tracks_unpublished() {
     let t = start_server().await;
     let links = create_meeting(&t.server).await;
-    let observer = tokio::spawn(client::run(bot(&links.join, "observer", 12.0)));
+    let observer = tokio::spawn(client::run(bot(&links.host, "observer", 12.0)));
     let mut victim = tokio::process::Command::new(env!("CARGO_BIN_EXE_conclave"))
         .args([
             "bot",
@@ -138,7 +150,12 @@ async fn twenty_bots_each_receive_all_nineteen_others() {
     let t = start_server().await;
     let links = create_meeting(&t.server).await;
     let names: Vec<String> = (0..20).map(|i| format!("bot-{i:02}")).collect();
-    let bots = names.iter().map(|n| bot(&links.join, n, 6.0)).collect();
+    // The first bot is the host: it creates the MLS group and admits the others.
+    let bots = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| bot(if i == 0 { &links.host } else { &links.join }, n, 6.0))
+        .collect();
     let reports = run_bots(bots).await;
     let mut latencies_p50 = Vec::new();
     let mut latencies_p99 = Vec::new();
@@ -149,6 +166,8 @@ async fn twenty_bots_each_receive_all_nineteen_others() {
             .filter(|n| *n != report.name)
             .collect();
         assert_received_all(report, &others);
+        assert_eq!(report.e2ee.security_code, reports[0].e2ee.security_code);
+        assert_eq!(report.e2ee.decrypt_failures, 0, "{:?}", report.e2ee);
         for track in &report.received {
             latencies_p50.extend(track.latency_ms_p50);
             latencies_p99.extend(track.latency_ms_p99);
@@ -205,7 +224,7 @@ async fn a_bot_whose_signaling_drops_rejoins_within_two_seconds_and_media_resume
     let links = create_meeting(&t.server).await;
     let proxy = CuttableProxy::start(t.server.http_addr).await;
     let via_proxy = format!("http://{}/m/{}", proxy.addr, links.id);
-    let observer = tokio::spawn(client::run(bot(&links.join, "observer", 8.0)));
+    let observer = tokio::spawn(client::run(bot(&links.host, "observer", 8.0)));
     let flaky = tokio::spawn(client::run(bot(&via_proxy, "flaky", 7.0)));
     for _ in 0..100 {
         if metric(&t.server, "conclave_media_frames_forwarded_total").await > 100 {

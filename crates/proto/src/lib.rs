@@ -164,6 +164,10 @@ pub enum ServerMessage {
         role: Role,
         /// Everyone else already in the meeting.
         participants: Vec<ParticipantInfo>,
+        /// Set for the first host in a meeting without an MLS group: create it with this id
+        /// (base64). Everyone else publishes a KeyPackage and waits for a Welcome.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        create_group: Option<String>,
     },
     ParticipantJoined {
         participant: ParticipantInfo,
@@ -184,7 +188,9 @@ pub enum ServerMessage {
     },
     /// This participant is the first host in a meeting with no MLS group: it creates the group
     /// with this id (base64) and then admits and adds the others.
-    MlsCreateGroup { group_id: String },
+    MlsCreateGroup {
+        group_id: String,
+    },
     /// A participant waiting to enter the group published its KeyPackage (sent to members).
     MlsKeyPackage {
         participant_id: ParticipantId,
@@ -196,9 +202,13 @@ pub enum ServerMessage {
         commit: String,
     },
     /// The participant's own Commit was accepted: merge it. The group is now at `epoch`.
-    MlsCommitAccepted { epoch: u64 },
+    MlsCommitAccepted {
+        epoch: u64,
+    },
     /// The Welcome that adds this participant to the group.
-    MlsWelcome { welcome: String },
+    MlsWelcome {
+        welcome: String,
+    },
     /// An MLS application message from another member.
     MlsMessage {
         from: ParticipantId,

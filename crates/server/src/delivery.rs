@@ -96,7 +96,11 @@ impl GroupDelivery {
     }
 
     /// Records a waiting participant's KeyPackage.
-    pub fn key_package(&mut self, from: ParticipantId, bytes: Vec<u8>) -> Result<(), DeliveryError> {
+    pub fn key_package(
+        &mut self,
+        from: ParticipantId,
+        bytes: Vec<u8>,
+    ) -> Result<(), DeliveryError> {
         if self.is_member(from) {
             return Err(DeliveryError::Malformed(
                 "members do not publish KeyPackages".into(),
@@ -165,7 +169,12 @@ impl GroupDelivery {
             }
             None => Vec::new(),
         };
-        let notify = group.members.iter().copied().filter(|m| *m != from).collect();
+        let notify = group
+            .members
+            .iter()
+            .copied()
+            .filter(|m| *m != from)
+            .collect();
         let welcomed: Vec<ParticipantId> = self
             .waiting
             .iter()
@@ -204,7 +213,12 @@ impl GroupDelivery {
         if info.group_id.as_deref() != Some(group.id.as_slice()) {
             return Err(DeliveryError::WrongGroup);
         }
-        Ok(group.members.iter().copied().filter(|m| *m != from).collect())
+        Ok(group
+            .members
+            .iter()
+            .copied()
+            .filter(|m| *m != from)
+            .collect())
     }
 
     /// A participant left the meeting. Members still in the group commit its removal.
@@ -238,7 +252,8 @@ mod tests {
         let (a, b) = (ParticipantId(2), ParticipantId(3));
         let mut ds = GroupDelivery::default();
         let group_id = ds.create_group(&meeting(), host_id);
-        let mut host = Member::create_group(Identity::generate("h", "1").unwrap(), &group_id).unwrap();
+        let mut host =
+            Member::create_group(Identity::generate("h", "1").unwrap(), &group_id).unwrap();
         let (_pa, kp_a) = pending("a");
         let (_pb, kp_b) = pending("b");
         ds.key_package(a, kp_a.clone()).unwrap();
@@ -266,11 +281,18 @@ mod tests {
     fn non_members_and_garbage_are_refused() {
         let mut ds = GroupDelivery::default();
         let stranger = ParticipantId(9);
-        assert_eq!(ds.commit(stranger, b"x", None), Err(DeliveryError::NotInGroup));
+        assert_eq!(
+            ds.commit(stranger, b"x", None),
+            Err(DeliveryError::NotInGroup)
+        );
         let group_id = ds.create_group(&meeting(), ParticipantId(1));
-        let mut host = Member::create_group(Identity::generate("h", "1").unwrap(), &group_id).unwrap();
+        let mut host =
+            Member::create_group(Identity::generate("h", "1").unwrap(), &group_id).unwrap();
         let chat = host.encrypt_chat("hi").unwrap();
-        assert_eq!(ds.application(stranger, &chat), Err(DeliveryError::NotInGroup));
+        assert_eq!(
+            ds.application(stranger, &chat),
+            Err(DeliveryError::NotInGroup)
+        );
         assert_eq!(ds.application(ParticipantId(1), &chat), Ok(vec![]));
         assert!(matches!(
             ds.application(ParticipantId(1), b"\x00\x01garbage"),
@@ -294,7 +316,8 @@ mod tests {
     fn a_commit_for_another_group_is_refused() {
         let mut ds = GroupDelivery::default();
         ds.create_group(&meeting(), ParticipantId(1));
-        let mut other = Member::create_group(Identity::generate("x", "1").unwrap(), b"other").unwrap();
+        let mut other =
+            Member::create_group(Identity::generate("x", "1").unwrap(), b"other").unwrap();
         let (_p, kp) = pending("a");
         other.admit(e2ee::key_package_hash(&kp).unwrap()).unwrap();
         let (commit, _) = other.commit_add(&[&kp]).unwrap();

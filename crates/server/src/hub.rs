@@ -115,12 +115,25 @@ impl Hub {
             });
         let room = live.room;
         let others: Vec<ParticipantInfo> = live.members.values().map(|m| m.info.clone()).collect();
+        // The first host in a meeting without a group creates it.
+        let create_group = (role == Role::Host && !live.delivery.has_group())
+            .then(|| proto::b64_encode(&live.delivery.create_group(meeting, id)));
+        let creates = create_group.is_some();
         let _ = tx.send(Outbound::Message(ServerMessage::Welcome {
             participant_id: id,
             meeting: meeting.clone(),
             role,
             participants: others,
+            create_group,
         }));
+        if creates {
+            for (participant_id, waiting) in live.delivery.waiting() {
+                let _ = tx.send(Outbound::Message(ServerMessage::MlsKeyPackage {
+                    participant_id,
+                    key_package: proto::b64_encode(&waiting.key_package),
+                }));
+            }
+        }
         for member in live.members.values() {
             let _ = member
                 .tx
@@ -129,7 +142,6 @@ impl Hub {
                 }));
         }
         live.members.insert(id, Member { info, tx });
-        live.start_group_if_needed(meeting);
         if room == next_room {
             state.next_room += 1;
         }
@@ -191,7 +203,11 @@ impl Hub {
     }
 
     /// A waiting participant's KeyPackage: stored, and shown to the group's members.
-    pub fn mls_key_package(&self, from: ParticipantId, bytes: Vec<u8>) -> Result<(), DeliveryError> {
+    pub fn mls_key_package(
+        &self,
+        from: ParticipantId,
+        bytes: Vec<u8>,
+    ) -> Result<(), DeliveryError> {
         self.with_meeting(from, |live| {
             let encoded = proto::b64_encode(&bytes);
             live.delivery.key_package(from, bytes)?;

@@ -152,12 +152,10 @@ impl Session {
             ),
             (ClientMessage::Offer { sdp }, true) => self.offer(sdp).await,
             (ClientMessage::Answer { sdp }, true) => self.answer(sdp).await,
-            (ClientMessage::MlsKeyPackage { key_package }, true) => {
-                self.mls(|hub, id| {
-                    let bytes = decode(&key_package)?;
-                    hub.mls_key_package(id, bytes).map_err(into_rejection)
-                })
-            }
+            (ClientMessage::MlsKeyPackage { key_package }, true) => self.mls(|hub, id| {
+                let bytes = decode(&key_package)?;
+                hub.mls_key_package(id, bytes).map_err(into_rejection)
+            }),
             (ClientMessage::MlsCommit { commit, welcome }, true) => self.mls(|hub, id| {
                 let commit = decode(&commit)?;
                 let welcome = welcome.as_deref().map(decode).transpose()?;

@@ -1,0 +1,623 @@
+//! A participant's side of the meeting's MLS group, as a pure state machine: it turns server
+//! messages and the passing of time into MLS messages to send, and holds the keys that
+//! encrypt and decrypt media. Time is passed in (milliseconds); nothing here does IO.
+//!
+//! Who commits: every member computes the same outstanding work (admitted KeyPackages of
+//! present participants to add, members who left to remove) and ranks itself by leaf index.
+//! The lowest leaf commits at once; the next one after 1 s if nothing happened, and so on,
+//! so the group keeps re-keying when its first member is slow or gone. The delivery service
+//! accepts one Commit per epoch; a loser discards its own and processes the winner's.
+
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+
+use e2ee::{E2eeError, Identity, MediaKind, Member, PendingJoin, Processed};
+use proto::{ClientMessage, ErrorCode, ServerMessage};
+use serde::{Deserialize, Serialize};
+
+/// How long each rank waits for lower-ranked members before committing itself.
+const COMMITTER_FALLBACK_MS: u64 = 1000;
+
+enum State {
+    /// Waiting for a Welcome with the KeyPackage already published.
+    Waiting(PendingJoin),
+    Member(Box<Member>),
+    /// Removed from the group, or the group is gone: no keys.
+    Outside,
+}
+
+/// What the E2EE part of a bot's report says.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct E2eeReport {
+    pub epoch: u64,
+    pub security_code: String,
+    pub decrypted: u64,
+    pub decrypt_failures: u64,
+    /// Frames encrypted in an epoch before this participant joined: unreadable by design.
+    pub undecryptable_before_join: u64,
+    /// Commits refused because they add someone no host admitted (or similar attacks).
+    pub alarms: Vec<String>,
+    pub commits_made: u64,
+}
+
+/// Why a frame could not be opened.
+#[derive(Debug)]
+pub enum Unopened {
+    /// Encrypted before this participant joined (or while it is outside the group):
+    /// unreadable by design, not a failure.
+    NotForUs,
+    /// Encrypted under keys this participant does not hold yet (a Commit is still on its
+    /// way): try again after the next group change. Not counted yet.
+    NotYet(E2eeError),
+    /// Decryption failed: a fault or an attack.
+    Failed(E2eeError),
+}
+
+/// A decrypted frame and who sent it, by the MLS credential (not by what the server says).
+pub struct Opened {
+    pub plaintext: Vec<u8>,
+    pub sender_name: String,
+    pub sender_participant_id: String,
+}
+
+pub struct GroupSession {
+    name: String,
+    participant_id: u64,
+    state: State,
+    /// Everyone in the meeting according to signaling, this participant included.
+    present: BTreeSet<u64>,
+    /// KeyPackages of waiting participants, with their hashes.
+    key_packages: HashMap<u64, (Vec<u8>, [u8; 32])>,
+    admitted: HashSet<[u8; 32]>,
+    /// Hosts admit everyone who passes the server's checks (the lobby is off).
+    auto_admit: bool,
+    commit_pending: bool,
+    work_since_ms: Option<u64>,
+    joined_at_ms: Option<u64>,
+    /// The epoch this participant entered the group in: older messages are not for it.
+    joined_epoch: u64,
+    /// The epoch of the last admissions this host sent; admissions only count in their epoch.
+    admitted_in_epoch: Option<u64>,
+    out: VecDeque<ClientMessage>,
+    /// Leaf → (name, participant id) of the current epoch; read for every decrypted frame,
+    /// so kept here instead of decoding credentials each time.
+    roster: HashMap<u32, (String, String)>,
+    roster_epoch: Option<u64>,
+    report: E2eeReport,
+    errors: Vec<String>,
+}
+
+impl GroupSession {
+    /// Starts with the welcome: either creates the group (`create_group` set, for the first
+    /// host) or publishes a KeyPackage and waits to be added.
+    pub fn new(
+        name: &str,
+        participant_id: u64,
+        others: impl IntoIterator<Item = u64>,
+        create_group: Option<&[u8]>,
+        now_ms: u64,
+    ) -> Result<Self, E2eeError> {
+        let mut session = GroupSession {
+            name: name.to_owned(),
+            participant_id,
+            state: State::Outside,
+            present: others.into_iter().chain([participant_id]).collect(),
+            key_packages: HashMap::new(),
+            admitted: HashSet::new(),
+            auto_admit: true,
+            commit_pending: false,
+            work_since_ms: None,
+            joined_at_ms: None,
+            joined_epoch: 0,
+            admitted_in_epoch: None,
+            out: VecDeque::new(),
+            roster: HashMap::new(),
+            roster_epoch: None,
+            report: E2eeReport::default(),
+            errors: Vec::new(),
+        };
+        match create_group {
+            Some(group_id) => session.create(group_id, now_ms)?,
+            None => session.wait_for_welcome()?,
+        }
+        Ok(session)
+    }
+
+    fn identity(&self) -> Result<Identity, E2eeError> {
+        Identity::generate(&self.name, &self.participant_id.to_string())
+    }
+
+    fn create(&mut self, group_id: &[u8], now_ms: u64) -> Result<(), E2eeError> {
+        let member = Member::create_group(self.identity()?, group_id)?;
+        self.state = State::Member(Box::new(member));
+        self.joined_at_ms = Some(now_ms);
+        self.commit_pending = false;
+        Ok(())
+    }
+
+    fn wait_for_welcome(&mut self) -> Result<(), E2eeError> {
+        let (pending, key_package) = Member::new_pending(self.identity()?)?;
+        self.state = State::Waiting(pending);
+        self.out.push_back(ClientMessage::MlsKeyPackage {
+            key_package: proto::b64_encode(&key_package),
+        });
+        Ok(())
+    }
+
+    pub fn is_member(&self) -> bool {
+        matches!(self.state, State::Member(_))
+    }
+
+    pub fn poll_message(&mut self) -> Option<ClientMessage> {
+        self.out.pop_front()
+    }
+
+    pub fn participant_joined(&mut self, id: u64) {
+        self.present.insert(id);
+    }
+
+    pub fn participant_left(&mut self, id: u64) {
+        self.present.remove(&id);
+        self.key_packages.remove(&id);
+    }
+
+    pub fn report(&self) -> E2eeReport {
+        let mut report = self.report.clone();
+        if let State::Member(member) = &self.state {
+            report.epoch = member.epoch();
+            report.security_code = member.security_code();
+        }
+        report
+    }
+
+    /// Problems worth a line in the bot's error list.
+    pub fn take_errors(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.errors)
+    }
+
+    /// Handles an MLS-related server message. Others are ignored.
+    pub fn on_server_message(&mut self, msg: &ServerMessage, now_ms: u64) {
+        let result = match msg {
+            ServerMessage::MlsCreateGroup { group_id } => match proto::b64_decode(group_id) {
+                Some(id) => self.create(&id, now_ms),
+                None => Err(E2eeError::Malformed("group id is not base64")),
+            },
+            ServerMessage::MlsKeyPackage {
+                participant_id,
+                key_package,
+            } => self.on_key_package(participant_id.0, key_package),
+            ServerMessage::MlsWelcome { welcome } => self.on_welcome(welcome, now_ms),
+            ServerMessage::MlsCommit { commit, .. } => self.on_commit(commit, now_ms),
+            ServerMessage::MlsCommitAccepted { .. } => self.on_commit_accepted(now_ms),
+            ServerMessage::MlsMessage { data, .. } => self.on_application(data, now_ms),
+            ServerMessage::Error {
+                code: ErrorCode::StaleEpoch,
+                ..
+            } => self.on_stale_commit(),
+            _ => Ok(()),
+        };
+        if let Err(e) = result {
+            self.errors.push(format!("mls: {e}"));
+        }
+    }
+
+    fn member(&mut self) -> Result<&mut Member, E2eeError> {
+        match &mut self.state {
+            State::Member(member) => Ok(member),
+            _ => Err(E2eeError::NotMember),
+        }
+    }
+
+    fn on_key_package(&mut self, from: u64, encoded: &str) -> Result<(), E2eeError> {
+        let bytes = proto::b64_decode(encoded).ok_or(E2eeError::Malformed("not base64"))?;
+        let hash = e2ee::key_package_hash(&bytes)?;
+        self.key_packages.insert(from, (bytes, hash));
+        let auto_admit = self.auto_admit;
+        let member = self.member()?;
+        if auto_admit && member.is_host(member.leaf_index()) {
+            let admission = member.admit(hash)?;
+            self.admitted.insert(hash);
+            self.out.push_back(ClientMessage::MlsMessage {
+                data: proto::b64_encode(&admission),
+            });
+        }
+        Ok(())
+    }
+
+    fn on_welcome(&mut self, encoded: &str, now_ms: u64) -> Result<(), E2eeError> {
+        let bytes = proto::b64_decode(encoded).ok_or(E2eeError::Malformed("not base64"))?;
+        match std::mem::replace(&mut self.state, State::Outside) {
+            State::Waiting(pending) => {
+                let member = pending.join(&bytes, None)?;
+                self.joined_epoch = member.epoch();
+                self.state = State::Member(Box::new(member));
+                self.joined_at_ms = Some(now_ms);
+                Ok(())
+            }
+            other => {
+                self.state = other;
+                Err(E2eeError::Malformed("a Welcome while not waiting"))
+            }
+        }
+    }
+
+    fn on_commit(&mut self, encoded: &str, now_ms: u64) -> Result<(), E2eeError> {
+        let bytes = proto::b64_decode(encoded).ok_or(E2eeError::Malformed("not base64"))?;
+        let had_pending = std::mem::take(&mut self.commit_pending);
+        self.work_since_ms = None;
+        let member = self.member()?;
+        if had_pending {
+            // Another member's Commit won this epoch; ours will be refused as stale.
+            member.discard_pending_commit()?;
+        }
+        let processed = member.process(&bytes, now_ms);
+        match processed {
+            Ok(Processed::CommitMerged {
+                self_removed: true, ..
+            }) => {
+                self.state = State::Outside;
+                Ok(())
+            }
+            Ok(_) => Ok(()),
+            Err(E2eeError::UnadmittedAdd) => {
+                self.report.alarms.push(
+                    "refused a Commit that adds someone no host admitted; the meeting stays on its current keys".into(),
+                );
+                Err(E2eeError::UnadmittedAdd)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn on_commit_accepted(&mut self, now_ms: u64) -> Result<(), E2eeError> {
+        if !std::mem::take(&mut self.commit_pending) {
+            return Ok(());
+        }
+        self.work_since_ms = None;
+        self.member()?.merge_pending_commit(now_ms).map(|_| ())
+    }
+
+    fn on_stale_commit(&mut self) -> Result<(), E2eeError> {
+        if std::mem::take(&mut self.commit_pending) {
+            self.member()?.discard_pending_commit()?;
+        }
+        Ok(())
+    }
+
+    fn on_application(&mut self, encoded: &str, now_ms: u64) -> Result<(), E2eeError> {
+        let bytes = proto::b64_decode(encoded).ok_or(E2eeError::Malformed("not base64"))?;
+        if e2ee::inspect(&bytes)?
+            .epoch
+            .is_some_and(|epoch| epoch < self.joined_epoch)
+        {
+            // Sent to the group before this participant was in it.
+            return Ok(());
+        }
+        if let Processed::Admission { kp_hash, .. } = self.member()?.process(&bytes, now_ms)? {
+            self.admitted.insert(kp_hash);
+        }
+        Ok(())
+    }
+
+    /// Commits outstanding adds and removals when it is this member's turn.
+    pub fn tick(&mut self, now_ms: u64) {
+        if self.commit_pending {
+            return;
+        }
+        self.readmit_in_new_epoch();
+        let State::Member(member) = &mut self.state else {
+            return;
+        };
+        let members = member.members();
+        let in_group: HashSet<u64> = members
+            .iter()
+            .filter_map(|(_, _, pid)| pid.parse().ok())
+            .collect();
+        let removals: Vec<u32> = members
+            .iter()
+            .filter(|(leaf, _, pid)| {
+                *leaf != member.leaf_index()
+                    && pid.parse().is_ok_and(|p: u64| !self.present.contains(&p))
+            })
+            .map(|(leaf, _, _)| *leaf)
+            .collect();
+        let additions: Vec<&Vec<u8>> = self
+            .key_packages
+            .iter()
+            .filter(|(pid, (_, hash))| {
+                self.present.contains(pid)
+                    && !in_group.contains(pid)
+                    && self.admitted.contains(hash)
+            })
+            .map(|(_, (kp, _))| kp)
+            .collect();
+        if removals.is_empty() && additions.is_empty() {
+            self.work_since_ms = None;
+            return;
+        }
+        let since = *self.work_since_ms.get_or_insert(now_ms);
+        let rank = members
+            .iter()
+            .filter(|(leaf, _, _)| *leaf < member.leaf_index())
+            .count() as u64;
+        if now_ms.saturating_sub(since) < rank * COMMITTER_FALLBACK_MS {
+            return;
+        }
+        let result = if removals.is_empty() {
+            let kps: Vec<&[u8]> = additions.iter().map(|kp| kp.as_slice()).collect();
+            member
+                .commit_add(&kps)
+                .map(|(commit, welcome)| (commit, Some(welcome)))
+        } else {
+            member.commit_remove(&removals).map(|commit| (commit, None))
+        };
+        match result {
+            Ok((commit, welcome)) => {
+                self.commit_pending = true;
+                self.report.commits_made += 1;
+                self.out.push_back(ClientMessage::MlsCommit {
+                    commit: proto::b64_encode(&commit),
+                    welcome: welcome.map(|w| proto::b64_encode(&w)),
+                });
+            }
+            Err(e) => self.errors.push(format!("mls: cannot commit: {e}")),
+        }
+    }
+
+    /// A frame held with [`Unopened::NotYet`] never became readable.
+    pub fn count_failure(&mut self) {
+        self.report.decrypt_failures += 1;
+    }
+
+    /// Admissions hold only in the epoch they were sent in, and members who joined since never
+    /// saw them: a host repeats its admissions of those still waiting after each epoch change,
+    /// before any Commit of that epoch can name them.
+    fn readmit_in_new_epoch(&mut self) {
+        let State::Member(member) = &mut self.state else {
+            return;
+        };
+        if !member.is_host(member.leaf_index()) {
+            return;
+        }
+        let epoch = member.epoch();
+        let Some(previous) = self.admitted_in_epoch.replace(epoch) else {
+            return;
+        };
+        if previous == epoch {
+            return;
+        }
+        let in_group: HashSet<u64> = member
+            .members()
+            .iter()
+            .filter_map(|(_, _, pid)| pid.parse().ok())
+            .collect();
+        for (pid, (_, hash)) in &self.key_packages {
+            if in_group.contains(pid) || !self.admitted.contains(hash) {
+                continue;
+            }
+            match member.admit(*hash) {
+                Ok(admission) => self.out.push_back(ClientMessage::MlsMessage {
+                    data: proto::b64_encode(&admission),
+                }),
+                Err(e) => self.errors.push(format!("mls: cannot admit: {e}")),
+            }
+        }
+    }
+
+    /// Encrypts a frame for the group; None when this participant holds no group keys.
+    pub fn encrypt(&mut self, kind: MediaKind, frame: &[u8]) -> Option<Vec<u8>> {
+        match &mut self.state {
+            State::Member(member) => member.encrypt_frame(kind, frame).ok(),
+            _ => None,
+        }
+    }
+
+    /// Decrypts a frame. Frames from before this participant joined are counted apart: they
+    /// are unreadable by design.
+    pub fn decrypt(
+        &mut self,
+        kind: MediaKind,
+        bytes: &[u8],
+        now_ms: u64,
+    ) -> Result<Opened, Unopened> {
+        let State::Member(member) = &mut self.state else {
+            self.report.undecryptable_before_join += 1;
+            return Err(Unopened::NotForUs);
+        };
+        if self.roster_epoch != Some(member.epoch()) {
+            self.roster = member
+                .members()
+                .into_iter()
+                .map(|(leaf, name, pid)| (leaf, (name, pid)))
+                .collect();
+            self.roster_epoch = Some(member.epoch());
+        }
+        match member.decrypt_frame(kind, bytes, now_ms) {
+            Ok(frame) => {
+                let Some((sender_name, sender_participant_id)) =
+                    self.roster.get(&frame.sender_leaf).cloned()
+                else {
+                    self.report.decrypt_failures += 1;
+                    return Err(Unopened::Failed(E2eeError::NoSuchLeaf(frame.sender_leaf)));
+                };
+                self.report.decrypted += 1;
+                Ok(Opened {
+                    plaintext: frame.plaintext,
+                    sender_name,
+                    sender_participant_id,
+                })
+            }
+            Err(E2eeError::UnknownKid(_) | E2eeError::WrongEpoch { .. })
+                if self
+                    .joined_at_ms
+                    .is_some_and(|joined| now_ms.saturating_sub(joined) < 2000) =>
+            {
+                // Sent under keys from before our Welcome, still in flight.
+                self.report.undecryptable_before_join += 1;
+                Err(Unopened::NotForUs)
+            }
+            Err(e @ (E2eeError::UnknownKid(_) | E2eeError::WrongEpoch { .. })) => {
+                Err(Unopened::NotYet(e))
+            }
+            Err(e) => {
+                self.report.decrypt_failures += 1;
+                Err(Unopened::Failed(e))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proto::ParticipantId;
+
+    /// Plays the delivery service between sessions: first commit of an epoch wins.
+    fn deliver(sessions: &mut [GroupSession], now: u64) {
+        for _ in 0..20 {
+            let mut outgoing = Vec::new();
+            for (i, s) in sessions.iter_mut().enumerate() {
+                s.tick(now);
+                while let Some(msg) = s.poll_message() {
+                    outgoing.push((i, msg));
+                }
+            }
+            if outgoing.is_empty() {
+                return;
+            }
+            let mut committed = false;
+            for (from, msg) in outgoing {
+                let from_id = ParticipantId(sessions[from].participant_id);
+                match msg {
+                    ClientMessage::MlsKeyPackage { key_package } => {
+                        for (j, s) in sessions.iter_mut().enumerate() {
+                            if j != from && s.is_member() {
+                                s.on_server_message(
+                                    &ServerMessage::MlsKeyPackage {
+                                        participant_id: from_id,
+                                        key_package: key_package.clone(),
+                                    },
+                                    now,
+                                );
+                            }
+                        }
+                    }
+                    ClientMessage::MlsMessage { data } => {
+                        for (j, s) in sessions.iter_mut().enumerate() {
+                            if j != from && s.is_member() {
+                                s.on_server_message(
+                                    &ServerMessage::MlsMessage {
+                                        from: from_id,
+                                        data: data.clone(),
+                                    },
+                                    now,
+                                );
+                            }
+                        }
+                    }
+                    ClientMessage::MlsCommit { commit, welcome } => {
+                        if committed {
+                            sessions[from].on_server_message(
+                                &ServerMessage::Error {
+                                    code: ErrorCode::StaleEpoch,
+                                    reason: String::new(),
+                                },
+                                now,
+                            );
+                            continue;
+                        }
+                        committed = true;
+                        let members: Vec<usize> = (0..sessions.len())
+                            .filter(|j| *j != from && sessions[*j].is_member())
+                            .collect();
+                        sessions[from]
+                            .on_server_message(&ServerMessage::MlsCommitAccepted { epoch: 0 }, now);
+                        for j in members {
+                            sessions[j].on_server_message(
+                                &ServerMessage::MlsCommit {
+                                    from: from_id,
+                                    commit: commit.clone(),
+                                },
+                                now,
+                            );
+                        }
+                        if let Some(welcome) = welcome {
+                            for s in sessions.iter_mut().filter(|s| !s.is_member()) {
+                                s.on_server_message(
+                                    &ServerMessage::MlsWelcome {
+                                        welcome: welcome.clone(),
+                                    },
+                                    now,
+                                );
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn host_admits_joiners_and_everyone_ends_with_the_same_code_and_keys() {
+        let mut sessions = vec![GroupSession::new("host", 1, [], Some(b"g"), 0).unwrap()];
+        for id in 2..=3 {
+            for s in sessions.iter_mut() {
+                s.participant_joined(id);
+            }
+            let others: Vec<u64> = (1..id).collect();
+            sessions.push(GroupSession::new(&format!("p{id}"), id, others, None, 0).unwrap());
+            deliver(&mut sessions, 0);
+        }
+        assert!(sessions.iter().all(|s| s.is_member()));
+        let codes: HashSet<String> = sessions.iter().map(|s| s.report().security_code).collect();
+        assert_eq!(codes.len(), 1);
+        assert!(sessions.iter().all(|s| s.report().epoch == 2));
+        let frame = [0x50u8; 40];
+        let sealed = sessions[2].encrypt(MediaKind::Vp8, &frame).unwrap();
+        let opened = sessions[0].decrypt(MediaKind::Vp8, &sealed, 10).unwrap();
+        assert_eq!(opened.plaintext, frame);
+        assert_eq!(opened.sender_name, "p3");
+        assert_eq!(opened.sender_participant_id, "3");
+
+        // Participant 3 leaves: the lowest leaf removes it and the epoch moves on.
+        for s in sessions.iter_mut() {
+            s.participant_left(3);
+        }
+        let mut left = sessions.pop().unwrap();
+        deliver(&mut sessions, 5000);
+        assert!(sessions.iter().all(|s| s.report().epoch == 3));
+        let later = sessions[0].encrypt(MediaKind::Vp8, &frame).unwrap();
+        assert!(left.decrypt(MediaKind::Vp8, &later, 5000).is_err());
+    }
+
+    #[test]
+    fn an_unadmitted_add_raises_an_alarm_and_the_group_keeps_its_keys() {
+        let mut host = GroupSession::new("host", 1, [2], Some(b"g"), 0).unwrap();
+        host.auto_admit = false;
+        let mut joiner = GroupSession::new("p2", 2, [1], None, 0).unwrap();
+        let Some(ClientMessage::MlsKeyPackage { key_package }) = joiner.poll_message() else {
+            panic!("key package first");
+        };
+        // A rogue member commits the joiner without any admission.
+        let mut rogue = GroupSession::new("rogue", 9, [], Some(b"g"), 0).unwrap();
+        let kp = proto::b64_decode(&key_package).unwrap();
+        let rogue_member = rogue.member().unwrap();
+        assert!(matches!(
+            rogue_member.commit_add(&[&kp]),
+            Err(E2eeError::UnadmittedAdd)
+        ));
+        host.on_server_message(
+            &ServerMessage::MlsKeyPackage {
+                participant_id: ParticipantId(2),
+                key_package,
+            },
+            0,
+        );
+        host.tick(10_000);
+        assert!(
+            host.poll_message().is_none(),
+            "nothing admitted, nothing committed"
+        );
+        assert_eq!(host.report().epoch, 0);
+    }
+}
