@@ -425,6 +425,8 @@ pub async fn bot(
     let my_feed = idx as u64 + 1;
     let mut pending_feeds: Vec<u64> = fixed_feeds;
     let mut pub_rx = None;
+    // The peer task lives as long as its handle.
+    let mut _pub_peer = None;
     if publish {
         let (h, mut rx) = session.attach().await?;
         session
@@ -454,6 +456,7 @@ pub async fn bot(
             .context("configure without an answer")?;
         peer.accept_answer(loopback_only(&sdp)).await?;
         pub_rx = Some(rx);
+        _pub_peer = Some(peer);
     }
     let mut sub: Option<(u64, mpsc::UnboundedReceiver<Value>, rtcpeer::PeerHandle)> = None;
     loop {

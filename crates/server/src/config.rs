@@ -1,5 +1,17 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::Arc;
+
+/// A test probe that sees every media datagram the server receives and every frame the SFU
+/// forwards: the way tests prove the server never handles plaintext media.
+#[derive(Clone)]
+pub struct MediaTap(pub Arc<dyn Fn(&[u8]) + Send + Sync>);
+
+impl std::fmt::Debug for MediaTap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MediaTap")
+    }
+}
 
 /// Everything `conclave serve` needs, validated before anything starts.
 #[derive(Debug, Clone)]
@@ -16,6 +28,8 @@ pub struct ServerConfig {
     pub public_url: Option<String>,
     /// Where the SQLite database lives.
     pub data_dir: PathBuf,
+    /// Tests only: a probe on the media path.
+    pub media_tap: Option<MediaTap>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +49,7 @@ impl Default for ServerConfig {
             public_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             public_url: None,
             data_dir: PathBuf::from("conclave-data"),
+            media_tap: None,
         }
     }
 }

@@ -14,7 +14,7 @@ mod storage;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-pub use config::{ConfigError, ServerConfig};
+pub use config::{ConfigError, MediaTap, ServerConfig};
 pub use metrics::Metrics;
 pub use storage::{Storage, StorageError};
 
@@ -79,6 +79,7 @@ impl Server {
         let (media, media_addr, media_task) = media::start(
             media_bind,
             config.public_ip,
+            config.media_tap.clone(),
             hub.clone(),
             metrics.clone(),
             shutdown_rx.clone(),

@@ -104,6 +104,7 @@ pub fn bind_udp(addr: SocketAddr, buffer: usize) -> std::io::Result<UdpSocket> {
 pub async fn start(
     bind: SocketAddr,
     public_ip: std::net::IpAddr,
+    tap: Option<crate::MediaTap>,
     hub: Arc<Hub>,
     metrics: Arc<Metrics>,
     shutdown: watch::Receiver<bool>,
@@ -111,12 +112,16 @@ pub async fn start(
     let socket = bind_udp(bind, MEDIA_SOCKET_BUFFER)?;
     let local = socket.local_addr()?;
     let candidate = SocketAddr::new(public_ip, local.port());
-    let sfu = Sfu::new(SfuConfig::new(candidate, local));
+    let mut sfu = Sfu::new(SfuConfig::new(candidate, local));
+    if let Some(tap) = &tap {
+        let frames = tap.0.clone();
+        sfu.set_frame_tap(Box::new(move |frame| frames(frame)));
+    }
     let (commands, rx) = mpsc::channel(1024);
     // str0m matches each datagram's destination against its local candidate. The socket may be
     // bound to a wildcard address (or sit behind a NAT), so every datagram is presented as
     // addressed to the candidate.
-    let task = tokio::spawn(run(socket, candidate, sfu, rx, hub, metrics, shutdown));
+    let task = tokio::spawn(run(socket, candidate, sfu, rx, tap, hub, metrics, shutdown));
     Ok((MediaHandle { commands }, local, task))
 }
 
@@ -125,6 +130,7 @@ async fn run(
     candidate: SocketAddr,
     mut sfu: Sfu,
     mut commands: mpsc::Receiver<MediaCommand>,
+    tap: Option<crate::MediaTap>,
     hub: Arc<Hub>,
     metrics: Arc<Metrics>,
     mut shutdown: watch::Receiver<bool>,
@@ -138,6 +144,9 @@ async fn run(
         tokio::select! {
             received = socket.recv_from(&mut buf) => match received {
                 Ok((n, source)) => {
+                    if let Some(tap) = &tap {
+                        (tap.0)(&buf[..n]);
+                    }
                     if let Err(e) = sfu.handle_receive(Instant::now(), source, candidate, &buf[..n]) {
                         debug!("datagram refused: {e}");
                     }

@@ -17,7 +17,7 @@ mod track;
 
 pub use config::SfuConfig;
 pub use error::SfuError;
-pub use sfu::{Sfu, SfuStats};
+pub use sfu::{FrameTap, Sfu, SfuStats};
 pub use track::{TrackKind, TrackSummary};
 
 use std::net::SocketAddr;

@@ -28,8 +28,13 @@ pub struct SfuStats {
     pub keyframe_requests: u64,
 }
 
+/// Sees every frame the SFU forwards, as the SFU sees it. For tests that prove the server
+/// handles only ciphertext.
+pub type FrameTap = Box<dyn FnMut(&[u8]) + Send>;
+
 /// The SFU: every participant's PeerConnection and the routes between them.
 pub struct Sfu {
+    frame_tap: Option<FrameTap>,
     config: SfuConfig,
     participants: HashMap<ParticipantId, Participant>,
     rooms: HashMap<RoomId, Vec<ParticipantId>>,
@@ -43,6 +48,7 @@ pub struct Sfu {
 impl Sfu {
     pub fn new(config: SfuConfig) -> Self {
         Sfu {
+            frame_tap: None,
             config,
             participants: HashMap::new(),
             rooms: HashMap::new(),
@@ -51,6 +57,10 @@ impl Sfu {
             outputs: VecDeque::new(),
             stats: SfuStats::default(),
         }
+    }
+
+    pub fn set_frame_tap(&mut self, tap: FrameTap) {
+        self.frame_tap = Some(tap);
     }
 
     pub fn stats(&self) -> SfuStats {
@@ -411,6 +421,9 @@ impl Sfu {
 
     fn forward(&mut self, now: Instant, publisher_id: ParticipantId, data: MediaData) {
         self.stats.frames_in += 1;
+        if let Some(tap) = &mut self.frame_tap {
+            tap(&data.data);
+        }
         let Some(publisher) = self.participants.get(&publisher_id) else {
             return;
         };
