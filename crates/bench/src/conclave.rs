@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use futures_util::{SinkExt, StreamExt};
 use proto::{ClientMessage, MeetingId, ServerMessage};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::rtcpeer;
@@ -56,18 +56,11 @@ pub fn find_or_build(explicit: Option<&Path>) -> Result<PathBuf> {
 }
 
 impl Conclave {
-    pub async fn start(bin: &Path, server_cpu: Option<usize>) -> Result<Self> {
+    pub async fn start(bin: &Path, placement: sys::Placement) -> Result<Self> {
         let data = tempfile::tempdir()?;
         let http = sys::free_tcp_port()?;
         let media = sys::free_udp_port()?;
-        let mut cmd = match server_cpu {
-            Some(cpu) => {
-                let mut c = Command::new("taskset");
-                c.args(["-c", &cpu.to_string()]).arg(bin);
-                c
-            }
-            None => Command::new(bin),
-        };
+        let mut cmd = placement.command(bin);
         cmd.arg("serve")
             .args(["--listen", &format!("127.0.0.1:{http}")])
             .args(["--media-port", &media.to_string()])

@@ -17,7 +17,7 @@ use anyhow::{bail, Context, Result};
 use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_128_GCM, NONCE_LEN};
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
 use crate::payload::{self, Kind};
 use crate::shared::Shared;
@@ -134,17 +134,10 @@ pub struct Floor {
 }
 
 impl Floor {
-    pub async fn start(server_cpu: Option<usize>) -> Result<Self> {
+    pub async fn start(placement: sys::Placement) -> Result<Self> {
         let port = sys::free_udp_port()?;
         let exe = std::env::current_exe()?;
-        let mut cmd = match server_cpu {
-            Some(cpu) => {
-                let mut c = Command::new("taskset");
-                c.args(["-c", &cpu.to_string()]).arg(exe);
-                c
-            }
-            None => Command::new(exe),
-        };
+        let mut cmd = placement.command(exe);
         cmd.args(["floor-relay", "--port", &port.to_string()])
             .kill_on_drop(true);
         let child = cmd.spawn().context("start floor relay")?;

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{json, Value};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 use tokio::sync::mpsc;
 
 use crate::rtcpeer;
@@ -174,19 +174,12 @@ room-{ROOM}: {{
 }
 
 impl Janus {
-    pub async fn start(server_cpu: Option<usize>) -> Result<Self> {
+    pub async fn start(placement: sys::Placement) -> Result<Self> {
         let conf = tempfile::tempdir()?;
         let http = sys::free_tcp_port()?;
         write_config(conf.path(), http, (40000, 49999))?;
         let shim = build_shim(conf.path())?;
-        let mut cmd = match server_cpu {
-            Some(cpu) => {
-                let mut c = Command::new("taskset");
-                c.args(["-c", &cpu.to_string()]).arg("janus");
-                c
-            }
-            None => Command::new("janus"),
-        };
+        let mut cmd = placement.command("janus");
         cmd.arg("-F")
             .arg(conf.path())
             .arg("-C")

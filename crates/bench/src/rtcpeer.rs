@@ -105,7 +105,13 @@ impl Peer {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Cmd>) {
         let mut stop = self.shared.stop.subscribe();
         let mut batch = RecvBatch::new();
+        let debug = std::env::var_os("BENCH_DEBUG").is_some();
+        let (mut dbg_reads, mut dbg_dgrams, mut dbg_timeouts, mut dbg_at) = (0u64, 0u64, 0u64, Instant::now());
         loop {
+            if debug && dbg_at.elapsed() > Duration::from_secs(1) {
+                eprintln!("peer {} {}: reads {dbg_reads} datagrams {dbg_dgrams} timeouts {dbg_timeouts}", self.bot, self.local);
+                (dbg_reads, dbg_dgrams, dbg_timeouts, dbg_at) = (0, 0, 0, Instant::now());
+            }
             let rtc_wake = match self.drain() {
                 Ok(t) => t,
                 Err(e) => {
@@ -125,6 +131,8 @@ impl Peer {
                     loop {
                         let got = self.socket.try_io(Interest::READABLE, || batch.recv(&self.socket));
                         let n = match got { Ok(n) => n, Err(_) => break };
+                        dbg_reads += 1;
+                        dbg_dgrams += n as u64;
                         for i in 0..n {
                             let (data, source) = batch.get(i);
                             self.shared.on_datagram(data);
@@ -147,6 +155,7 @@ impl Peer {
                 },
                 _ = tokio::time::sleep_until(wake.into()) => {
                     let now = Instant::now();
+                    dbg_timeouts += 1;
                     self.send_due(now);
                     if let Err(e) = self.rtc.handle_input(Input::Timeout(now)) {
                         self.shared.error(format!("bot {}: rtc timeout: {e}", self.bot));

@@ -51,7 +51,7 @@ pub struct RunResult {
 
 pub struct RunOptions {
     pub duration: Duration,
-    pub server_cpu: Option<usize>,
+    pub placement: sys::Placement,
     pub conclave_bin: PathBuf,
 }
 
@@ -103,10 +103,10 @@ pub async fn run(
     tick("starting server");
     let started = match target {
         TargetKind::Conclave => {
-            Started::Conclave(conclave::Conclave::start(&opts.conclave_bin, opts.server_cpu).await?)
+            Started::Conclave(conclave::Conclave::start(&opts.conclave_bin, opts.placement).await?)
         }
-        TargetKind::Janus => Started::Janus(janus::Janus::start(opts.server_cpu).await?),
-        TargetKind::Floor => Started::Floor(floor::Floor::start(opts.server_cpu).await?),
+        TargetKind::Janus => Started::Janus(janus::Janus::start(opts.placement).await?),
+        TargetKind::Floor => Started::Floor(floor::Floor::start(opts.placement).await?),
     };
     let pid = started.pid();
     tokio::time::sleep(Duration::from_millis(300)).await;

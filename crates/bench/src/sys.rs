@@ -318,3 +318,36 @@ pub fn send_to(socket: &impl AsRawFd, data: &[u8], to: SocketAddr) {
         );
     }
 }
+
+/// How the servers are started: pinned to a CPU (`taskset -c`) and at a raised priority
+/// (`nice -n`) when asked. Both exec, so the child's pid is the server's.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Placement {
+    pub cpu: Option<usize>,
+    pub nice: Option<i32>,
+}
+
+impl Placement {
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> tokio::process::Command {
+        let mut argv: Vec<std::ffi::OsString> = Vec::new();
+        if let Some(cpu) = self.cpu {
+            argv.extend(["taskset".into(), "-c".into(), cpu.to_string().into()]);
+        }
+        if let Some(n) = self.nice {
+            argv.extend(["nice".into(), "-n".into(), n.to_string().into()]);
+        }
+        argv.push(program.as_ref().to_owned());
+        let mut cmd = tokio::process::Command::new(&argv[0]);
+        cmd.args(&argv[1..]);
+        cmd
+    }
+}
+
+/// Sets the nice value of the calling thread (and of the threads it creates later).
+pub fn set_nice(n: i32) -> io::Result<()> {
+    let tid = unsafe { libc::syscall(libc::SYS_gettid) } as libc::id_t;
+    if unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, n) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}

@@ -19,7 +19,7 @@ const COMMITTER_FALLBACK_MS: u64 = 1000;
 
 enum State {
     /// Waiting for a Welcome with the KeyPackage already published.
-    Waiting(PendingJoin),
+    Waiting(Box<PendingJoin>),
     Member(Box<Member>),
     /// Removed from the group, or the group is gone: no keys.
     Outside,
@@ -136,7 +136,7 @@ impl GroupSession {
 
     fn wait_for_welcome(&mut self) -> Result<(), E2eeError> {
         let (pending, key_package) = Member::new_pending(self.identity()?)?;
-        self.state = State::Waiting(pending);
+        self.state = State::Waiting(Box::new(pending));
         self.out.push_back(ClientMessage::MlsKeyPackage {
             key_package: proto::b64_encode(&key_package),
         });

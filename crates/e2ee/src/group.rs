@@ -426,8 +426,13 @@ impl Member {
     }
 
     /// Test hook: what a malicious insider could build, skipping the admission check.
-    #[cfg(test)]
-    pub(crate) fn commit_add_unchecked(
+    ///
+    /// **Never for production.** Compiled only for this crate's unit tests and with the
+    /// `insecure-test-hooks` cargo feature, which exists so that end-to-end tests can play a
+    /// compromised participant that commits a KeyPackage no host admitted (honest members must
+    /// refuse the Commit with [`E2eeError::UnadmittedAdd`]). No production crate may enable it.
+    #[cfg(any(test, feature = "insecure-test-hooks"))]
+    pub fn commit_add_unchecked(
         &mut self,
         key_packages: &[&[u8]],
     ) -> Result<(Vec<u8>, Vec<u8>), E2eeError> {

@@ -45,6 +45,12 @@
 //! need `RUSTFLAGS='--cfg getrandom_backend="wasm_js"'`. The exports live in [`wasm`]
 //! (compiled only for `target_arch = "wasm32"`).
 //!
+//! ## Cargo features
+//! * `insecure-test-hooks` (off by default): **never for production**. Exposes
+//!   `Member::commit_add_unchecked`, which builds the Commit a compromised insider would send
+//!   (adding a KeyPackage no host admitted), so end-to-end tests can check that honest members
+//!   refuse it. Only test code (dev-dependencies) may enable it.
+//!
 //! ## Clock use
 //! This crate never reads a clock. OpenMLS itself checks KeyPackage lifetimes against the
 //! system clock when validating a KeyPackage (on wasm through `web-time`, i.e. `Date.now()`).

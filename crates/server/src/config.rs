@@ -5,7 +5,10 @@ use std::sync::Arc;
 /// A test probe that sees every media datagram the server receives and every frame the SFU
 /// forwards: the way tests prove the server never handles plaintext media.
 #[derive(Clone)]
-pub struct MediaTap(pub Arc<dyn Fn(&[u8]) + Send + Sync>);
+pub struct MediaTap(pub Arc<TapFn>);
+
+/// The probe's signature: it is handed each datagram or frame.
+pub type TapFn = dyn Fn(&[u8]) + Send + Sync;
 
 impl std::fmt::Debug for MediaTap {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -121,68 +121,93 @@ pub async fn start(
     // str0m matches each datagram's destination against its local candidate. The socket may be
     // bound to a wildcard address (or sit behind a NAT), so every datagram is presented as
     // addressed to the candidate.
-    let task = tokio::spawn(run(socket, candidate, sfu, rx, tap, hub, metrics, shutdown));
+    let media_loop = MediaLoop {
+        socket,
+        candidate,
+        sfu,
+        commands: rx,
+        tap,
+        hub,
+        metrics,
+        shutdown,
+    };
+    let task = tokio::spawn(media_loop.run());
     Ok((MediaHandle { commands }, local, task))
 }
 
-async fn run(
+/// Everything the media task owns.
+struct MediaLoop {
     socket: UdpSocket,
     candidate: SocketAddr,
-    mut sfu: Sfu,
-    mut commands: mpsc::Receiver<MediaCommand>,
+    sfu: Sfu,
+    commands: mpsc::Receiver<MediaCommand>,
     tap: Option<crate::MediaTap>,
     hub: Arc<Hub>,
     metrics: Arc<Metrics>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let mut buf = vec![0u8; 2048];
-    let mut last_stats = Instant::now();
-    loop {
-        let deadline = sfu
-            .poll_timeout()
-            .unwrap_or_else(|| Instant::now() + Duration::from_millis(500));
-        tokio::select! {
-            received = socket.recv_from(&mut buf) => match received {
-                Ok((n, source)) => {
-                    if let Some(tap) = &tap {
-                        (tap.0)(&buf[..n]);
+    shutdown: watch::Receiver<bool>,
+}
+
+impl MediaLoop {
+    async fn run(self) {
+        let MediaLoop {
+            socket,
+            candidate,
+            mut sfu,
+            mut commands,
+            tap,
+            hub,
+            metrics,
+            mut shutdown,
+        } = self;
+        let mut buf = vec![0u8; 2048];
+        let mut last_stats = Instant::now();
+        loop {
+            let deadline = sfu
+                .poll_timeout()
+                .unwrap_or_else(|| Instant::now() + Duration::from_millis(500));
+            tokio::select! {
+                received = socket.recv_from(&mut buf) => match received {
+                    Ok((n, source)) => {
+                        if let Some(tap) = &tap {
+                            (tap.0)(&buf[..n]);
+                        }
+                        if let Err(e) = sfu.handle_receive(Instant::now(), source, candidate, &buf[..n]) {
+                            debug!("datagram refused: {e}");
+                        }
                     }
-                    if let Err(e) = sfu.handle_receive(Instant::now(), source, candidate, &buf[..n]) {
-                        debug!("datagram refused: {e}");
+                    Err(e) => warn!("media socket receive failed: {e}"),
+                },
+                command = commands.recv() => match command {
+                    Some(command) => handle_command(&mut sfu, &hub, command),
+                    None => break,
+                },
+                _ = tokio::time::sleep_until(deadline.into()) => sfu.handle_timeout(Instant::now()),
+                _ = shutdown.changed() => break,
+            }
+            while let Some(output) = sfu.poll_output() {
+                match output {
+                    SfuOutput::Transmit {
+                        destination,
+                        contents,
+                        ..
+                    } => {
+                        if let Err(e) = socket.send_to(&contents, destination).await {
+                            debug!("media send to {destination} failed: {e}");
+                        }
                     }
-                }
-                Err(e) => warn!("media socket receive failed: {e}"),
-            },
-            command = commands.recv() => match command {
-                Some(command) => handle_command(&mut sfu, &hub, command),
-                None => break,
-            },
-            _ = tokio::time::sleep_until(deadline.into()) => sfu.handle_timeout(Instant::now()),
-            _ = shutdown.changed() => break,
-        }
-        while let Some(output) = sfu.poll_output() {
-            match output {
-                SfuOutput::Transmit {
-                    destination,
-                    contents,
-                    ..
-                } => {
-                    if let Err(e) = socket.send_to(&contents, destination).await {
-                        debug!("media send to {destination} failed: {e}");
+                    SfuOutput::Signal { participant, event } => {
+                        signal(&hub, ParticipantId(participant.0), event)
                     }
-                }
-                SfuOutput::Signal { participant, event } => {
-                    signal(&hub, ParticipantId(participant.0), event)
                 }
             }
+            if last_stats.elapsed() >= Duration::from_millis(250) {
+                metrics.set_sfu_stats(sfu.stats());
+                last_stats = Instant::now();
+            }
         }
-        if last_stats.elapsed() >= Duration::from_millis(250) {
-            metrics.set_sfu_stats(sfu.stats());
-            last_stats = Instant::now();
-        }
+        metrics.set_sfu_stats(sfu.stats());
+        info!("media task stopped; UDP socket closed");
     }
-    metrics.set_sfu_stats(sfu.stats());
-    info!("media task stopped; UDP socket closed");
 }
 
 fn handle_command(sfu: &mut Sfu, hub: &Hub, command: MediaCommand) {
