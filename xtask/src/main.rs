@@ -53,13 +53,27 @@ fn project_root() -> PathBuf {
 /// Debian packages the tests need, with a command that proves each is there.
 const APT_PACKAGES: &[(&str, &str)] = &[("pkg-config", "pkg-config"), ("procps", "ps")];
 
+/// Rust targets beyond the host's: the `e2ee` crate also builds for the browser.
+const RUST_TARGETS: &[&str] = &["wasm32-unknown-unknown"];
+
 fn setup() -> Result<()> {
     let missing: Vec<&str> = APT_PACKAGES
         .iter()
         .filter(|(_, command)| !have(command))
         .map(|(package, _)| *package)
         .collect();
-    apt_install(&missing)
+    apt_install(&missing)?;
+    let installed = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+        .context("rustup is needed to add the wasm target")?;
+    let installed = String::from_utf8_lossy(&installed.stdout);
+    for target in RUST_TARGETS {
+        if !installed.lines().any(|line| line.trim() == *target) {
+            run(Command::new("rustup").args(["target", "add", target]))?;
+        }
+    }
+    Ok(())
 }
 
 fn have(command: &str) -> bool {
@@ -129,6 +143,8 @@ fn test() -> Result<()> {
         "-D",
         "warnings",
     ]))?;
+    // The browser's build of the E2EE core must keep compiling.
+    run(cargo().args(["build", "-p", "e2ee", "--target", "wasm32-unknown-unknown"]))?;
     run(cargo().args(["test", "--workspace", "--all-targets"]))
 }
 
