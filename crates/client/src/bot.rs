@@ -513,15 +513,12 @@ impl Bot {
         };
         while start + clip::AUDIO_FRAME_INTERVAL * s.audio_sent as u32 <= now {
             let audio = clip::audio();
-            let frame = audio.frames[(s.audio_sent % audio.frames.len() as u64) as usize].clone();
+            let index = s.audio_sent % audio.frames.len() as u64;
             let time = MediaTime::new(
                 s.audio_sent * clip::AUDIO_TICKS_PER_FRAME,
                 Frequency::FORTY_EIGHT_KHZ,
             );
-            let sealed = s.group.encrypt(e2ee::MediaKind::Opus, &frame);
-            if sealed
-                .is_some_and(|f| write_frame(&mut s.rtc, s.audio_mid, Codec::Opus, time, f.into()))
-            {
+            if send_sealed(s, TrackKind::Audio, time, &audio.frames[index as usize]) {
                 self.sent.audio += 1;
             }
             s.audio_sent += 1;
@@ -532,15 +529,11 @@ impl Bot {
                 s.clip_start = s.video_sent;
             }
             let index = (s.video_sent - s.clip_start) % clip.frames.len() as u64;
-            let frame = clip.frames[index as usize].clone();
             let time = MediaTime::new(
                 s.video_sent * clip::VIDEO_TICKS_PER_FRAME,
                 Frequency::NINETY_KHZ,
             );
-            let sealed = s.group.encrypt(e2ee::MediaKind::Vp8, &frame);
-            if sealed
-                .is_some_and(|f| write_frame(&mut s.rtc, s.video_mid, Codec::Vp8, time, f.into()))
-            {
+            if send_sealed(s, TrackKind::Video, time, &clip.frames[index as usize]) {
                 self.sent.video += 1;
             }
             s.video_sent += 1;
@@ -650,14 +643,17 @@ impl Bot {
     }
 }
 
-fn write_frame(
-    rtc: &mut Rtc,
-    mid: Mid,
-    codec: Codec,
-    time: MediaTime,
-    frame: std::sync::Arc<[u8]>,
-) -> bool {
-    let Some(writer) = rtc.writer(mid) else {
+/// Encrypts a frame for the group and writes it on our track of that kind. False if nothing
+/// was sent: not in the group yet (never a plaintext fallback), or no negotiated codec.
+fn send_sealed(s: &mut Session, kind: TrackKind, time: MediaTime, frame: &[u8]) -> bool {
+    let (mid, codec, media_kind) = match kind {
+        TrackKind::Audio => (s.audio_mid, Codec::Opus, e2ee::MediaKind::Opus),
+        TrackKind::Video => (s.video_mid, Codec::Vp8, e2ee::MediaKind::Vp8),
+    };
+    let Some(sealed) = s.group.encrypt(media_kind, frame) else {
+        return false;
+    };
+    let Some(writer) = s.rtc.writer(mid) else {
         return false;
     };
     let Some(pt) = writer
@@ -673,7 +669,7 @@ fn write_frame(
     };
     writer
         .abs_capture_time(capture)
-        .write(pt, Instant::now(), time, frame)
+        .write(pt, Instant::now(), time, sealed)
         .is_ok()
 }
 

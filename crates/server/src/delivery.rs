@@ -30,6 +30,18 @@ impl DeliveryError {
     }
 }
 
+/// Reads the clear part of an MLS message and checks it is of the expected kind.
+fn inspect_as(bytes: &[u8], expected: MessageKind) -> Result<e2ee::MlsMessageInfo, DeliveryError> {
+    let info = e2ee::inspect(bytes).map_err(|e| DeliveryError::Malformed(e.to_string()))?;
+    if info.kind != expected {
+        return Err(DeliveryError::Malformed(format!(
+            "expected {expected:?}, got {:?}",
+            info.kind
+        )));
+    }
+    Ok(info)
+}
+
 #[derive(Debug)]
 struct Group {
     id: Vec<u8>,
@@ -106,13 +118,7 @@ impl GroupDelivery {
                 "members do not publish KeyPackages".into(),
             ));
         }
-        let info = e2ee::inspect(&bytes).map_err(|e| DeliveryError::Malformed(e.to_string()))?;
-        if info.kind != MessageKind::KeyPackage {
-            return Err(DeliveryError::Malformed(format!(
-                "expected a KeyPackage, got {:?}",
-                info.kind
-            )));
-        }
+        inspect_as(&bytes, MessageKind::KeyPackage)?;
         let key_package_ref =
             e2ee::key_package_hash(&bytes).map_err(|e| DeliveryError::Malformed(e.to_string()))?;
         self.waiting.insert(
@@ -136,13 +142,7 @@ impl GroupDelivery {
         if !group.members.contains(&from) {
             return Err(DeliveryError::NotInGroup);
         }
-        let info = e2ee::inspect(commit).map_err(|e| DeliveryError::Malformed(e.to_string()))?;
-        if info.kind != MessageKind::Commit {
-            return Err(DeliveryError::Malformed(format!(
-                "expected a Commit, got {:?}",
-                info.kind
-            )));
-        }
+        let info = inspect_as(commit, MessageKind::Commit)?;
         if info.group_id.as_deref() != Some(group.id.as_slice()) {
             return Err(DeliveryError::WrongGroup);
         }
@@ -156,17 +156,7 @@ impl GroupDelivery {
             });
         }
         let refs = match welcome {
-            Some(bytes) => {
-                let info =
-                    e2ee::inspect(bytes).map_err(|e| DeliveryError::Malformed(e.to_string()))?;
-                if info.kind != MessageKind::Welcome {
-                    return Err(DeliveryError::Malformed(format!(
-                        "expected a Welcome, got {:?}",
-                        info.kind
-                    )));
-                }
-                info.welcome_key_package_refs
-            }
+            Some(bytes) => inspect_as(bytes, MessageKind::Welcome)?.welcome_key_package_refs,
             None => Vec::new(),
         };
         let notify = group
@@ -203,13 +193,7 @@ impl GroupDelivery {
         if !group.members.contains(&from) {
             return Err(DeliveryError::NotInGroup);
         }
-        let info = e2ee::inspect(data).map_err(|e| DeliveryError::Malformed(e.to_string()))?;
-        if info.kind != MessageKind::Application {
-            return Err(DeliveryError::Malformed(format!(
-                "expected an application message, got {:?}",
-                info.kind
-            )));
-        }
+        let info = inspect_as(data, MessageKind::Application)?;
         if info.group_id.as_deref() != Some(group.id.as_slice()) {
             return Err(DeliveryError::WrongGroup);
         }
