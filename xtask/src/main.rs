@@ -30,6 +30,10 @@ fn main() -> Result<()> {
         "clips" => clips(),
         "bench" => {
             setup()?;
+            // The benchmark starts Janus VideoRoom itself, side by side with Conclave.
+            if !have("janus") {
+                apt_install(&["janus"])?;
+            }
             run(cargo()
                 .args(["run", "--release", "-p", "bench", "--"])
                 .args(&rest))

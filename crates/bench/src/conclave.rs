@@ -28,6 +28,10 @@ pub fn find_or_build(explicit: Option<&Path>) -> Result<PathBuf> {
         return Ok(p.to_path_buf());
     }
     let exe = std::env::current_exe()?;
+    if exe.file_name().and_then(|n| n.to_str()) == Some("conclave") {
+        // Running as `conclave bench`: benchmark this very binary.
+        return Ok(exe);
+    }
     let dir = exe.parent().context("bench binary has no directory")?;
     let candidate = dir.join("conclave");
     if candidate.exists() {

@@ -138,7 +138,8 @@ impl Floor {
         let port = sys::free_udp_port()?;
         let exe = std::env::current_exe()?;
         let mut cmd = placement.command(exe);
-        cmd.args(["floor-relay", "--port", &port.to_string()])
+        cmd.args(crate::relay_prefix())
+            .args(["floor-relay", "--port", &port.to_string()])
             .kill_on_drop(true);
         let child = cmd.spawn().context("start floor relay")?;
         let pid = child.id().context("relay has no pid")?;
@@ -225,11 +226,7 @@ pub async fn bot(
         tokio::select! {
             r = socket.readable() => {
                 r?;
-                loop {
-                    let n = match socket.try_io(Interest::READABLE, || batch.recv(&socket)) {
-                        Ok(n) => n,
-                        Err(_) => break,
-                    };
+                while let Ok(n) = socket.try_io(Interest::READABLE, || batch.recv(&socket)) {
                     for i in 0..n {
                         let (data, _) = batch.get(i);
                         shared.on_datagram(data);

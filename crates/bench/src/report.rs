@@ -143,13 +143,13 @@ pub fn markdown(report: &Report) -> String {
         report.duration_s,
         if report.quick { " (quick mode)" } else { "" }
     );
-    s.push_str("| scenario | target | fwd pkt/s | server CPU ms / 1k pkts | server cores | latency p50 / p99 ms | loss % | RSS / participant KiB | join p50 / p95 ms | generator cores | ready |\n");
-    s.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    s.push_str("| scenario | target | fwd pkt/s | server CPU ms / 1k pkts | server cores | latency p50 / p99 ms | loss % | RSS / participant KiB | join p50 / p95 ms | generator cores / lag p99 ms | socket drops gen / server | ready |\n");
+    s.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for r in &report.results {
         let flag = if r.generator_bound { " ⚠gen" } else { "" };
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {} | {} / {} | {} | {} | {} / {} | {}{} | {}/{} |",
+            "| {} | {} | {} | {} | {} | {} / {} | {} | {} | {} / {} | {} / {}{} | {} / {} | {}/{} |",
             r.scenario,
             r.target,
             num(r.forwarded_pps, 0),
@@ -162,7 +162,10 @@ pub fn markdown(report: &Report) -> String {
             num(r.join_p50_ms, 0),
             num(r.join_p95_ms, 0),
             num(r.generator_cores, 2),
+            num(r.generator_lag_p99_ms, 1),
             flag,
+            r.generator_socket_drops,
+            r.server_socket_drops,
             r.ready_bots,
             r.participants,
         );

@@ -106,10 +106,14 @@ impl Peer {
         let mut stop = self.shared.stop.subscribe();
         let mut batch = RecvBatch::new();
         let debug = std::env::var_os("BENCH_DEBUG").is_some();
-        let (mut dbg_reads, mut dbg_dgrams, mut dbg_timeouts, mut dbg_at) = (0u64, 0u64, 0u64, Instant::now());
+        let (mut dbg_reads, mut dbg_dgrams, mut dbg_timeouts, mut dbg_at) =
+            (0u64, 0u64, 0u64, Instant::now());
         loop {
             if debug && dbg_at.elapsed() > Duration::from_secs(1) {
-                eprintln!("peer {} {}: reads {dbg_reads} datagrams {dbg_dgrams} timeouts {dbg_timeouts}", self.bot, self.local);
+                eprintln!(
+                    "peer {} {}: reads {dbg_reads} datagrams {dbg_dgrams} timeouts {dbg_timeouts}",
+                    self.bot, self.local
+                );
                 (dbg_reads, dbg_dgrams, dbg_timeouts, dbg_at) = (0, 0, 0, Instant::now());
             }
             let rtc_wake = match self.drain() {
@@ -227,10 +231,8 @@ impl Peer {
                     sys::send_to(&self.socket, &t.contents, t.destination);
                 }
                 Output::Event(event) => match event {
-                    Event::Connected => {
-                        if self.connected_at.is_none() {
-                            self.connected_at = Some(Instant::now());
-                        }
+                    Event::Connected if self.connected_at.is_none() => {
+                        self.connected_at = Some(Instant::now());
                     }
                     Event::MediaData(data) => self.shared.on_frame(self.bot, &data.data),
                     Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {

@@ -44,7 +44,16 @@ pub struct RunResult {
     pub join_p95_ms: f64,
     /// Generator CPU use in the window, in cores (its limit is 1.0: one pinned core).
     pub generator_cores: f64,
-    /// The generator was busy over 90% of its core: the numbers may understate the server.
+    /// How late a 1 ms timer in the generator fired, p99 (ms): above a few ms the bots read
+    /// their sockets late, and latency includes the generator's own queueing.
+    pub generator_lag_p99_ms: f64,
+    /// Datagrams the kernel dropped at the bots' sockets (receive buffer full) in the window.
+    pub generator_socket_drops: u64,
+    /// Datagrams the kernel dropped at the server's sockets in the window.
+    pub server_socket_drops: u64,
+    /// The generator was the bottleneck (over 90% of its core busy, its timer p99 late by
+    /// over 10 ms, half an audio frame interval, or its sockets dropping): the numbers may
+    /// understate the server.
     pub generator_bound: bool,
     pub errors: Vec<String>,
 }
@@ -199,8 +208,26 @@ async fn drive(
     let self_pid = std::process::id();
     let cpu0 = sys::cpu_seconds(pid)?;
     let gen0 = sys::cpu_seconds(self_pid)?;
+    let gen_drops0 = sys::udp_drops(self_pid);
+    let server_drops0 = sys::udp_drops(pid);
     let t0 = Instant::now();
     shared.start_window(payload::now_ns());
+    let probe = {
+        let shared = shared.clone();
+        let duration = opts.duration;
+        tokio::task::spawn_local(async move {
+            let start = Instant::now();
+            while start.elapsed() < duration {
+                let due = Instant::now() + Duration::from_millis(1);
+                tokio::time::sleep_until(due.into()).await;
+                let late = Instant::now().saturating_duration_since(due).as_micros();
+                shared
+                    .lag_us
+                    .borrow_mut()
+                    .push(late.min(u32::MAX as u128) as u32);
+            }
+        })
+    };
     while t0.elapsed() < opts.duration {
         tick(&format!(
             "measuring {:.0}/{:.0} s",
@@ -213,7 +240,10 @@ async fn drive(
     let window = t0.elapsed().as_secs_f64();
     let cpu1 = sys::cpu_seconds(pid)?;
     let gen1 = sys::cpu_seconds(self_pid)?;
+    let gen_drops = sys::udp_drops(self_pid).saturating_sub(gen_drops0);
+    let server_drops = sys::udp_drops(pid).saturating_sub(server_drops0);
     let rss = sys::rss_kib(pid).unwrap_or(0);
+    probe.abort();
     // Frames sent in the window may still be on their way.
     tokio::time::sleep(Duration::from_millis(500)).await;
 
@@ -239,7 +269,14 @@ async fn drive(
         .collect();
     joins.sort_by(|a, b| a.total_cmp(b));
     let generator_cores = (gen1 - gen0) / window;
-    let _ = target;
+    let mut lag: Vec<f64> = shared
+        .lag_us
+        .borrow()
+        .iter()
+        .map(|us| *us as f64 / 1000.0)
+        .collect();
+    lag.sort_by(|a, b| a.total_cmp(b));
+    let generator_lag_p99_ms = percentile(&lag, 0.99);
     Ok(RunResult {
         scenario: scenario.to_string(),
         target,
@@ -270,7 +307,10 @@ async fn drive(
         join_p50_ms: percentile(&joins, 0.50),
         join_p95_ms: percentile(&joins, 0.95),
         generator_cores,
-        generator_bound: generator_cores > 0.9,
+        generator_lag_p99_ms,
+        generator_socket_drops: gen_drops,
+        server_socket_drops: server_drops,
+        generator_bound: generator_cores > 0.9 || generator_lag_p99_ms > 10.0 || gen_drops > 0,
         errors: shared.errors.borrow().iter().take(10).cloned().collect(),
     })
 }

@@ -34,6 +34,8 @@ pub struct Shared {
     /// Frames sent at any time (also outside the window).
     pub sent_total: Cell<u64>,
     pub latency_us: RefCell<Vec<u32>>,
+    /// How late the generator's 1 ms probe timer fired, microseconds, in the window.
+    pub lag_us: RefCell<Vec<u32>>,
     pub bots: RefCell<Vec<BotState>>,
     pub errors: RefCell<Vec<String>>,
     pub stop: watch::Sender<bool>,
@@ -52,6 +54,7 @@ impl Shared {
             bad_frames: Cell::new(0),
             sent_total: Cell::new(0),
             latency_us: RefCell::new(Vec::with_capacity(1 << 20)),
+            lag_us: RefCell::new(Vec::with_capacity(1 << 16)),
             bots: RefCell::new(vec![
                 BotState {
                     heard: vec![false; publishers],

@@ -319,35 +319,67 @@ pub fn send_to(socket: &impl AsRawFd, data: &[u8], to: SocketAddr) {
     }
 }
 
-/// How the servers are started: pinned to a CPU (`taskset -c`) and at a raised priority
-/// (`nice -n`) when asked. Both exec, so the child's pid is the server's.
+/// How the servers are started: pinned to a CPU (`taskset -c`, which execs, so the child's pid
+/// is the server's). They inherit the generator's priority (see [`set_nice`]).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Placement {
     pub cpu: Option<usize>,
-    pub nice: Option<i32>,
 }
 
 impl Placement {
     pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> tokio::process::Command {
-        let mut argv: Vec<std::ffi::OsString> = Vec::new();
-        if let Some(cpu) = self.cpu {
-            argv.extend(["taskset".into(), "-c".into(), cpu.to_string().into()]);
+        match self.cpu {
+            Some(cpu) => {
+                let mut cmd = tokio::process::Command::new("taskset");
+                cmd.args(["-c", &cpu.to_string()]).arg(program);
+                cmd
+            }
+            None => tokio::process::Command::new(program),
         }
-        if let Some(n) = self.nice {
-            argv.extend(["nice".into(), "-n".into(), n.to_string().into()]);
-        }
-        argv.push(program.as_ref().to_owned());
-        let mut cmd = tokio::process::Command::new(&argv[0]);
-        cmd.args(&argv[1..]);
-        cmd
     }
 }
 
-/// Sets the nice value of the calling thread (and of the threads it creates later).
+/// Raises the priority of the calling thread (inherited by the threads and processes it
+/// starts later) and of its scheduler autogroup. With autogroups (the default on desktop
+/// and many server kernels) CPU time is first shared between sessions, whatever the nice
+/// value of a process, so the session's group gets the same nice value (best effort).
 pub fn set_nice(n: i32) -> io::Result<()> {
     let tid = unsafe { libc::syscall(libc::SYS_gettid) } as libc::id_t;
     if unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, n) } != 0 {
         return Err(io::Error::last_os_error());
     }
+    let _ = std::fs::write("/proc/self/autogroup", n.to_string());
     Ok(())
+}
+
+/// Datagrams the kernel dropped on arrival at the UDP sockets of a process (receive buffer
+/// full), summed from the `drops` column of /proc/net/udp over the process' socket inodes.
+pub fn udp_drops(pid: u32) -> u64 {
+    let mut inodes = std::collections::HashSet::new();
+    if let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) {
+        for fd in fds.flatten() {
+            if let Ok(link) = std::fs::read_link(fd.path()) {
+                let link = link.to_string_lossy();
+                if let Some(inode) = link
+                    .strip_prefix("socket:[")
+                    .and_then(|s| s.strip_suffix(']'))
+                {
+                    inodes.insert(inode.to_owned());
+                }
+            }
+        }
+    }
+    let table = std::fs::read_to_string(format!("/proc/{pid}/net/udp")).unwrap_or_default();
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let inode = f.get(9)?;
+            if !inodes.contains(*inode) {
+                return None;
+            }
+            f.get(12)?.parse::<u64>().ok()
+        })
+        .sum()
 }

@@ -1,7 +1,7 @@
 //! Heap allocations per forwarded packet on the SFU's forwarding path.
 //!
 //! A counting global allocator counts every allocation made while `sfu::Sfu` handles a
-//! datagram and while its outputs are drained, in a 3-person meeting (everyone publishes
+//! datagram or a timeout and while its outputs are drained, in a 3-person meeting (everyone publishes
 //! Opus-like audio at 50 frames/s and VP8-like video at 30 fps, 2 RTP packets a frame) with
 //! real str0m peers wired to the SFU in memory and synthetic time (the approach of
 //! crates/sfu/src/sfu/tests.rs). The peers' own work is not counted.
@@ -26,10 +26,13 @@ use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, Input, Output, Rtc};
 
 /// Allocations per forwarded RTP packet that this test tolerates. Measured on the frame-level
-/// forwarding path of str0m 0.25 (see the module comment): about 6.3 per packet. The margin
-/// covers differences in str0m's internal buffering between runs; it does not hide a new
-/// allocation per packet (that would add 1.0).
-const MAX_ALLOCS_PER_PACKET: f64 = 7.0;
+/// forwarding path of str0m 0.25 (see the module comment): 7.00 per packet (14,706 allocations
+/// for 2,100 forwarded packets, of which 9,870 in `handle_receive` and 4,836 in
+/// `handle_timeout`; deterministic: synthetic time, fixed frame sizes; RTCP, STUN and timer
+/// work of the same window are included, as they are part of forwarding). The margin
+/// allows small changes in str0m's internal buffering; it does not hide one new allocation per
+/// packet (that would add 1.0). Lower it whenever the forwarding path improves; 0 is the target.
+const MAX_ALLOCS_PER_PACKET: f64 = 7.5;
 
 struct Counting;
 
@@ -108,6 +111,8 @@ struct Net {
     sfu: Sfu,
     peers: Vec<Peer>,
     counted_allocs: u64,
+    /// Of which while draining outputs (`poll_output`).
+    output_allocs: u64,
     counted_packets: u64,
 }
 
@@ -195,11 +200,18 @@ impl Net {
         for _ in 0..1000 {
             let mut moved = false;
             if self.sfu.poll_timeout().is_some_and(|t| t <= now) {
-                self.sfu.handle_timeout(now);
+                if measure {
+                    self.counted(|s| s.handle_timeout(now));
+                } else {
+                    self.sfu.handle_timeout(now);
+                }
             }
             loop {
                 let out = if measure {
-                    self.counted(|s| s.poll_output())
+                    let before = self.counted_allocs;
+                    let out = self.counted(|s| s.poll_output());
+                    self.output_allocs += self.counted_allocs - before;
+                    out
                 } else {
                     self.sfu.poll_output()
                 };
@@ -295,6 +307,7 @@ fn allocations_per_forwarded_packet() {
         sfu: Sfu::new(SfuConfig::new(sfu_addr(), sfu_addr())),
         peers: Vec::new(),
         counted_allocs: 0,
+        output_allocs: 0,
         counted_packets: 0,
     };
     for id in 1..=3 {
@@ -318,8 +331,8 @@ fn allocations_per_forwarded_packet() {
     );
     let per_packet = net.counted_allocs as f64 / net.counted_packets as f64;
     println!(
-        "SFU forwarding path: {} allocations for {} forwarded RTP packets ({} frames received): {per_packet:.2} allocations per forwarded packet (target: 0; bound: {MAX_ALLOCS_PER_PACKET})",
-        net.counted_allocs, net.counted_packets, received
+        "SFU forwarding path: {} allocations ({} of them in poll_output) for {} forwarded RTP packets ({} frames received): {per_packet:.2} allocations per forwarded packet (target: 0; bound: {MAX_ALLOCS_PER_PACKET})",
+        net.counted_allocs, net.output_allocs, net.counted_packets, received
     );
     assert!(
         per_packet <= MAX_ALLOCS_PER_PACKET,

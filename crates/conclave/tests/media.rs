@@ -90,11 +90,19 @@ async fn a_leaving_bot_has_its_tracks_removed_for_the_others() {
         assert_eq!(report.e2ee.epoch, 3, "{:?}", report.e2ee);
         assert_eq!(report.e2ee.decrypt_failures, 0, "{:?}", report.e2ee);
     }
-    let stays: Vec<_> = reports.iter().filter(|r| r.name.starts_with("stays")).collect();
+    let stays: Vec<_> = reports
+        .iter()
+        .filter(|r| r.name.starts_with("stays"))
+        .collect();
     assert_eq!(stays[0].e2ee.security_code, stays[1].e2ee.security_code);
     assert_ne!(
         stays[0].e2ee.security_code,
-        reports.iter().find(|r| r.name == "leaves").unwrap().e2ee.security_code,
+        reports
+            .iter()
+            .find(|r| r.name == "leaves")
+            .unwrap()
+            .e2ee
+            .security_code,
         "the code changed when the leaver was removed"
     );
     t.server.shutdown().await.unwrap();
