@@ -2,7 +2,7 @@
 //!
 //! - `setup`: installs what the project needs on a fresh Debian machine with Rust.
 //! - `run [ARGS]`: setup, release build, then `conclave serve ARGS`.
-//! - `test`: setup, formatting and lint checks, then every test.
+//! - `test`: setup, formatting and lint checks, every test, then bounded fuzzing.
 //! - `clips`: regenerates the bots' media clips with ffmpeg.
 //! - `bench [ARGS]`: the load benchmark (Conclave, Janus and the raw UDP floor side by side).
 
@@ -149,8 +149,13 @@ fn test() -> Result<()> {
     ]))?;
     // The browser's build of the E2EE core must keep compiling.
     run(cargo().args(["build", "-p", "e2ee", "--target", "wasm32-unknown-unknown"]))?;
-    run(cargo().args(["test", "--workspace", "--all-targets"]))
+    run(cargo().args(["test", "--workspace", "--all-targets"]))?;
+    // Bounded fuzzing of everything that reads bytes from the network in the E2EE core.
+    run(Command::new("bash").args(["crates/e2ee/fuzz/run.sh", FUZZ_SECONDS_PER_TARGET]))
 }
+
+/// Each fuzz target runs this long in `cargo xtask test`; longer runs: `crates/e2ee/fuzz/run.sh N`.
+const FUZZ_SECONDS_PER_TARGET: &str = "30";
 
 fn clips() -> Result<()> {
     if !have("ffmpeg") {

@@ -50,7 +50,10 @@ fn decode(b64: &str) -> Vec<u8> {
 /// True when the rogue's view of the group holds the two honest bots and itself.
 fn group_complete(member: &Member) -> bool {
     let names: Vec<String> = member.members().into_iter().map(|(_, n, _)| n).collect();
-    names.len() == 3 && ["host", "alice"].iter().all(|n| names.iter().any(|m| m == n))
+    names.len() == 3
+        && ["host", "alice"]
+            .iter()
+            .all(|n| names.iter().any(|m| m == n))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -67,8 +70,7 @@ async fn a_hacked_server_cannot_add_an_unadmitted_listener() {
     let (mut ws, welcome) = ws_join(&t.server, &links.id, "mallory").await;
     let rogue_id = welcome["participant_id"].as_u64().expect("participant id");
     let (pending, key_package) =
-        Member::new_pending(Identity::generate("mallory", &rogue_id.to_string()).unwrap())
-            .unwrap();
+        Member::new_pending(Identity::generate("mallory", &rogue_id.to_string()).unwrap()).unwrap();
     let mut pending: Option<PendingJoin> = Some(pending);
     let mut member: Option<Member> = None;
     send(
@@ -204,17 +206,18 @@ async fn a_hacked_server_cannot_add_an_unadmitted_listener() {
             report.e2ee
         );
         assert!(
-            report
-                .errors
-                .iter()
-                .any(|e| e.contains("no host admitted")),
+            report.errors.iter().any(|e| e.contains("no host admitted")),
             "{}: {:?}",
             report.name,
             report.errors
         );
         // ... and the Commit was not merged: the member stayed in the epoch before it.
         assert_eq!(report.e2ee.epoch, epoch_before, "{}", report.name);
-        assert_eq!(report.e2ee.security_code, attack.code_before, "{}", report.name);
+        assert_eq!(
+            report.e2ee.security_code, attack.code_before,
+            "{}",
+            report.name
+        );
         assert_eq!(report.e2ee.decrypt_failures, 0, "{:?}", report.e2ee);
     }
     assert_eq!(host.e2ee.security_code, alice.e2ee.security_code);
