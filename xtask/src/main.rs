@@ -163,61 +163,59 @@ fn clips() -> Result<()> {
     }
     let dir = Path::new("crates/client/clips");
     for kbps in [150, 500, 1500] {
-        let out = dir.join(format!("video-{kbps}k.ivf"));
         let rate = format!("{kbps}k");
-        run(Command::new("ffmpeg")
-            .args([
-                "-loglevel",
-                "error",
-                "-y",
-                "-f",
-                "lavfi",
-                "-i",
-                "testsrc2=size=640x360:rate=30",
-                "-t",
-                "2",
-                "-c:v",
-                "libvpx",
-                "-b:v",
-                &rate,
-                "-minrate",
-                &rate,
-                "-maxrate",
-                &rate,
-                "-g",
-                "60",
-                "-keyint_min",
-                "60",
-                "-auto-alt-ref",
-                "0",
-                "-lag-in-frames",
-                "0",
-                "-deadline",
-                "realtime",
-                "-cpu-used",
-                "8",
-                "-error-resilient",
-                "1",
-            ])
-            .arg(&out))?;
-    }
-    run(Command::new("ffmpeg")
-        .args([
-            "-loglevel",
-            "error",
-            "-y",
-            "-f",
-            "lavfi",
-            "-i",
-            "sine=frequency=440:sample_rate=48000",
+        // 2 s at 30 fps, one keyframe, constant rate, no alt-ref frames: a loop a
+        // receiver can check frame by frame.
+        let video = [
             "-t",
+            "2",
+            "-c:v",
+            "libvpx",
+            "-b:v",
+            &rate,
+            "-minrate",
+            &rate,
+            "-maxrate",
+            &rate,
+            "-g",
+            "60",
+            "-keyint_min",
+            "60",
+            "-auto-alt-ref",
+            "0",
+            "-lag-in-frames",
+            "0",
+            "-deadline",
+            "realtime",
+            "-cpu-used",
+            "8",
+            "-error-resilient",
             "1",
-            "-c:a",
-            "libopus",
-            "-b:a",
-            "32k",
-            "-frame_duration",
-            "20",
-        ])
-        .arg(dir.join("audio.opus")))
+        ];
+        let out = dir.join(format!("video-{kbps}k.ivf"));
+        ffmpeg("testsrc2=size=640x360:rate=30", &video, &out)?;
+    }
+    let audio = [
+        "-t",
+        "1",
+        "-c:a",
+        "libopus",
+        "-b:a",
+        "32k",
+        "-frame_duration",
+        "20",
+    ];
+    ffmpeg(
+        "sine=frequency=440:sample_rate=48000",
+        &audio,
+        &dir.join("audio.opus"),
+    )
+}
+
+/// Encodes ffmpeg's synthetic `lavfi` source with the given output options.
+fn ffmpeg(source: &str, options: &[&str], out: &Path) -> Result<()> {
+    run(Command::new("ffmpeg")
+        .args(["-loglevel", "error", "-y", "-f", "lavfi", "-i", source])
+        .args(options)
+        .arg(out))
 }
