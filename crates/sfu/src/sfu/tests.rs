@@ -1143,11 +1143,18 @@ fn subscriber_keyframe_request_reaches_publisher() {
     h.connect_all();
     h.exchange(&[1, 2], 5);
     h.assert_received(2, 1, &sent_by(&h, 1));
-    assert!(
-        h.peer(1).keyframe_requests.is_empty(),
-        "no keyframe requests without a subscriber asking: {:?}",
+    // Opening 2's subscription to 1's video asked 1 for a keyframe once (the SFU forwards
+    // video to a new subscriber from a keyframe on).
+    assert_eq!(
+        h.peer(1).keyframe_requests.len(),
+        1,
+        "one keyframe request for the new subscription: {:?}",
         h.peer(1).keyframe_requests
     );
+    h.peer_mut(1).keyframe_requests.clear();
+    h.peer_mut(2).keyframe_requests.clear();
+    // Past the coalescing interval, so the subscriber's own request goes through.
+    h.run(Duration::from_millis(600));
     let requests_before = h.sfu.stats().keyframe_requests;
 
     let mid = h.peer(2).remote_mid(1, TrackKind::Video);
@@ -1180,6 +1187,10 @@ fn keyframe_requests_within_interval_are_coalesced() {
     h.connect_all();
     h.exchange(&[1], 5);
     h.clear_received();
+    // Forget the requests made when 2's and 3's subscriptions opened, and let their
+    // coalescing interval pass.
+    h.run(Duration::from_millis(600));
+    h.peer_mut(1).keyframe_requests.clear();
 
     // 2 and 3 ask 100 ms apart, well within the 500 ms keyframe_request_interval.
     for id in [2, 3] {
