@@ -55,7 +55,12 @@ fn project_root() -> PathBuf {
 }
 
 /// Debian packages the tests need, with a command that proves each is there.
-const APT_PACKAGES: &[(&str, &str)] = &[("pkg-config", "pkg-config"), ("procps", "ps")];
+/// g++ builds libFuzzer for the bounded fuzz runs.
+const APT_PACKAGES: &[(&str, &str)] = &[
+    ("pkg-config", "pkg-config"),
+    ("procps", "ps"),
+    ("g++", "g++"),
+];
 
 /// Rust targets beyond the host's: the `e2ee` crate also builds for the browser.
 const RUST_TARGETS: &[&str] = &["wasm32-unknown-unknown"];
