@@ -31,6 +31,12 @@ enum Command {
     },
     /// Join a meeting as a native participant that sends a test clip and checks what it receives.
     Bot(BotArgs),
+    /// Load benchmark: this server side by side with Janus VideoRoom and a raw UDP relay
+    /// (`conclave bench --help` for its options).
+    Bench {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
 }
 
 #[derive(Args)]
@@ -81,6 +87,14 @@ struct BotArgs {
 }
 
 fn main() -> Result<()> {
+    // The benchmark runs its own single-threaded runtime and pins itself to a core, so it is
+    // dispatched before this command builds one.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == "bench") {
+        let program = args.first().cloned().unwrap_or_else(|| "conclave".into());
+        let rest = std::iter::once(program).chain(args.into_iter().skip(2));
+        return bench::main_with("conclave bench", &["bench"], rest);
+    }
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -100,6 +114,7 @@ fn main() -> Result<()> {
                 command: MeetingCommand::Create { server },
             } => create_meeting(&server).await,
             Command::Bot(args) => bot(args).await,
+            Command::Bench { .. } => bail!("conclave bench runs before the runtime starts"),
         }
     })
 }
