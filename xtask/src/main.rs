@@ -14,7 +14,8 @@ use anyhow::{bail, Context, Result};
 fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
     let task = args.next().unwrap_or_default();
-    let rest: Vec<String> = args.collect();
+    // `cargo xtask run -- --flag` hands us the `--` too: it only separates cargo's arguments.
+    let rest: Vec<String> = args.skip_while(|a| a == "--").collect();
     let root = project_root();
     std::env::set_current_dir(&root)?;
     match task.as_str() {
