@@ -6,7 +6,9 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::{SinkExt, StreamExt};
-use proto::{ClientMessage, LeaveReason, ServerMessage, TrackInfo, TrackKind};
+use proto::{
+    ClientMessage, LeaveReason, ServerMessage, TrackInfo, TrackKind, ABS_CAPTURE_TIME_EXT_ID,
+};
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::format::Codec;
 use str0m::media::{Direction, Frequency, MediaKind, MediaTime, Mid};
@@ -23,8 +25,6 @@ use crate::join_url::{JoinLink, JoinLinkError};
 use crate::receive::{FrameCheck, TrackReceiver};
 use crate::report::{Report, SentCounts};
 
-/// Same id as the SFU maps abs-capture-time to; carries the send time to receivers.
-const ABS_CAPTURE_TIME_EXT_ID: u8 = 5;
 /// How long a lost signaling connection may take to come back before the bot gives up.
 const RECONNECT_WINDOW: Duration = Duration::from_secs(10);
 const RECONNECT_BACKOFF: Duration = Duration::from_millis(100);

@@ -30,6 +30,10 @@ pub const MAX_SDP_MESSAGE_BYTES: usize = 1024 * 1024;
 /// Message types that carry SDP and may use [`MAX_SDP_MESSAGE_BYTES`].
 const SDP_TYPES: &[&str] = &["offer", "answer"];
 
+/// RTP header extension id both the SFU and every participant map abs-capture-time to: it
+/// carries the sender's capture clock end to end, so receivers can measure latency.
+pub const ABS_CAPTURE_TIME_EXT_ID: u8 = 5;
+
 /// WebSocket close code sent with a message over [`MAX_MESSAGE_BYTES`] (RFC 6455 "message too big").
 pub const CLOSE_TOO_LARGE: u16 = 1009;
 /// WebSocket close code for a protocol violation that ends the session (RFC 6455 "policy violation").

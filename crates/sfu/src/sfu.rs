@@ -13,9 +13,7 @@ use crate::participant::Participant;
 use crate::track::{PublishedTrack, Subscription, SubscriptionState, TrackId, TrackKind};
 use crate::{ParticipantId, RoomId, SfuConfig, SfuError, SfuEvent, SfuOutput};
 
-/// RTP header extension id for abs-capture-time: carries the sender's capture clock end to
-/// end, so receivers can measure latency through the SFU.
-const ABS_CAPTURE_TIME_EXT_ID: u8 = 5;
+use proto::ABS_CAPTURE_TIME_EXT_ID;
 
 /// Counters for the server's metrics.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]

@@ -14,10 +14,11 @@ use str0m::net::{DatagramRecv, Protocol, Receive};
 use str0m::rtp::{Extension, ExtensionMap};
 use str0m::{Candidate, Event, Input, Output, Rtc};
 
-use super::{Sfu, ABS_CAPTURE_TIME_EXT_ID};
+use super::Sfu;
 use crate::{
     ParticipantId, RoomId, SfuConfig, SfuError, SfuEvent, SfuOutput, TrackKind, TrackSummary,
 };
+use proto::ABS_CAPTURE_TIME_EXT_ID;
 
 /// One tick of the simulated clock.
 const TICK: Duration = Duration::from_millis(10);
