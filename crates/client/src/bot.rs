@@ -20,7 +20,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tracing::{debug, info, warn};
 
 use crate::clip::{self, Clip};
-use crate::group::{E2eeReport, GroupSession, Unopened};
+use session::{E2eeReport, GroupSession, Unopened};
 use crate::join_url::{JoinLink, JoinLinkError};
 use crate::receive::{FrameCheck, TrackReceiver};
 use crate::report::{Report, SentCounts};

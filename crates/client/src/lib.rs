@@ -3,7 +3,6 @@
 
 pub mod bot;
 pub mod clip;
-pub mod group;
 pub mod join_url;
 pub mod receive;
 pub mod report;

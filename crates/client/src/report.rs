@@ -14,7 +14,7 @@ pub struct Report {
     /// For each reconnect: milliseconds from losing the connection to media flowing again.
     pub reconnect_ms: Vec<u64>,
     /// End-to-end encryption: the last session's group state, counters over all sessions.
-    pub e2ee: crate::group::E2eeReport,
+    pub e2ee: session::E2eeReport,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
