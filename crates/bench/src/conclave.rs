@@ -100,7 +100,9 @@ impl Conclave {
         })
     }
 
-    pub async fn create_meeting(&self) -> Result<MeetingId> {
+    /// Creates a meeting; the bench's bots all join it with its host secret, which lets them
+    /// past the lobby (they stand for participants a host already admitted).
+    pub async fn create_meeting(&self) -> Result<(MeetingId, String)> {
         let r: serde_json::Value = reqwest::Client::new()
             .post(format!("{}/api/meetings", self.base))
             .json(&serde_json::json!({}))
@@ -110,7 +112,9 @@ impl Conclave {
             .json()
             .await?;
         let id = r["id"].as_str().context("no meeting id")?;
-        MeetingId::parse(id).ok_or_else(|| anyhow!("bad meeting id {id}"))
+        let secret = r["host_secret"].as_str().context("no host secret")?;
+        let id = MeetingId::parse(id).ok_or_else(|| anyhow!("bad meeting id {id}"))?;
+        Ok((id, secret.to_owned()))
     }
 
     pub async fn stop(mut self) {
@@ -137,7 +141,7 @@ async fn send(ws: &mut Ws, msg: &ClientMessage) -> Result<()> {
 /// One participant: joins, publishes if asked, answers every server offer until stopped.
 pub async fn bot(
     base: String,
-    meeting: MeetingId,
+    (meeting, host_secret): (MeetingId, String),
     shared: Rc<Shared>,
     idx: usize,
     publish: bool,
@@ -151,7 +155,10 @@ pub async fn bot(
         &ClientMessage::Hello {
             meeting,
             name: format!("bot{idx}"),
-            host_secret: None,
+            host_secret: Some(host_secret),
+            passcode: None,
+            invite: None,
+            device_id: None,
             client_version: "conclave-bench/0.1".into(),
         },
     )
@@ -172,7 +179,14 @@ pub async fn bot(
                     Ok(ServerMessage::Welcome { .. }) if !offered => {
                         offered = true;
                         let sdp = peer.make_offer().await?;
-                        send(&mut ws, &ClientMessage::Offer { sdp }).await?;
+                        send(
+                            &mut ws,
+                            &ClientMessage::Offer {
+                                sdp,
+                                sources: Default::default(),
+                            },
+                        )
+                        .await?;
                     }
                     Ok(ServerMessage::Answer { sdp }) => peer.accept_answer(sdp).await?,
                     Ok(ServerMessage::Offer { sdp, .. }) => {

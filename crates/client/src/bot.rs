@@ -20,10 +20,10 @@ use tokio_tungstenite::tungstenite::Message;
 use tracing::{debug, info, warn};
 
 use crate::clip::{self, Clip};
-use session::{E2eeReport, GroupSession, Unopened};
 use crate::join_url::{JoinLink, JoinLinkError};
 use crate::receive::{FrameCheck, TrackReceiver};
 use crate::report::{Report, SentCounts};
+use session::{E2eeReport, GroupSession, Unopened};
 
 /// How long a lost signaling connection may take to come back before the bot gives up.
 const RECONNECT_WINDOW: Duration = Duration::from_secs(10);
@@ -229,6 +229,9 @@ impl Bot {
                 meeting: self.link.meeting.clone(),
                 name: self.options.name.clone(),
                 host_secret: self.link.host_secret.clone(),
+                passcode: None,
+                invite: None,
+                device_id: None,
                 client_version: concat!("conclave-bot/", env!("CARGO_PKG_VERSION")).into(),
             },
         )
@@ -274,6 +277,7 @@ impl Bot {
             &mut ws,
             &ClientMessage::Offer {
                 sdp: offer.to_sdp_string(),
+                sources: Default::default(),
             },
         )
         .await?;
@@ -589,7 +593,7 @@ impl Bot {
                 )
                 .await?;
             }
-            ServerMessage::ParticipantJoined { participant } => {
+            ServerMessage::ParticipantJoined { participant, .. } => {
                 s.group.participant_joined(participant.id.0);
                 s.names.insert(participant.id.0, participant.name);
             }
@@ -618,6 +622,7 @@ impl Bot {
             | ServerMessage::MlsCommitAccepted { .. }
             | ServerMessage::MlsWelcome { .. }
             | ServerMessage::MlsMessage { .. } => {}
+            _ => {}
         }
         Ok(None)
     }

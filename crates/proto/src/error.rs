@@ -49,10 +49,12 @@ pub enum ErrorCode {
     HelloRequired,
     /// A second `hello` on the same session.
     AlreadyJoined,
+    /// No such meeting, or its passcode was missing or wrong: the two look alike on purpose,
+    /// so that guessing ids and guessing passcodes learn nothing from each other.
     UnknownMeeting,
     /// The meeting has ended.
     MeetingEnded,
-    /// The host secret did not match.
+    /// The host secret did not match, or the sender's role may not do this.
     Forbidden,
     InvalidSdp,
     /// An answer arrived when no offer was pending.
@@ -67,6 +69,19 @@ pub enum ErrorCode {
     StaleEpoch,
     /// Only members of the meeting's MLS group may send this.
     NotInGroup,
+    /// Too many attempts from this address (or at this meeting): wait and retry.
+    RateLimited,
+    /// The meeting is locked: no one new gets in until a host unlocks it.
+    Locked,
+    /// This identity, device or invitation was removed from the meeting and may not return.
+    Banned,
+    /// The meeting admits only per-invitee links, or the invitation is expired, revoked or used.
+    InvitationRequired,
+    /// A host turned this off for the sender's role (screen share, chat, unmute), or the
+    /// meeting is suspended.
+    NotPermitted,
+    /// The participant named in a host action is not in the meeting (or not in its lobby).
+    UnknownParticipant,
     Internal,
 }
 
@@ -90,12 +105,18 @@ impl ErrorCode {
             ErrorCode::MalformedMls => "malformed_mls",
             ErrorCode::StaleEpoch => "stale_epoch",
             ErrorCode::NotInGroup => "not_in_group",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::Locked => "locked",
+            ErrorCode::Banned => "banned",
+            ErrorCode::InvitationRequired => "invitation_required",
+            ErrorCode::NotPermitted => "not_permitted",
+            ErrorCode::UnknownParticipant => "unknown_participant",
             ErrorCode::Internal => "internal",
         }
     }
 
     /// Every code, for metrics that list zero counts too.
-    pub const ALL: [ErrorCode; 18] = [
+    pub const ALL: [ErrorCode; 24] = [
         ErrorCode::TooLarge,
         ErrorCode::MalformedJson,
         ErrorCode::UnknownType,
@@ -113,6 +134,12 @@ impl ErrorCode {
         ErrorCode::MalformedMls,
         ErrorCode::StaleEpoch,
         ErrorCode::NotInGroup,
+        ErrorCode::RateLimited,
+        ErrorCode::Locked,
+        ErrorCode::Banned,
+        ErrorCode::InvitationRequired,
+        ErrorCode::NotPermitted,
+        ErrorCode::UnknownParticipant,
         ErrorCode::Internal,
     ];
 }

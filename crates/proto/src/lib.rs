@@ -6,6 +6,8 @@
 //! not JSON, not an object with a known `type`, a version it does not speak, or fields that
 //! do not fit the type.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 mod error;
@@ -52,10 +54,26 @@ pub enum ClientMessage {
         /// The secret from the host link; makes this participant a host.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         host_secret: Option<String>,
+        /// The meeting's passcode, when it has one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        passcode: Option<String>,
+        /// A per-invitee invitation token (from an invitation link).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        invite: Option<String>,
+        /// A random id the client keeps across visits (browser storage), so that a ban also
+        /// holds for the device and not only for the name it used.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        device_id: Option<String>,
         client_version: String,
     },
-    /// SDP offer from the participant (its first offer publishes its tracks).
-    Offer { sdp: String },
+    /// SDP offer from the participant (its first offer publishes its tracks). `sources` says
+    /// what each sending m-line carries (by `mid`); a video m-line not listed is a camera. A
+    /// participant publishes at most one microphone, one camera and one screen.
+    Offer {
+        sdp: String,
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        sources: BTreeMap<String, TrackSource>,
+    },
     /// SDP answer to an [`ServerMessage::Offer`] from the server.
     Answer { sdp: String },
     /// The participant's MLS KeyPackage (base64): hosts admit it, a member commits its Add.
@@ -68,7 +86,44 @@ pub enum ClientMessage {
         welcome: Option<String>,
     },
     /// An MLS application message (base64): admissions, chat, reactions. Relayed to the group.
-    MlsMessage { data: String },
+    /// `purpose` lets the server apply the chat permission without reading the message;
+    /// receivers check the decrypted content against it and drop a mislabelled chat.
+    MlsMessage {
+        data: String,
+        #[serde(default)]
+        purpose: AppMessagePurpose,
+    },
+    /// Host or co-host: let a participant in from the lobby.
+    Admit { participant_id: ParticipantId },
+    /// Host or co-host: refuse a participant waiting in the lobby.
+    Deny { participant_id: ParticipantId },
+    /// Host or co-host: remove a participant; it is banned from the meeting (identity, device
+    /// and invitation). A co-host cannot remove a host.
+    Remove { participant_id: ParticipantId },
+    /// Host or co-host: send a participant back to the lobby.
+    SendToLobby { participant_id: ParticipantId },
+    /// Host only: change someone's role.
+    SetRole {
+        participant_id: ParticipantId,
+        role: Role,
+    },
+    /// Host or co-host: lock (no one new gets in, even with a valid link) or unlock.
+    SetLocked { locked: bool },
+    /// Host or co-host: stop forwarding a participant's microphone, camera or screen.
+    Mute {
+        participant_id: ParticipantId,
+        source: TrackSource,
+    },
+    /// The participant's own mute state for a source. Unmuting is refused (`not_permitted`)
+    /// after a host muted it while the meeting disallows unmuting, or while it is suspended.
+    SetMuted { source: TrackSource, muted: bool },
+    /// Host or co-host: what non-hosts may do.
+    SetPermissions { permissions: Permissions },
+    /// Host or co-host, the panic button: mute everyone, stop every screen share, lock the
+    /// meeting and pause chat, in one action. Undone piece by piece (unlock, permissions).
+    SuspendAll,
+    /// Host only: end the meeting for everyone.
+    EndMeeting,
     /// The participant leaves the meeting for good.
     Leave,
     /// Keep-alive; answered with [`ServerMessage::Pong`].
@@ -85,6 +140,17 @@ impl ClientMessage {
             ClientMessage::MlsKeyPackage { .. } => "mls_key_package",
             ClientMessage::MlsCommit { .. } => "mls_commit",
             ClientMessage::MlsMessage { .. } => "mls_message",
+            ClientMessage::Admit { .. } => "admit",
+            ClientMessage::Deny { .. } => "deny",
+            ClientMessage::Remove { .. } => "remove",
+            ClientMessage::SendToLobby { .. } => "send_to_lobby",
+            ClientMessage::SetRole { .. } => "set_role",
+            ClientMessage::SetLocked { .. } => "set_locked",
+            ClientMessage::Mute { .. } => "mute",
+            ClientMessage::SetMuted { .. } => "set_muted",
+            ClientMessage::SetPermissions { .. } => "set_permissions",
+            ClientMessage::SuspendAll => "suspend_all",
+            ClientMessage::EndMeeting => "end_meeting",
             ClientMessage::Leave => "leave",
             ClientMessage::Ping => "ping",
         }
@@ -99,9 +165,114 @@ const CLIENT_TYPES: &[&str] = &[
     "mls_key_package",
     "mls_commit",
     "mls_message",
+    "admit",
+    "deny",
+    "remove",
+    "send_to_lobby",
+    "set_role",
+    "set_locked",
+    "mute",
+    "set_muted",
+    "set_permissions",
+    "suspend_all",
+    "end_meeting",
     "leave",
     "ping",
 ];
+
+/// What an MLS application message is for, as its sender declares it to the server.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AppMessagePurpose {
+    /// Admissions, lock state, reactions: not subject to the chat permission.
+    #[default]
+    Control,
+    Chat,
+}
+
+/// What a published track carries. Host powers and permissions act per source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TrackSource {
+    Microphone,
+    Camera,
+    Screen,
+}
+
+/// Who may do something.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Audience {
+    /// Everyone in the meeting, guests included.
+    Everyone,
+    /// Hosts, co-hosts and invited participants: not guests.
+    Participants,
+    /// Hosts and co-hosts only.
+    Hosts,
+}
+
+/// What non-hosts may do in a meeting; hosts and co-hosts may always.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Permissions {
+    pub screen_share: Audience,
+    pub chat: Audience,
+    /// May participants unmute themselves after a host muted them?
+    pub allow_unmute: bool,
+    /// Most people in the meeting at once (lobby not counted).
+    pub max_participants: u32,
+}
+
+impl Default for Permissions {
+    fn default() -> Self {
+        Permissions {
+            screen_share: Audience::Participants,
+            chat: Audience::Everyone,
+            allow_unmute: true,
+            max_participants: 200,
+        }
+    }
+}
+
+/// The meeting-wide state every participant is shown.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MeetingState {
+    pub locked: bool,
+    /// The panic button was pressed: chat paused, unmuting refused for non-hosts.
+    pub suspended: bool,
+    pub permissions: Permissions,
+}
+
+/// How a participant got past the lobby.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Entry {
+    /// A host or co-host admitted it from the lobby (`admitted_by`).
+    Lobby,
+    /// It holds the host link, or an account that owns the meeting.
+    HostLink,
+    /// Its invitation lets it skip the lobby.
+    Invitation,
+}
+
+/// Someone waiting in the lobby, as hosts see them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LobbyEntry {
+    pub id: ParticipantId,
+    pub name: String,
+    /// The label of the invitation it came with, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invitation: Option<String>,
+}
+
+/// Why the lobby holds someone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LobbyReason {
+    /// Everyone not pre-admitted waits for a host, even before any host arrived.
+    WaitingForHost,
+    /// A host sent this participant back to the lobby.
+    SentBack,
+}
 
 /// Media kind of a track.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -127,6 +298,15 @@ pub struct TrackInfo {
     pub mid: String,
     pub participant_id: ParticipantId,
     pub kind: TrackKind,
+    /// What the publisher said the track carries (camera when it did not say).
+    #[serde(default = "TrackInfo::default_source")]
+    pub source: TrackSource,
+}
+
+impl TrackInfo {
+    fn default_source() -> TrackSource {
+        TrackSource::Camera
+    }
 }
 
 /// A participant as others see it.
@@ -135,14 +315,41 @@ pub struct ParticipantInfo {
     pub id: ParticipantId,
     pub name: String,
     pub role: Role,
+    /// Sources it muted itself.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub muted: Vec<TrackSource>,
+    /// Sources a host stopped: the server forwards nothing from them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub blocked: Vec<TrackSource>,
 }
 
 /// What a participant may do in a meeting.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
+    /// Every power, and the only one who grants roles and ends the meeting.
     Host,
+    /// A host's powers over the lobby and participants, except over hosts and roles.
+    CoHost,
+    /// Came with an invitation (or was promoted by a host).
     Participant,
+    /// Came with the meeting's plain link.
+    Guest,
+}
+
+impl Role {
+    /// Hosts and co-hosts moderate.
+    pub fn moderates(self) -> bool {
+        matches!(self, Role::Host | Role::CoHost)
+    }
+
+    pub fn may(self, audience: Audience) -> bool {
+        match audience {
+            Audience::Everyone => true,
+            Audience::Participants => self != Role::Guest,
+            Audience::Hosts => self.moderates(),
+        }
+    }
 }
 
 /// Why a participant left.
@@ -155,6 +362,12 @@ pub enum LeaveReason {
     Disconnected,
     /// The server is shutting down.
     ServerShutdown,
+    /// A host removed it (it is banned from the meeting).
+    Removed,
+    /// A host sent it back to the lobby.
+    SentToLobby,
+    /// A host ended the meeting.
+    MeetingEnded,
 }
 
 /// Messages the server sends to a participant.
@@ -172,9 +385,58 @@ pub enum ServerMessage {
         /// (base64). Everyone else publishes a KeyPackage and waits for a Welcome.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         create_group: Option<String>,
+        #[serde(default)]
+        meeting_state: MeetingState,
+        /// Who waits in the lobby (for hosts and co-hosts; empty for others).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        lobby: Vec<LobbyEntry>,
+    },
+    /// Answer to `hello` for someone not pre-admitted (and sent to a participant a host moved
+    /// back): wait here until a host admits (then `welcome`) or denies (then `denied`).
+    Lobby {
+        participant_id: ParticipantId,
+        meeting: MeetingId,
+        reason: LobbyReason,
+    },
+    /// A host refused this participant in the lobby; the connection closes.
+    Denied {
+        reason: String,
+    },
+    /// A host removed this participant; it may not come back. The connection closes.
+    Removed {
+        reason: String,
+    },
+    /// A host ended the meeting; the connection closes.
+    MeetingEnded,
+    /// To hosts and co-hosts: everyone now waiting in the lobby.
+    LobbyChanged {
+        waiting: Vec<LobbyEntry>,
     },
     ParticipantJoined {
         participant: ParticipantInfo,
+        /// How it got in; hosts' clients sign its MLS admission only for entries they can
+        /// vouch for (see the `session` crate).
+        entry: Entry,
+        /// The host or co-host who admitted it from the lobby.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        admitted_by: Option<ParticipantId>,
+    },
+    /// Someone's role changed (this participant's own included).
+    RoleChanged {
+        participant_id: ParticipantId,
+        role: Role,
+    },
+    /// Lock, suspension or permissions changed.
+    MeetingStateChanged {
+        meeting_state: MeetingState,
+    },
+    /// Someone's mute state for a source changed. `blocked` is set when a host stopped it;
+    /// the server then forwards nothing from that source.
+    MediaChanged {
+        participant_id: ParticipantId,
+        source: TrackSource,
+        muted: bool,
+        blocked: bool,
     },
     ParticipantLeft {
         participant_id: ParticipantId,
@@ -217,6 +479,8 @@ pub enum ServerMessage {
     MlsMessage {
         from: ParticipantId,
         data: String,
+        #[serde(default)]
+        purpose: AppMessagePurpose,
     },
     /// Something the participant sent was refused. The session goes on unless a close follows.
     Error {
@@ -255,6 +519,14 @@ pub fn parse_client_message(text: &str) -> Result<ClientMessage, ProtoError> {
 pub fn parse_server_message(text: &str) -> Result<ServerMessage, ProtoError> {
     const SERVER_TYPES: &[&str] = &[
         "welcome",
+        "lobby",
+        "denied",
+        "removed",
+        "meeting_ended",
+        "lobby_changed",
+        "role_changed",
+        "meeting_state_changed",
+        "media_changed",
         "participant_joined",
         "participant_left",
         "answer",

@@ -24,6 +24,9 @@ fn hello_round_trips_with_version() {
         meeting: meeting(),
         name: "Ada".into(),
         host_secret: None,
+        passcode: Some("1234".into()),
+        invite: None,
+        device_id: Some("dev".into()),
         client_version: "test".into(),
     };
     let text = encode(&msg);
@@ -40,6 +43,7 @@ fn server_offer_round_trips() {
             mid: "2".into(),
             participant_id: ParticipantId(9),
             kind: TrackKind::Video,
+            source: TrackSource::Screen,
         }],
     };
     assert_eq!(parse_server_message(&encode(&msg)).unwrap(), msg);
@@ -101,4 +105,50 @@ fn sdp_of_a_large_meeting_fits() {
         parse_client_message(&offer),
         Ok(ClientMessage::Offer { .. })
     ));
+}
+
+#[test]
+fn host_actions_round_trip_and_roles_know_their_powers() {
+    let msgs = [
+        ClientMessage::Admit {
+            participant_id: ParticipantId(3),
+        },
+        ClientMessage::SetRole {
+            participant_id: ParticipantId(3),
+            role: Role::CoHost,
+        },
+        ClientMessage::Mute {
+            participant_id: ParticipantId(3),
+            source: TrackSource::Microphone,
+        },
+        ClientMessage::SetPermissions {
+            permissions: Permissions {
+                chat: Audience::Hosts,
+                ..Permissions::default()
+            },
+        },
+        ClientMessage::SuspendAll,
+    ];
+    for msg in msgs {
+        assert_eq!(parse_client_message(&encode(&msg)).unwrap(), msg);
+    }
+    let chat =
+        parse_client_message(r#"{"v":1,"type":"mls_message","data":"AA==","purpose":"chat"}"#);
+    assert!(matches!(
+        chat,
+        Ok(ClientMessage::MlsMessage {
+            purpose: AppMessagePurpose::Chat,
+            ..
+        })
+    ));
+    assert!(Role::CoHost.moderates() && !Role::Participant.moderates());
+    assert!(!Role::Guest.may(Audience::Participants) && Role::Guest.may(Audience::Everyone));
+}
+
+#[test]
+fn a_role_outside_the_four_is_refused() {
+    let err =
+        parse_client_message(r#"{"v":1,"type":"set_role","participant_id":3,"role":"owner"}"#)
+            .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::InvalidMessage);
 }

@@ -102,7 +102,13 @@ impl Hub {
     /// before news of anyone who joins after it.
     pub fn join(&self, meeting: &MeetingId, name: String, role: Role, tx: OutboundTx) -> Joined {
         let id = ParticipantId(self.next_participant.fetch_add(1, Ordering::Relaxed) + 1);
-        let info = ParticipantInfo { id, name, role };
+        let info = ParticipantInfo {
+            id,
+            name,
+            role,
+            muted: Vec::new(),
+            blocked: Vec::new(),
+        };
         let mut state = lock(&self.state);
         let next_room = state.next_room;
         let live = state
@@ -125,6 +131,8 @@ impl Hub {
             role,
             participants: others,
             create_group,
+            meeting_state: Default::default(),
+            lobby: Vec::new(),
         }));
         if creates {
             for (participant_id, waiting) in live.delivery.waiting() {
@@ -139,6 +147,8 @@ impl Hub {
                 .tx
                 .send(Outbound::Message(ServerMessage::ParticipantJoined {
                     participant: info.clone(),
+                    entry: proto::Entry::HostLink,
+                    admitted_by: None,
                 }));
         }
         live.members.insert(id, Member { info, tx });
@@ -275,6 +285,7 @@ impl Hub {
                     ServerMessage::MlsMessage {
                         from,
                         data: encoded.clone(),
+                        purpose: Default::default(),
                     },
                 );
             }

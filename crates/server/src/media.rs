@@ -245,6 +245,10 @@ fn signal(hub: &Hub, id: ParticipantId, event: SfuEvent) {
                         sfu::TrackKind::Audio => TrackKind::Audio,
                         sfu::TrackKind::Video => TrackKind::Video,
                     },
+                    source: match t.kind {
+                        sfu::TrackKind::Audio => proto::TrackSource::Microphone,
+                        sfu::TrackKind::Video => proto::TrackSource::Camera,
+                    },
                 })
                 .collect();
             hub.send(id, Outbound::Message(ServerMessage::Offer { sdp, tracks }));

@@ -150,7 +150,7 @@ impl Session {
                 ErrorCode::HelloRequired,
                 format!("{:?} before hello: send hello first", msg.kind()),
             ),
-            (ClientMessage::Offer { sdp }, true) => self.offer(sdp).await,
+            (ClientMessage::Offer { sdp, .. }, true) => self.offer(sdp).await,
             (ClientMessage::Answer { sdp }, true) => self.answer(sdp).await,
             (ClientMessage::MlsKeyPackage { key_package }, true) => self.mls(|hub, id| {
                 let bytes = decode(&key_package)?;
@@ -163,7 +163,7 @@ impl Session {
                     .map(|_| ())
                     .map_err(into_rejection)
             }),
-            (ClientMessage::MlsMessage { data }, true) => self.mls(|hub, id| {
+            (ClientMessage::MlsMessage { data, .. }, true) => self.mls(|hub, id| {
                 let data = decode(&data)?;
                 hub.mls_message(id, data).map_err(into_rejection)
             }),
@@ -174,6 +174,10 @@ impl Session {
                     reason: "left".into(),
                 });
             }
+            (other, true) => self.reject(
+                ErrorCode::Forbidden,
+                format!("{:?} is not available yet", other.kind()),
+            ),
         }
     }
 

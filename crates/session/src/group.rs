@@ -218,6 +218,7 @@ impl GroupSession {
             self.admitted.insert(hash);
             self.out.push_back(ClientMessage::MlsMessage {
                 data: proto::b64_encode(&admission),
+                purpose: proto::AppMessagePurpose::Control,
             });
         }
         Ok(())
@@ -397,6 +398,7 @@ impl GroupSession {
             match member.admit(*hash) {
                 Ok(admission) => self.out.push_back(ClientMessage::MlsMessage {
                     data: proto::b64_encode(&admission),
+                    purpose: proto::AppMessagePurpose::Control,
                 }),
                 Err(e) => self.errors.push(format!("mls: cannot admit: {e}")),
             }
@@ -501,13 +503,14 @@ mod tests {
                             }
                         }
                     }
-                    ClientMessage::MlsMessage { data } => {
+                    ClientMessage::MlsMessage { data, .. } => {
                         for (j, s) in sessions.iter_mut().enumerate() {
                             if j != from && s.is_member() {
                                 s.on_server_message(
                                     &ServerMessage::MlsMessage {
                                         from: from_id,
                                         data: data.clone(),
+                                        purpose: Default::default(),
                                     },
                                     now,
                                 );
