@@ -24,6 +24,7 @@ const PAYLOAD_V1: u8 = 1;
 const TAG_ADMISSION: u8 = 1;
 const TAG_CHAT: u8 = 2;
 const TAG_REACTION: u8 = 3;
+const TAG_LOCK: u8 = 4;
 
 /// Reactions are a single emoji or short token; anything longer is a chat message in disguise.
 pub(crate) const MAX_REACTION_LEN: usize = 64;
@@ -34,11 +35,15 @@ pub(crate) enum AppPayload {
     Admission([u8; 32]),
     Chat(String),
     Reaction(String),
+    /// A host locks (true) or unlocks the meeting: while locked, members refuse every Add.
+    Lock(bool),
 }
 
 impl AppPayload {
     pub(crate) fn encode(&self) -> Vec<u8> {
+        let lock = [0u8, 1u8];
         let (tag, body): (u8, &[u8]) = match self {
+            AppPayload::Lock(locked) => (TAG_LOCK, &lock[usize::from(*locked)..][..1]),
             AppPayload::Admission(h) => (TAG_ADMISSION, h),
             AppPayload::Chat(t) => (TAG_CHAT, t.as_bytes()),
             AppPayload::Reaction(r) => (TAG_REACTION, r.as_bytes()),
@@ -69,6 +74,11 @@ impl AppPayload {
             TAG_CHAT => text().map(AppPayload::Chat),
             TAG_REACTION if body.len() <= MAX_REACTION_LEN => text().map(AppPayload::Reaction),
             TAG_REACTION => Err(E2eeError::Malformed("reaction too long")),
+            TAG_LOCK => match body {
+                [0] => Ok(AppPayload::Lock(false)),
+                [1] => Ok(AppPayload::Lock(true)),
+                _ => Err(E2eeError::Malformed("lock flag")),
+            },
             _ => Err(E2eeError::Malformed("application payload tag")),
         }
     }
@@ -102,6 +112,8 @@ mod tests {
             AppPayload::Admission([7; 32]),
             AppPayload::Chat("hello \u{1F44B}".into()),
             AppPayload::Reaction("\u{1F44D}".into()),
+            AppPayload::Lock(true),
+            AppPayload::Lock(false),
         ] {
             assert_eq!(AppPayload::decode(&p.encode()).unwrap(), p);
         }
@@ -111,6 +123,8 @@ mod tests {
         assert!(AppPayload::decode(&[1, 1, 0]).is_err());
         assert!(AppPayload::decode(&[1, 2, 0xff]).is_err());
         assert!(AppPayload::decode(&[1, 9]).is_err());
+        assert!(AppPayload::decode(&[1, 4]).is_err());
+        assert!(AppPayload::decode(&[1, 4, 2]).is_err());
     }
 
     #[test]

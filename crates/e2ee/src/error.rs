@@ -58,6 +58,10 @@ pub enum E2eeError {
     /// commit). It was refused and not merged; the caller should warn the participants.
     #[error("commit adds a KeyPackage no host admitted")]
     UnadmittedAdd,
+    /// A host locked the meeting: no one may be admitted or added until a host unlocks it.
+    /// Refused Commits are an alarm like [`E2eeError::UnadmittedAdd`].
+    #[error("the meeting is locked: no one may be added")]
+    Locked,
     /// A commit carries a proposal type this application never issues (PSK, ReInit, external
     /// init, custom), so it is refused rather than trusted.
     #[error("commit carries an unsupported proposal")]

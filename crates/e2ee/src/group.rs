@@ -73,6 +73,13 @@ pub enum Processed {
         /// Message text.
         text: String,
     },
+    /// A host locked or unlocked the meeting (see [`Member::set_locked`]).
+    LockChanged {
+        /// Locked (true) or unlocked.
+        locked: bool,
+        /// Leaf of the host.
+        by_leaf: u32,
+    },
     /// A reaction (emoji).
     Reaction {
         /// Sender leaf.
@@ -111,6 +118,9 @@ pub struct Member {
     group: MlsGroup,
     /// KeyPackageRefs a host admitted, with the admitting host's leaf.
     admitted: HashMap<[u8; 32], u32>,
+    /// A host locked the meeting: every Add is refused until a host unlocks. This is the lock
+    /// enforced by cryptography: a server that ignores its own lock still gets no one added.
+    locked: bool,
     media: MediaKeys,
 }
 
@@ -260,6 +270,7 @@ impl Member {
             identity,
             group,
             admitted: HashMap::new(),
+            locked: false,
             media,
         })
     }
@@ -346,10 +357,29 @@ impl Member {
         if !self.is_host(self.leaf_index()) {
             return Err(E2eeError::NotHost);
         }
+        if self.locked {
+            return Err(E2eeError::Locked);
+        }
         let bytes = self.send_app(&AppPayload::Admission(kp_hash))?;
         // Own messages are not processed by their author, so record it here.
         self.admitted.insert(kp_hash, self.leaf_index());
         Ok(bytes)
+    }
+
+    /// Host only: lock (no Add is accepted by any member) or unlock the meeting. Returns the
+    /// application message that tells the other members.
+    pub fn set_locked(&mut self, locked: bool) -> Result<Vec<u8>, E2eeError> {
+        if !self.is_host(self.leaf_index()) {
+            return Err(E2eeError::NotHost);
+        }
+        let bytes = self.send_app(&AppPayload::Lock(locked))?;
+        self.locked = locked;
+        Ok(bytes)
+    }
+
+    /// Whether a host locked the meeting.
+    pub fn is_locked(&self) -> bool {
+        self.locked
     }
 
     /// Encrypt a chat message for the group.
@@ -394,6 +424,9 @@ impl Member {
         self.ensure_can_commit()?;
         if key_packages.is_empty() {
             return Err(E2eeError::Malformed("no key packages"));
+        }
+        if self.locked {
+            return Err(E2eeError::Locked);
         }
         let mut kps = Vec::with_capacity(key_packages.len());
         for bytes in key_packages {
@@ -440,7 +473,9 @@ impl Member {
             let kp = parse_key_package(&self.provider, bytes)?;
             self.admitted.insert(kp_ref(&self.provider, &kp)?, u32::MAX);
         }
+        let locked = std::mem::take(&mut self.locked);
         let out = self.commit_add(key_packages);
+        self.locked = locked;
         self.admitted.retain(|_, by| *by != u32::MAX);
         out
     }
@@ -606,6 +641,16 @@ impl Member {
                             by_leaf: from_leaf,
                         })
                     }
+                    AppPayload::Lock(locked) => {
+                        if msg_epoch != self.epoch() || !self.is_host(from_leaf) {
+                            return Err(E2eeError::NotHost);
+                        }
+                        self.locked = locked;
+                        Ok(Processed::LockChanged {
+                            locked,
+                            by_leaf: from_leaf,
+                        })
+                    }
                     AppPayload::Chat(text) => Ok(Processed::Chat {
                         from_leaf,
                         sender_name,
@@ -648,6 +693,9 @@ impl Member {
         staged: &StagedCommit,
     ) -> Result<CommitSummary, E2eeError> {
         let summary = CommitSummary::of(&self.provider, &self.group, staged)?;
+        if self.locked && !summary.added_refs.is_empty() {
+            return Err(E2eeError::Locked);
+        }
         for r in &summary.added_refs {
             if !self.admitted.contains_key(r) {
                 return Err(E2eeError::UnadmittedAdd);

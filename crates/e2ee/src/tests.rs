@@ -256,6 +256,46 @@ fn commit_with_unadmitted_add_is_refused_and_group_keeps_working() {
 }
 
 #[test]
+fn a_locked_meeting_refuses_every_add_even_an_admitted_one() {
+    let mut ms = vec![host()];
+    let bob = admit_and_add(0, 0, &mut ms, "bob", 0);
+    ms.push(bob);
+    // Erin is admitted before the lock: the lock still keeps her out.
+    let (_erin, erin_kp) = Member::new_pending(ident("erin")).unwrap();
+    let admission = ms[0].admit(key_package_hash(&erin_kp).unwrap()).unwrap();
+    ms[1].process(&admission, 0).unwrap();
+
+    // Only a host locks.
+    assert_eq!(ms[1].set_locked(true), Err(E2eeError::NotHost));
+    let lock = ms[0].set_locked(true).unwrap();
+    assert_eq!(
+        ms[1].process(&lock, 0).unwrap(),
+        Processed::LockChanged {
+            locked: true,
+            by_leaf: 0
+        }
+    );
+    let epoch = ms[1].epoch();
+    assert_eq!(ms[1].commit_add(&[&erin_kp]), Err(E2eeError::Locked));
+    assert_eq!(
+        ms[0].admit(key_package_hash(&erin_kp).unwrap()),
+        Err(E2eeError::Locked)
+    );
+    // A member (or a server) that ignores the lock gets its Commit refused by the others.
+    let (forced, _) = ms[0].commit_add_unchecked(&[&erin_kp]).unwrap();
+    assert_eq!(ms[1].process(&forced, 0), Err(E2eeError::Locked));
+    assert_eq!(ms[1].epoch(), epoch);
+    ms[0].discard_pending_commit().unwrap();
+
+    // Unlocked, admissions and adds work again.
+    let unlock = ms[0].set_locked(false).unwrap();
+    ms[1].process(&unlock, 0).unwrap();
+    assert!(!ms[1].is_locked());
+    let frank = admit_and_add(0, 1, &mut ms, "frank", 0);
+    assert_eq!(frank.epoch(), epoch + 1);
+}
+
+#[test]
 fn only_hosts_admit_and_grant() {
     let mut ms = three();
     let (_p, kp) = Member::new_pending(ident("eve")).unwrap();

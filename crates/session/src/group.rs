@@ -11,7 +11,10 @@
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 
 use e2ee::{E2eeError, Identity, MediaKind, Member, PendingJoin, Processed};
-use proto::{ClientMessage, ErrorCode, ServerMessage};
+use proto::{
+    AppMessagePurpose, ClientMessage, Entry, ErrorCode, MeetingState, ParticipantInfo, Role,
+    ServerMessage,
+};
 use serde::{Deserialize, Serialize};
 
 /// How long each rank waits for lower-ranked members before committing itself.
@@ -52,6 +55,38 @@ pub enum Unopened {
     Failed(E2eeError),
 }
 
+/// Something the participant's user interface shows. Sender names and ids come from MLS
+/// credentials, never from what the server says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum GroupEvent {
+    /// The group moved to a new epoch (or this participant entered it): new media keys and a
+    /// new security code to compare aloud.
+    KeysChanged {
+        epoch: u64,
+        security_code: String,
+        security_emoji: String,
+        /// Names in the group, by MLS credential.
+        members: Vec<String>,
+    },
+    Chat {
+        from_participant_id: String,
+        from_name: String,
+        text: String,
+    },
+    Reaction {
+        from_participant_id: String,
+        from_name: String,
+        emoji: String,
+    },
+    /// A host locked or unlocked the meeting at the MLS level: while locked, no one is added.
+    LockChanged { locked: bool },
+    /// Something a participant must be told about: a refused Commit, a mislabelled message.
+    Alarm { message: String },
+    /// This participant was removed from the group: it holds no keys any more.
+    Removed,
+}
+
 /// A decrypted frame and who sent it, by the MLS credential (not by what the server says).
 pub struct Opened {
     pub plaintext: Vec<u8>,
@@ -65,10 +100,17 @@ pub struct GroupSession {
     state: State,
     /// Everyone in the meeting according to signaling, this participant included.
     present: BTreeSet<u64>,
+    /// Roles as the server reports them (to find moderators and chat permissions).
+    roles: HashMap<u64, Role>,
+    /// Participants this client, if it is an MLS host, vouches for: those it admitted from
+    /// the lobby itself, those a moderator without MLS host powers admitted, and those that
+    /// came with the host link or an invitation that skips the lobby.
+    vouched: HashSet<u64>,
+    meeting_state: MeetingState,
     /// KeyPackages of waiting participants, with their hashes.
     key_packages: HashMap<u64, (Vec<u8>, [u8; 32])>,
     admitted: HashSet<[u8; 32]>,
-    /// Hosts admit everyone who passes the server's checks (the lobby is off).
+    /// Hosts admit everyone the server announces (unit tests of the committer logic only).
     auto_admit: bool,
     commit_pending: bool,
     work_since_ms: Option<u64>,
@@ -84,9 +126,49 @@ pub struct GroupSession {
     roster_epoch: Option<u64>,
     report: E2eeReport,
     errors: Vec<String>,
+    events: VecDeque<GroupEvent>,
 }
 
 impl GroupSession {
+    /// Starts from the server's `welcome` (anything else is refused).
+    pub fn from_welcome(
+        name: &str,
+        welcome: &ServerMessage,
+        now_ms: u64,
+    ) -> Result<Self, E2eeError> {
+        let ServerMessage::Welcome {
+            participant_id,
+            participants,
+            create_group,
+            meeting_state,
+            role,
+            ..
+        } = welcome
+        else {
+            return Err(E2eeError::Malformed("a session starts from a welcome"));
+        };
+        let group_id = match create_group {
+            Some(id) => {
+                Some(proto::b64_decode(id).ok_or(E2eeError::Malformed("group id is not base64"))?)
+            }
+            None => None,
+        };
+        let mut session = GroupSession::new(
+            name,
+            participant_id.0,
+            participants.iter().map(|p| p.id.0),
+            group_id.as_deref(),
+            now_ms,
+        )?;
+        session.auto_admit = false;
+        session.meeting_state = *meeting_state;
+        session.roles.insert(participant_id.0, *role);
+        for p in participants {
+            session.note_participant(p);
+        }
+        Ok(session)
+    }
+
     /// Starts with the welcome: either creates the group (`create_group` set, for the first
     /// host) or publishes a KeyPackage and waits to be added.
     pub fn new(
@@ -101,6 +183,9 @@ impl GroupSession {
             participant_id,
             state: State::Outside,
             present: others.into_iter().chain([participant_id]).collect(),
+            roles: HashMap::new(),
+            vouched: HashSet::new(),
+            meeting_state: MeetingState::default(),
             key_packages: HashMap::new(),
             admitted: HashSet::new(),
             auto_admit: true,
@@ -114,6 +199,7 @@ impl GroupSession {
             roster_epoch: None,
             report: E2eeReport::default(),
             errors: Vec::new(),
+            events: VecDeque::new(),
         };
         match create_group {
             Some(group_id) => session.create(group_id, now_ms)?,
@@ -131,7 +217,96 @@ impl GroupSession {
         self.state = State::Member(Box::new(member));
         self.joined_at_ms = Some(now_ms);
         self.commit_pending = false;
+        self.keys_changed();
         Ok(())
+    }
+
+    /// Queues a [`GroupEvent::KeysChanged`] for the current epoch.
+    fn keys_changed(&mut self) {
+        if let State::Member(member) = &self.state {
+            self.events.push_back(GroupEvent::KeysChanged {
+                epoch: member.epoch(),
+                security_code: member.security_code(),
+                security_emoji: member.security_emoji(),
+                members: member
+                    .members()
+                    .into_iter()
+                    .map(|(_, name, _)| name)
+                    .collect(),
+            });
+        }
+    }
+
+    /// The next thing to show the user.
+    pub fn poll_event(&mut self) -> Option<GroupEvent> {
+        self.events.pop_front()
+    }
+
+    fn alarm(&mut self, message: String) {
+        self.report.alarms.push(message.clone());
+        self.events.push_back(GroupEvent::Alarm { message });
+    }
+
+    /// Sends a chat message to the group, end-to-end encrypted.
+    pub fn send_chat(&mut self, text: &str) -> Result<(), E2eeError> {
+        let data = self.member()?.encrypt_chat(text)?;
+        self.out.push_back(ClientMessage::MlsMessage {
+            data: proto::b64_encode(&data),
+            purpose: AppMessagePurpose::Chat,
+        });
+        Ok(())
+    }
+
+    /// Sends a reaction to the group, end-to-end encrypted (not subject to the chat permission).
+    pub fn send_reaction(&mut self, emoji: &str) -> Result<(), E2eeError> {
+        let data = self.member()?.encrypt_reaction(emoji)?;
+        self.out.push_back(ClientMessage::MlsMessage {
+            data: proto::b64_encode(&data),
+            purpose: AppMessagePurpose::Control,
+        });
+        Ok(())
+    }
+
+    /// Records a participant the server announces, and whether this client vouches for it.
+    fn note_participant(&mut self, p: &ParticipantInfo) {
+        self.present.insert(p.id.0);
+        self.roles.insert(p.id.0, p.role);
+    }
+
+    fn on_participant_joined(
+        &mut self,
+        p: &ParticipantInfo,
+        entry: Entry,
+        admitted_by: Option<u64>,
+    ) {
+        self.note_participant(p);
+        let vouch = match entry {
+            // Pre-admitted by the server: the host link or an invitation that skips the lobby.
+            // Trusting the server here is the documented gap (see ARCHITECTURE.md).
+            Entry::HostLink | Entry::Invitation => true,
+            Entry::Lobby => match admitted_by {
+                Some(by) if by == self.participant_id => true,
+                // A moderator who is an MLS host signs its own admissions.
+                Some(by) => !self.is_mls_host_participant(by),
+                None => false,
+            },
+        };
+        if vouch {
+            self.vouched.insert(p.id.0);
+        } else {
+            self.vouched.remove(&p.id.0);
+        }
+    }
+
+    fn is_mls_host_participant(&self, participant: u64) -> bool {
+        let State::Member(member) = &self.state else {
+            return false;
+        };
+        let hosts = member.hosts();
+        member
+            .members()
+            .iter()
+            .any(|(leaf, _, pid)| hosts.contains(leaf) && pid.parse() == Ok(participant))
     }
 
     fn wait_for_welcome(&mut self) -> Result<(), E2eeError> {
@@ -158,6 +333,8 @@ impl GroupSession {
     pub fn participant_left(&mut self, id: u64) {
         self.present.remove(&id);
         self.key_packages.remove(&id);
+        self.vouched.remove(&id);
+        self.roles.remove(&id);
     }
 
     pub fn report(&self) -> E2eeReport {
@@ -188,7 +365,32 @@ impl GroupSession {
             ServerMessage::MlsWelcome { welcome } => self.on_welcome(welcome, now_ms),
             ServerMessage::MlsCommit { commit, .. } => self.on_commit(commit, now_ms),
             ServerMessage::MlsCommitAccepted { .. } => self.on_commit_accepted(now_ms),
-            ServerMessage::MlsMessage { data, .. } => self.on_application(data, now_ms),
+            ServerMessage::MlsMessage { data, purpose, .. } => {
+                self.on_application(data, *purpose, now_ms)
+            }
+            ServerMessage::ParticipantJoined {
+                participant,
+                entry,
+                admitted_by,
+            } => {
+                self.on_participant_joined(participant, *entry, admitted_by.map(|p| p.0));
+                Ok(())
+            }
+            ServerMessage::ParticipantLeft { participant_id, .. } => {
+                self.participant_left(participant_id.0);
+                Ok(())
+            }
+            ServerMessage::RoleChanged {
+                participant_id,
+                role,
+            } => {
+                self.roles.insert(participant_id.0, *role);
+                Ok(())
+            }
+            ServerMessage::MeetingStateChanged { meeting_state } => {
+                self.meeting_state = *meeting_state;
+                Ok(())
+            }
             ServerMessage::Error {
                 code: ErrorCode::StaleEpoch,
                 ..
@@ -211,14 +413,15 @@ impl GroupSession {
         let bytes = proto::b64_decode(encoded).ok_or(E2eeError::Malformed("not base64"))?;
         let hash = e2ee::key_package_hash(&bytes)?;
         self.key_packages.insert(from, (bytes, hash));
-        let auto_admit = self.auto_admit;
+        let vouched = self.auto_admit || self.vouched.contains(&from);
+        let locked = self.meeting_state.locked;
         let member = self.member()?;
-        if auto_admit && member.is_host(member.leaf_index()) {
+        if vouched && !locked && member.is_host(member.leaf_index()) {
             let admission = member.admit(hash)?;
             self.admitted.insert(hash);
             self.out.push_back(ClientMessage::MlsMessage {
                 data: proto::b64_encode(&admission),
-                purpose: proto::AppMessagePurpose::Control,
+                purpose: AppMessagePurpose::Control,
             });
         }
         Ok(())
@@ -232,6 +435,7 @@ impl GroupSession {
                 self.joined_epoch = member.epoch();
                 self.state = State::Member(Box::new(member));
                 self.joined_at_ms = Some(now_ms);
+                self.keys_changed();
                 Ok(())
             }
             other => {
@@ -256,14 +460,24 @@ impl GroupSession {
                 self_removed: true, ..
             }) => {
                 self.state = State::Outside;
+                self.events.push_back(GroupEvent::Removed);
                 Ok(())
             }
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                self.keys_changed();
+                Ok(())
+            }
             Err(E2eeError::UnadmittedAdd) => {
-                self.report.alarms.push(
+                self.alarm(
                     "refused a Commit that adds someone no host admitted; the meeting stays on its current keys".into(),
                 );
                 Err(E2eeError::UnadmittedAdd)
+            }
+            Err(E2eeError::Locked) => {
+                self.alarm(
+                    "refused a Commit that adds someone while a host has locked the meeting".into(),
+                );
+                Err(E2eeError::Locked)
             }
             Err(e) => Err(e),
         }
@@ -274,7 +488,9 @@ impl GroupSession {
             return Ok(());
         }
         self.work_since_ms = None;
-        self.member()?.merge_pending_commit(now_ms).map(|_| ())
+        self.member()?.merge_pending_commit(now_ms)?;
+        self.keys_changed();
+        Ok(())
     }
 
     fn on_stale_commit(&mut self) -> Result<(), E2eeError> {
@@ -284,7 +500,12 @@ impl GroupSession {
         Ok(())
     }
 
-    fn on_application(&mut self, encoded: &str, now_ms: u64) -> Result<(), E2eeError> {
+    fn on_application(
+        &mut self,
+        encoded: &str,
+        purpose: AppMessagePurpose,
+        now_ms: u64,
+    ) -> Result<(), E2eeError> {
         let bytes = proto::b64_decode(encoded).ok_or(E2eeError::Malformed("not base64"))?;
         if e2ee::inspect(&bytes)?
             .epoch
@@ -293,8 +514,65 @@ impl GroupSession {
             // Sent to the group before this participant was in it.
             return Ok(());
         }
-        if let Processed::Admission { kp_hash, .. } = self.member()?.process(&bytes, now_ms)? {
-            self.admitted.insert(kp_hash);
+        let processed = self.member()?.process(&bytes, now_ms)?;
+        let sender = |leaf: u32, this: &mut Self| -> Option<(String, String)> {
+            let member = this.member().ok()?;
+            member
+                .members()
+                .into_iter()
+                .find(|(l, _, _)| *l == leaf)
+                .map(|(_, name, pid)| (pid, name))
+        };
+        match processed {
+            Processed::Admission { kp_hash, .. } => {
+                self.admitted.insert(kp_hash);
+            }
+            Processed::Chat {
+                from_leaf, text, ..
+            } => {
+                let Some((pid, name)) = sender(from_leaf, self) else {
+                    return Err(E2eeError::NoSuchLeaf(from_leaf));
+                };
+                let role = pid
+                    .parse()
+                    .ok()
+                    .and_then(|p: u64| self.roles.get(&p).copied());
+                let allowed = role.is_some_and(|r| {
+                    r.may(self.meeting_state.permissions.chat)
+                        && (!self.meeting_state.suspended || r.moderates())
+                });
+                if purpose != AppMessagePurpose::Chat {
+                    // Labelled as control to slip past the server's chat permission.
+                    self.alarm(format!(
+                        "dropped a chat message from {name} that was not labelled as chat"
+                    ));
+                } else if !allowed {
+                    self.alarm(format!(
+                        "dropped a chat message from {name}: chat is not allowed for them"
+                    ));
+                } else {
+                    self.events.push_back(GroupEvent::Chat {
+                        from_participant_id: pid,
+                        from_name: name,
+                        text,
+                    });
+                }
+            }
+            Processed::Reaction {
+                from_leaf, emoji, ..
+            } => {
+                if let Some((pid, name)) = sender(from_leaf, self) {
+                    self.events.push_back(GroupEvent::Reaction {
+                        from_participant_id: pid,
+                        from_name: name,
+                        emoji,
+                    });
+                }
+            }
+            Processed::LockChanged { locked, .. } => {
+                self.events.push_back(GroupEvent::LockChanged { locked });
+            }
+            _ => {}
         }
         Ok(())
     }
@@ -305,6 +583,8 @@ impl GroupSession {
             return;
         }
         self.readmit_in_new_epoch();
+        self.mirror_lock();
+        let roles = &self.roles;
         let State::Member(member) = &mut self.state else {
             return;
         };
@@ -331,26 +611,52 @@ impl GroupSession {
             })
             .map(|(_, (kp, _))| kp)
             .collect();
-        if removals.is_empty() && additions.is_empty() {
+        // Moderators (hosts and co-hosts by the server's word) become MLS hosts so that they
+        // can sign their own admissions; only an MLS host can grant it, and never revoke it.
+        let hosts = member.hosts();
+        let i_am_host = hosts.contains(&member.leaf_index());
+        let grant = members
+            .iter()
+            .find(|(leaf, _, pid)| {
+                i_am_host
+                    && !hosts.contains(leaf)
+                    && pid
+                        .parse()
+                        .ok()
+                        .and_then(|p: u64| roles.get(&p))
+                        .is_some_and(|r| r.moderates())
+            })
+            .map(|(leaf, _, _)| *leaf);
+        if removals.is_empty() && additions.is_empty() && grant.is_none() {
             self.work_since_ms = None;
             return;
         }
         let since = *self.work_since_ms.get_or_insert(now_ms);
-        let rank = members
-            .iter()
-            .filter(|(leaf, _, _)| *leaf < member.leaf_index())
-            .count() as u64;
+        let rank = if removals.is_empty() && additions.is_empty() {
+            hosts
+                .iter()
+                .filter(|leaf| **leaf < member.leaf_index())
+                .count() as u64
+        } else {
+            members
+                .iter()
+                .filter(|(leaf, _, _)| *leaf < member.leaf_index())
+                .count() as u64
+        };
         if now_ms.saturating_sub(since) < rank * COMMITTER_FALLBACK_MS {
             return;
         }
-        let result = if removals.is_empty() {
-            let kps: Vec<&[u8]> = additions.iter().map(|kp| kp.as_slice()).collect();
-            member
-                .commit_add(&kps)
-                .map(|(commit, welcome)| (commit, Some(welcome)))
-        } else {
-            member.commit_remove(&removals).map(|commit| (commit, None))
-        };
+        let result =
+            if let (true, true, Some(leaf)) = (removals.is_empty(), additions.is_empty(), grant) {
+                member.grant_host(leaf).map(|commit| (commit, None))
+            } else if removals.is_empty() {
+                let kps: Vec<&[u8]> = additions.iter().map(|kp| kp.as_slice()).collect();
+                member
+                    .commit_add(&kps)
+                    .map(|(commit, welcome)| (commit, Some(welcome)))
+            } else {
+                member.commit_remove(&removals).map(|commit| (commit, None))
+            };
         match result {
             Ok((commit, welcome)) => {
                 self.commit_pending = true;
@@ -361,6 +667,26 @@ impl GroupSession {
                 });
             }
             Err(e) => self.errors.push(format!("mls: cannot commit: {e}")),
+        }
+    }
+
+    /// An MLS host mirrors the server's lock into the group, where it binds every member.
+    fn mirror_lock(&mut self) {
+        let want = self.meeting_state.locked;
+        let State::Member(member) = &mut self.state else {
+            return;
+        };
+        if !member.is_host(member.leaf_index()) || member.is_locked() == want {
+            return;
+        }
+        match member.set_locked(want) {
+            Ok(data) => self.out.push_back(ClientMessage::MlsMessage {
+                data: proto::b64_encode(&data),
+                purpose: AppMessagePurpose::Control,
+            }),
+            Err(e) => self
+                .errors
+                .push(format!("mls: cannot mirror the lock: {e}")),
         }
     }
 
