@@ -18,7 +18,7 @@ mod track;
 pub use config::SfuConfig;
 pub use error::SfuError;
 pub use sfu::{FrameTap, Sfu, SfuStats};
-pub use track::{TrackKind, TrackSummary};
+pub use track::{TrackKind, TrackSource, TrackSummary};
 
 use std::net::SocketAddr;
 

@@ -4,8 +4,12 @@ use str0m::change::SdpPendingOffer;
 use str0m::media::{Direction, MediaKind};
 use str0m::Rtc;
 
+use std::collections::{BTreeSet, HashMap};
+
+use str0m::media::Mid;
+
 use crate::track::{
-    PublishedTrack, Subscription, SubscriptionState, TrackId, TrackKind, TrackSummary,
+    PublishedTrack, Subscription, SubscriptionState, TrackId, TrackKind, TrackSource, TrackSummary,
 };
 use crate::{ParticipantId, RoomId};
 
@@ -15,6 +19,10 @@ pub(crate) struct Participant {
     pub room: RoomId,
     pub rtc: Rtc,
     pub published: Vec<PublishedTrack>,
+    /// What the participant said each of its sending m-lines carries.
+    pub declared_sources: HashMap<Mid, TrackSource>,
+    /// Sources the meeting policy stopped: nothing from them is forwarded.
+    pub blocked: BTreeSet<TrackSource>,
     pub subscriptions: Vec<Subscription>,
     /// The server's own offer awaiting the participant's answer.
     pub pending_offer: Option<SdpPendingOffer>,
@@ -38,6 +46,8 @@ impl Participant {
             room,
             rtc,
             published: Vec::new(),
+            declared_sources: HashMap::new(),
+            blocked: BTreeSet::new(),
             subscriptions: Vec::new(),
             pending_offer: None,
             negotiated: false,
@@ -90,6 +100,7 @@ impl Participant {
                         mid: mid.to_string(),
                         publisher: sub.source.publisher,
                         kind: sub.kind,
+                        source: sub.track_source,
                     })
                 }
                 _ => None,

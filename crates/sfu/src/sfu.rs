@@ -10,7 +10,10 @@ use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 use tracing::{debug, info, warn};
 
 use crate::participant::Participant;
-use crate::track::{PublishedTrack, Subscription, SubscriptionState, TrackId, TrackKind};
+use crate::track::{
+    default_source, PublishedTrack, Subscription, SubscriptionState, TrackId, TrackKind,
+    TrackSource,
+};
 use crate::{ParticipantId, RoomId, SfuConfig, SfuError, SfuEvent, SfuOutput};
 
 use proto::ABS_CAPTURE_TIME_EXT_ID;
@@ -23,6 +26,8 @@ pub struct SfuStats {
     pub datagrams_rejected: u64,
     pub frames_in: u64,
     pub frames_forwarded: u64,
+    /// Frames dropped because the meeting policy stopped their source (a host muted it).
+    pub frames_blocked: u64,
     pub keyframe_requests: u64,
 }
 
@@ -105,6 +110,7 @@ impl Sfu {
                             mid: track.mid,
                         },
                         kind: track.kind,
+                        track_source: track.source,
                         state: SubscriptionState::ToOpen,
                         awaiting_keyframe: false,
                     });
@@ -134,6 +140,64 @@ impl Sfu {
             if members.is_empty() {
                 self.rooms.remove(&participant.room);
             }
+        }
+        self.drive(now);
+        Ok(())
+    }
+
+    /// Records what the participant's sending m-lines carry (by mid), before its offer.
+    pub fn set_track_sources(
+        &mut self,
+        id: ParticipantId,
+        sources: impl IntoIterator<Item = (String, TrackSource)>,
+    ) -> Result<(), SfuError> {
+        let participant = self
+            .participants
+            .get_mut(&id)
+            .ok_or(SfuError::UnknownParticipant(id))?;
+        participant.declared_sources = sources
+            .into_iter()
+            .map(|(mid, source)| (Mid::from(mid.as_str()), source))
+            .collect();
+        Ok(())
+    }
+
+    /// Stops (or resumes) forwarding everything a participant publishes from `source`: the
+    /// server-side half of a host's mute. Resumed video waits for a fresh keyframe.
+    pub fn set_blocked(
+        &mut self,
+        now: Instant,
+        id: ParticipantId,
+        source: TrackSource,
+        blocked: bool,
+    ) -> Result<(), SfuError> {
+        let participant = self
+            .participants
+            .get_mut(&id)
+            .ok_or(SfuError::UnknownParticipant(id))?;
+        let changed = if blocked {
+            participant.blocked.insert(source)
+        } else {
+            participant.blocked.remove(&source)
+        };
+        if !changed || blocked {
+            return Ok(());
+        }
+        let resumed: Vec<Mid> = participant
+            .published
+            .iter()
+            .filter(|t| t.source == source && t.kind == TrackKind::Video)
+            .map(|t| t.mid)
+            .collect();
+        for mid in resumed {
+            for subscriber in self.participants.values_mut() {
+                for sub in subscriber.subscriptions.iter_mut() {
+                    if sub.source.publisher == id && sub.source.mid == mid {
+                        sub.awaiting_keyframe = true;
+                    }
+                }
+            }
+            self.request_keyframe(now, id, mid, KeyframeRequestKind::Pli);
         }
         self.drive(now);
         Ok(())
@@ -395,9 +459,16 @@ impl Sfu {
         let Some(publisher) = self.participants.get_mut(&id) else {
             return;
         };
+        let source = publisher
+            .declared_sources
+            .get(&mid)
+            .copied()
+            .filter(|s| (*s == TrackSource::Microphone) == (kind == TrackKind::Audio))
+            .unwrap_or(default_source(kind));
         publisher.published.push(PublishedTrack {
             mid,
             kind,
+            source,
             last_keyframe_request: None,
         });
         let room = publisher.room;
@@ -409,6 +480,7 @@ impl Sfu {
                 subscriber.subscriptions.push(Subscription {
                     source: TrackId { publisher: id, mid },
                     kind,
+                    track_source: source,
                     state: SubscriptionState::ToOpen,
                     awaiting_keyframe: false,
                 });
@@ -425,6 +497,16 @@ impl Sfu {
         let Some(publisher) = self.participants.get(&publisher_id) else {
             return;
         };
+        if !publisher.blocked.is_empty()
+            && publisher
+                .published
+                .iter()
+                .find(|t| t.mid == data.mid)
+                .is_none_or(|t| publisher.blocked.contains(&t.source))
+        {
+            self.stats.frames_blocked += 1;
+            return;
+        }
         let room = publisher.room;
         if !data.contiguous {
             // Frames were lost beyond what NACK recovered: decoding needs a fresh keyframe.

@@ -36,6 +36,19 @@ pub struct TrackSummary {
     pub mid: String,
     pub publisher: ParticipantId,
     pub kind: TrackKind,
+    pub source: TrackSource,
+}
+
+/// What a published track carries, as its publisher declared it (see
+/// [`crate::Sfu::set_track_sources`]); undeclared audio is a microphone, undeclared video a
+/// camera, so a client cannot slip a screen share past the screen-share permission.
+pub use proto::TrackSource;
+
+pub(crate) fn default_source(kind: TrackKind) -> TrackSource {
+    match kind {
+        TrackKind::Audio => TrackSource::Microphone,
+        TrackKind::Video => TrackSource::Camera,
+    }
 }
 
 /// Identifies a published track across the SFU: its publisher and the publisher's m-line.
@@ -50,6 +63,7 @@ pub(crate) struct TrackId {
 pub(crate) struct PublishedTrack {
     pub mid: Mid,
     pub kind: TrackKind,
+    pub source: TrackSource,
     pub last_keyframe_request: Option<Instant>,
 }
 
@@ -73,6 +87,7 @@ pub(crate) enum SubscriptionState {
 pub(crate) struct Subscription {
     pub source: TrackId,
     pub kind: TrackKind,
+    pub track_source: TrackSource,
     pub state: SubscriptionState,
     /// Video waits for a keyframe before anything is forwarded: delta frames before it are
     /// undecodable for this subscriber and would only cost bandwidth.

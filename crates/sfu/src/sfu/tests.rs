@@ -15,6 +15,7 @@ use str0m::rtp::{Extension, ExtensionMap};
 use str0m::{Candidate, Event, Input, Output, Rtc};
 
 use super::Sfu;
+use crate::TrackSource;
 use crate::{
     ParticipantId, RoomId, SfuConfig, SfuError, SfuEvent, SfuOutput, TrackKind, TrackSummary,
 };
@@ -1401,4 +1402,64 @@ fn connect_timeout_counts_from_the_first_offer() {
     h.exchange(&[1, 2], 3);
     h.assert_received(1, 2, &sent_by(&h, 2));
     h.assert_received(2, 1, &sent_by(&h, 1));
+}
+
+#[test]
+fn a_blocked_source_is_not_forwarded_and_resumes_from_a_keyframe() {
+    let mut h = Harness::new();
+    h.join(1, 1);
+    h.join(1, 2);
+    h.connect_all();
+    h.exchange(&[1, 2], 5);
+    let sources: Vec<TrackSource> = h.peer(2).last_offer().iter().map(|t| t.source).collect();
+    assert!(sources.contains(&TrackSource::Microphone) && sources.contains(&TrackSource::Camera));
+    h.clear_received();
+
+    // A host mutes 1's microphone: 2 keeps getting 1's video, no audio.
+    h.sfu
+        .set_blocked(h.now, ParticipantId(1), TrackSource::Microphone, true)
+        .unwrap();
+    h.exchange(&[1, 2], 5);
+    let kinds = |h: &Harness| -> Vec<TrackKind> {
+        h.peer(2)
+            .received_from(1)
+            .iter()
+            .map(|r| read_tag(&r.data).expect("tagged").kind)
+            .collect()
+    };
+    assert!(kinds(&h).contains(&TrackKind::Video));
+    assert!(!kinds(&h).contains(&TrackKind::Audio));
+    assert!(h.sfu.stats().frames_blocked >= 5);
+    // 1 still gets 2's audio: only 1's source is stopped.
+    assert!(h
+        .peer(1)
+        .received_from(2)
+        .iter()
+        .any(|r| read_tag(&r.data).map(|t| t.kind) == Some(TrackKind::Audio)));
+
+    // Camera blocked, then resumed: the SFU asks 1 for a keyframe for its subscribers.
+    h.run(Duration::from_millis(600));
+    h.sfu
+        .set_blocked(h.now, ParticipantId(1), TrackSource::Camera, true)
+        .unwrap();
+    h.peer_mut(1).keyframe_requests.clear();
+    h.sfu
+        .set_blocked(h.now, ParticipantId(1), TrackSource::Camera, false)
+        .unwrap();
+    h.sfu
+        .set_blocked(h.now, ParticipantId(1), TrackSource::Microphone, false)
+        .unwrap();
+    let asked = h.run_until(Duration::from_secs(1), |h| {
+        !h.peer(1).keyframe_requests.is_empty()
+    });
+    assert!(asked, "no keyframe request after resuming the camera");
+    h.clear_received();
+    h.exchange(&[1, 2], 5);
+    assert!(kinds(&h).contains(&TrackKind::Audio), "audio resumed");
+
+    // Unknown participants are refused.
+    assert!(h
+        .sfu
+        .set_blocked(h.now, ParticipantId(99), TrackSource::Camera, true)
+        .is_err());
 }
