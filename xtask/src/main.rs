@@ -2,7 +2,10 @@
 //!
 //! - `setup`: installs what the project needs on a fresh Debian machine with Rust.
 //! - `run [ARGS]`: setup, release build, then `conclave serve ARGS`.
-//! - `test`: setup, formatting and lint checks, every test, then bounded fuzzing.
+//! - `test`: setup, formatting and lint checks, every test, the browser suite, then bounded
+//!   fuzzing.
+//! - `web`: builds the browser app (wasm E2EE core + Vite) into web/dist.
+//! - `web-test`: builds it and runs the browser suite only.
 //! - `clips`: regenerates the bots' media clips with ffmpeg.
 //! - `bench [ARGS]`: the load benchmark (Conclave, Janus and the raw UDP floor side by side).
 
@@ -20,8 +23,18 @@ fn main() -> Result<()> {
     std::env::set_current_dir(&root)?;
     match task.as_str() {
         "setup" => setup(),
+        "web" => {
+            setup()?;
+            web_build()
+        }
+        "web-test" => {
+            setup()?;
+            web_build()?;
+            web_test()
+        }
         "run" => {
             setup()?;
+            web_build()?;
             run_serve(&rest)
         }
         "test" => {
@@ -41,7 +54,7 @@ fn main() -> Result<()> {
         }
         _ => {
             eprintln!(
-                "usage: cargo xtask <setup | run [serve args] | test | clips | bench [args]>"
+                "usage: cargo xtask <setup | run [serve args] | test | web | web-test | clips | bench [args]>"
             );
             bail!("unknown task {task:?}")
         }
@@ -61,6 +74,10 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ("pkg-config", "pkg-config"),
     ("procps", "ps"),
     ("g++", "g++"),
+    // The browser tests drive Debian's Chromium; the web app builds with Node.
+    ("chromium", "chromium"),
+    ("nodejs", "node"),
+    ("npm", "npm"),
 ];
 
 /// Rust targets beyond the host's: the `e2ee` crate also builds for the browser.
@@ -83,7 +100,98 @@ fn setup() -> Result<()> {
             run(Command::new("rustup").args(["target", "add", target]))?;
         }
     }
+    install_wasm_bindgen()?;
+    if !Path::new("web/node_modules/.package-lock.json").is_file() {
+        run(Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund"])
+            .current_dir("web"))?;
+    }
     Ok(())
+}
+
+/// The wasm-bindgen version in Cargo.lock: the CLI must match it exactly.
+fn wasm_bindgen_version() -> Result<String> {
+    let lock = std::fs::read_to_string("Cargo.lock").context("reading Cargo.lock")?;
+    let mut lines = lock.lines();
+    while let Some(line) = lines.next() {
+        if line == "name = \"wasm-bindgen\"" {
+            if let Some(version) = lines
+                .next()
+                .and_then(|l| l.strip_prefix("version = \""))
+                .and_then(|l| l.strip_suffix('"'))
+            {
+                return Ok(version.to_owned());
+            }
+        }
+    }
+    bail!("wasm-bindgen is not in Cargo.lock")
+}
+
+fn install_wasm_bindgen() -> Result<()> {
+    let version = wasm_bindgen_version()?;
+    let installed = Command::new("wasm-bindgen")
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    if installed == format!("wasm-bindgen {version}") {
+        return Ok(());
+    }
+    let exact = format!("={version}");
+    let locked = cargo()
+        .args([
+            "install",
+            "wasm-bindgen-cli",
+            "--locked",
+            "--version",
+            &exact,
+        ])
+        .status();
+    if locked.is_ok_and(|s| s.success()) {
+        return Ok(());
+    }
+    // Its own lock file can name a dependency version the registry no longer serves.
+    run(cargo().args(["install", "wasm-bindgen-cli", "--version", &exact]))
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("target"))
+}
+
+/// Builds the browser app: the `web-session` wasm (the E2EE core for the browser) with its
+/// JS bindings into web/src/wasm, then the Vite build into web/dist (served by the server).
+fn web_build() -> Result<()> {
+    run(cargo().args([
+        "build",
+        "-p",
+        "web-session",
+        "--target",
+        "wasm32-unknown-unknown",
+        "--release",
+    ]))?;
+    let wasm = target_dir().join("wasm32-unknown-unknown/release/web_session.wasm");
+    run(Command::new("wasm-bindgen")
+        .args(["--target", "web", "--out-dir", "web/src/wasm"])
+        .arg(&wasm))?;
+    run(Command::new("npm")
+        .args(["run", "build"])
+        .current_dir("web"))
+}
+
+/// The browser suite (Playwright + Chromium) against a real `conclave serve` and bots.
+fn web_test() -> Result<()> {
+    run(cargo().args(["build", "-p", "conclave"]))?;
+    let bin = std::fs::canonicalize(target_dir().join("debug/conclave"))
+        .context("the conclave binary")?;
+    run(Command::new("npm")
+        .args(["run", "typecheck"])
+        .current_dir("web"))?;
+    run(Command::new("npx")
+        .args(["playwright", "test"])
+        .env("CONCLAVE_BIN", bin)
+        .current_dir("web"))
 }
 
 fn have(command: &str) -> bool {
@@ -155,7 +263,19 @@ fn test() -> Result<()> {
     ]))?;
     // The browser's build of the E2EE core must keep compiling.
     run(cargo().args(["build", "-p", "e2ee", "--target", "wasm32-unknown-unknown"]))?;
+    run(cargo().args([
+        "clippy",
+        "-p",
+        "web-session",
+        "--target",
+        "wasm32-unknown-unknown",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
     run(cargo().args(["test", "--workspace", "--all-targets"]))?;
+    web_build()?;
+    web_test()?;
     // Bounded fuzzing of everything that reads bytes from the network in the E2EE core.
     run(Command::new("bash").args(["crates/e2ee/fuzz/run.sh", FUZZ_SECONDS_PER_TARGET]))
 }

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::{SinkExt, StreamExt};
 use proto::{
-    ClientMessage, LeaveReason, ServerMessage, TrackInfo, TrackKind, ABS_CAPTURE_TIME_EXT_ID,
+    ClientMessage, LeaveReason, ServerMessage, TrackInfo, TrackKind, TrackSource,
+    ABS_CAPTURE_TIME_EXT_ID,
 };
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::format::Codec;
@@ -29,6 +30,8 @@ use session::{E2eeReport, GroupSession, Unopened};
 const RECONNECT_WINDOW: Duration = Duration::from_secs(10);
 const RECONNECT_BACKOFF: Duration = Duration::from_millis(100);
 const WELCOME_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long to wait before knocking again after `rate_limited`.
+const RATE_LIMIT_BACKOFF: Duration = Duration::from_millis(1100);
 /// How long a frame whose keys have not arrived yet waits for the Commit that brings them.
 const HOLD_FOR_KEYS: Duration = Duration::from_secs(1);
 const MAX_HELD_FRAMES: usize = 512;
@@ -41,6 +44,8 @@ pub struct BotOptions {
     pub name: String,
     pub duration: Duration,
     pub video_kbps: u32,
+    /// As a host: admit everyone who waits in the lobby (scripted meetings and benchmarks).
+    pub admit_all: bool,
 }
 
 impl BotOptions {
@@ -51,6 +56,7 @@ impl BotOptions {
             name: name.into(),
             duration,
             video_kbps: 500,
+            admit_all: false,
         }
     }
 }
@@ -95,6 +101,10 @@ pub struct Bot {
     e2ee_done: E2eeReport,
     /// The clock for the MLS state machines.
     started: Instant,
+    /// Kept across reconnects, so the server lets a dropped bot straight back in.
+    device_id: String,
+    /// Lobby entries this bot already asked to admit: lobby snapshots can cross an admission.
+    admitting: std::collections::HashSet<u64>,
 }
 
 /// Runs a bot for its duration and returns its report.
@@ -114,6 +124,13 @@ pub async fn run(options: BotOptions) -> Result<Report, BotError> {
         participant_id: None,
         e2ee_done: E2eeReport::default(),
         started: Instant::now(),
+        admitting: Default::default(),
+        device_id: {
+            use rand::RngCore;
+            let mut bytes = [0u8; 16];
+            rand::rng().fill_bytes(&mut bytes);
+            bytes.iter().map(|b| format!("{b:02x}")).collect()
+        },
     };
     let mut first = true;
     loop {
@@ -125,6 +142,14 @@ pub async fn run(options: BotOptions) -> Result<Report, BotError> {
                 if !bot.rejoin().await {
                     break;
                 }
+            }
+            // Many bots starting at once from one address meet the server's knock limit:
+            // like a person, wait a moment and knock again.
+            Err(BotError::Refused { code, .. })
+                if code == "rate_limited" && Instant::now() + RATE_LIMIT_BACKOFF < bot.deadline =>
+            {
+                tokio::time::sleep(RATE_LIMIT_BACKOFF).await;
+                continue;
             }
             Err(e) if first => return Err(e),
             Err(e) => {
@@ -229,37 +254,33 @@ impl Bot {
                 meeting: self.link.meeting.clone(),
                 name: self.options.name.clone(),
                 host_secret: self.link.host_secret.clone(),
-                passcode: None,
-                invite: None,
-                device_id: None,
+                passcode: self.link.passcode.clone(),
+                invite: self.link.invite.clone(),
+                device_id: Some(self.device_id.clone()),
                 client_version: concat!("conclave-bot/", env!("CARGO_PKG_VERSION")).into(),
             },
         )
         .await?;
-        let welcome = wait_welcome(&mut ws).await?;
-        let participant_id = welcome.participant_id;
+        let welcome = wait_welcome(&mut ws, self.deadline).await?;
+        let ServerMessage::Welcome {
+            participant_id,
+            participants,
+            lobby,
+            ..
+        } = &welcome
+        else {
+            return Err(BotError::Signaling("expected a welcome".into()));
+        };
+        let participant_id = participant_id.0;
         self.participant_id = Some(participant_id);
         info!(name = %self.options.name, participant = participant_id, "joined");
-
-        let create_group = match &welcome.create_group {
-            Some(id) => Some(
-                proto::b64_decode(id)
-                    .ok_or_else(|| BotError::Signaling("group id is not base64".into()))?,
-            ),
-            None => None,
-        };
-        let group = GroupSession::new(
-            &self.options.name,
-            participant_id,
-            welcome.others.iter().map(|o| o.id.0),
-            create_group.as_deref(),
-            self.now_ms(),
-        )
-        .map_err(|e| BotError::Media(format!("cannot start E2EE: {e}")))?;
+        let group = GroupSession::from_welcome(&self.options.name, &welcome, self.now_ms())
+            .map_err(|e| BotError::Media(format!("cannot start E2EE: {e}")))?;
         let mut session = self.open_media(group).await?;
-        for other in welcome.others {
-            session.names.insert(other.id.0, other.name);
+        for other in participants {
+            session.names.insert(other.id.0, other.name.clone());
         }
+        self.admit_waiting(&mut ws, lobby).await?;
         flush_group(&mut ws, &mut session.group).await?;
         let offer = {
             let mut change = session.rtc.sdp_api();
@@ -277,7 +298,13 @@ impl Bot {
             &mut ws,
             &ClientMessage::Offer {
                 sdp: offer.to_sdp_string(),
-                sources: Default::default(),
+                sources: [
+                    (session.audio_mid, TrackSource::Microphone),
+                    (session.video_mid, TrackSource::Camera),
+                ]
+                .into_iter()
+                .map(|(mid, source)| (mid.to_string(), source))
+                .collect(),
             },
         )
         .await?;
@@ -545,6 +572,31 @@ impl Bot {
     }
 
     /// Handles one signaling message; returns how the session ends, if it does.
+    /// With `--admit-all`, a host bot lets in everyone who waits.
+    async fn admit_waiting(
+        &mut self,
+        ws: &mut Ws,
+        waiting: &[proto::LobbyEntry],
+    ) -> Result<(), BotError> {
+        if !self.options.admit_all {
+            return Ok(());
+        }
+        for entry in waiting {
+            if !self.admitting.insert(entry.id.0) {
+                continue;
+            }
+            info!(name = %self.options.name, admitted = %entry.name, "admitting from the lobby");
+            send(
+                ws,
+                &ClientMessage::Admit {
+                    participant_id: entry.id,
+                },
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
     async fn on_signal(
         &mut self,
         ws: &mut Ws,
@@ -594,14 +646,12 @@ impl Bot {
                 .await?;
             }
             ServerMessage::ParticipantJoined { participant, .. } => {
-                s.group.participant_joined(participant.id.0);
                 s.names.insert(participant.id.0, participant.name);
             }
             ServerMessage::ParticipantLeft {
                 participant_id,
                 reason,
             } => {
-                s.group.participant_left(participant_id.0);
                 debug!(participant = participant_id.0, ?reason, "participant left");
                 if reason == LeaveReason::ServerShutdown {
                     return Ok(Some(SessionEnd::Lost("server shutting down".into())));
@@ -613,6 +663,22 @@ impl Bot {
             }
             ServerMessage::ServerShutdown => {
                 return Ok(Some(SessionEnd::Lost("server shutting down".into())));
+            }
+            ServerMessage::LobbyChanged { waiting } => self.admit_waiting(ws, &waiting).await?,
+            ServerMessage::Removed { reason } | ServerMessage::Denied { reason } => {
+                self.errors
+                    .push(format!("removed from the meeting: {reason}"));
+                return Ok(Some(SessionEnd::Done));
+            }
+            ServerMessage::MeetingEnded => {
+                self.errors.push("the host ended the meeting".into());
+                return Ok(Some(SessionEnd::Done));
+            }
+            ServerMessage::Lobby { .. } => {
+                // Sent back to the lobby: this session's keys and media are over.
+                self.errors
+                    .push("a host sent this bot back to the lobby".into());
+                return Ok(Some(SessionEnd::Done));
             }
             ServerMessage::Welcome { .. }
             | ServerMessage::Pong
@@ -685,13 +751,8 @@ async fn send(ws: &mut Ws, msg: &ClientMessage) -> Result<(), BotError> {
 }
 
 /// What the server's welcome says.
-struct Welcomed {
-    participant_id: u64,
-    others: Vec<proto::ParticipantInfo>,
-    create_group: Option<String>,
-}
-
-async fn wait_welcome(ws: &mut Ws) -> Result<Welcomed, BotError> {
+/// Waits for the welcome, through the lobby if the bot is not pre-admitted (until `deadline`).
+async fn wait_welcome(ws: &mut Ws, deadline: Instant) -> Result<ServerMessage, BotError> {
     let wait = async {
         while let Some(incoming) = ws.next().await {
             let text = match incoming {
@@ -705,16 +766,14 @@ async fn wait_welcome(ws: &mut Ws) -> Result<Welcomed, BotError> {
                 Err(e) => return Err(BotError::Signaling(e.to_string())),
             };
             match proto::parse_server_message(text.as_str()) {
-                Ok(ServerMessage::Welcome {
-                    participant_id,
-                    participants,
-                    create_group,
-                    ..
-                }) => {
-                    return Ok(Welcomed {
-                        participant_id: participant_id.0,
-                        others: participants,
-                        create_group,
+                Ok(welcome @ ServerMessage::Welcome { .. }) => return Ok(welcome),
+                Ok(ServerMessage::Lobby { .. }) => {
+                    info!("waiting in the lobby for a host");
+                }
+                Ok(ServerMessage::Denied { reason } | ServerMessage::Removed { reason }) => {
+                    return Err(BotError::Refused {
+                        code: "denied".into(),
+                        reason,
                     })
                 }
                 Ok(ServerMessage::Error { code, reason }) => {
@@ -729,9 +788,11 @@ async fn wait_welcome(ws: &mut Ws) -> Result<Welcomed, BotError> {
         }
         Err(BotError::Signaling("closed before welcome".into()))
     };
-    tokio::time::timeout(WELCOME_TIMEOUT, wait)
-        .await
-        .map_err(|_| BotError::Signaling("no welcome in time".into()))?
+    // A welcome comes at once unless a host must admit the bot: then it waits its whole run.
+    let limit = WELCOME_TIMEOUT.max(deadline.saturating_duration_since(Instant::now()));
+    tokio::time::timeout(limit, wait).await.map_err(|_| {
+        BotError::Signaling("no host admitted this bot from the lobby in time".into())
+    })?
 }
 
 /// Asks a publisher (through the SFU) for a keyframe on its video track, at most every 300 ms.

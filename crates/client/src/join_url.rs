@@ -9,6 +9,10 @@ pub struct JoinLink {
     pub ws_url: String,
     pub meeting: MeetingId,
     pub host_secret: Option<String>,
+    /// `#pwd=` on links of passcode-protected meetings.
+    pub passcode: Option<String>,
+    /// `#invite=` on per-invitee invitation links.
+    pub invite: Option<String>,
     /// The server's host, for choosing the local address media goes out from.
     pub host: String,
 }
@@ -40,10 +44,14 @@ impl JoinLink {
             }
             _ => return Err(JoinLinkError::NotAJoinLink),
         };
-        let host_secret = url
-            .fragment()
-            .and_then(|f| f.split('&').find_map(|kv| kv.strip_prefix("host=")))
-            .map(str::to_owned);
+        let fragment = |key: &str| {
+            url.fragment()
+                .and_then(|f| f.split('&').find_map(|kv| kv.strip_prefix(key)))
+                .map(percent_decode)
+        };
+        let host_secret = fragment("host=");
+        let passcode = fragment("pwd=");
+        let invite = fragment("invite=");
         let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
         let host_for_url = match url.host() {
             Some(url::Host::Ipv6(ip)) => format!("[{ip}]"),
@@ -53,9 +61,19 @@ impl JoinLink {
             ws_url: format!("{ws_scheme}://{host_for_url}{port}/ws"),
             meeting,
             host_secret,
+            passcode,
+            invite,
             host,
         })
     }
+}
+
+/// Fragment values are percent-encoded by browsers and by the server's links.
+fn percent_decode(value: &str) -> String {
+    url::form_urlencoded::parse(format!("v={value}").as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -72,6 +90,10 @@ mod tests {
         let host = JoinLink::parse(&format!("https://example.org/m/{id}#host=abc")).unwrap();
         assert_eq!(host.ws_url, "wss://example.org/ws");
         assert_eq!(host.host_secret.as_deref(), Some("abc"));
+        let guarded =
+            JoinLink::parse(&format!("http://h/m/{id}#pwd=open%20sesame&invite=a.1.x")).unwrap();
+        assert_eq!(guarded.passcode.as_deref(), Some("open sesame"));
+        assert_eq!(guarded.invite.as_deref(), Some("a.1.x"));
     }
 
     #[test]

@@ -29,6 +29,11 @@ enum Command {
         #[command(subcommand)]
         command: MeetingCommand,
     },
+    /// Manage accounts (they open the database in --data-dir directly).
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
     /// Join a meeting as a native participant that sends a test clip and checks what it receives.
     Bot(BotArgs),
     /// Load benchmark: this server side by side with Janus VideoRoom and a raw UDP relay
@@ -56,6 +61,46 @@ struct ServeArgs {
     /// Where the database lives.
     #[arg(long, env = "CONCLAVE_DATA_DIR", default_value = "conclave-data")]
     data_dir: PathBuf,
+    /// TLS certificate chain (PEM): serve HTTPS and WSS. Needs --tls-key.
+    #[arg(long, env = "CONCLAVE_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM). Needs --tls-cert.
+    #[arg(long, env = "CONCLAVE_TLS_KEY")]
+    tls_key: Option<PathBuf>,
+    /// Who may create meetings: `anyone`, or only logged-in `accounts`.
+    #[arg(long, env = "CONCLAVE_MEETING_CREATION", default_value = "anyone")]
+    meeting_creation: server::MeetingCreation,
+}
+
+#[derive(Args)]
+struct DataDirArg {
+    /// Where the database lives (the same as `conclave serve`'s).
+    #[arg(long, env = "CONCLAVE_DATA_DIR", default_value = "conclave-data")]
+    data_dir: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Create an account (password from --password-stdin or a prompt).
+    Add {
+        name: String,
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+        #[command(flatten)]
+        data: DataDirArg,
+    },
+    /// List accounts.
+    List {
+        #[command(flatten)]
+        data: DataDirArg,
+    },
+    /// Delete an account and its login sessions.
+    Remove {
+        name: String,
+        #[command(flatten)]
+        data: DataDirArg,
+    },
 }
 
 #[derive(Subcommand)]
@@ -65,6 +110,36 @@ enum MeetingCommand {
         /// The server's base URL.
         #[arg(long, env = "CONCLAVE_SERVER", default_value = "http://127.0.0.1:8080")]
         server: String,
+        /// A passcode guests must give (4 to 64 characters); it goes into the join link.
+        #[arg(long)]
+        passcode: Option<String>,
+        /// Admit only people with a per-invitee invitation link (and hosts).
+        #[arg(long)]
+        require_invitation: bool,
+    },
+    /// Create a per-invitee invitation link and print it as `invite: <url>`.
+    Invite {
+        /// The meeting's host link.
+        #[arg(long)]
+        host_link: String,
+        /// Who it is for (shown to hosts when that person knocks).
+        #[arg(long)]
+        label: String,
+        /// How long it is valid: e.g. 90m, 24h, 7d (at most 90d).
+        #[arg(long, default_value = "7d")]
+        expires: String,
+        /// Valid for one entry only.
+        #[arg(long)]
+        single_use: bool,
+        /// Enter without waiting in the lobby.
+        #[arg(long)]
+        skip_lobby: bool,
+    },
+    /// Print the meeting's security audit log (JSON).
+    Audit {
+        /// The meeting's host link.
+        #[arg(long)]
+        host_link: String,
     },
 }
 
@@ -81,6 +156,10 @@ struct BotArgs {
     /// Video bitrate; the closest of the built-in clips (150, 500, 1500 kbps) is sent.
     #[arg(long, default_value_t = 500)]
     video_kbps: u32,
+    /// With a host link: admit everyone who waits in the lobby (for scripted meetings and
+    /// benchmarks, where no person sits at the host's screen).
+    #[arg(long)]
+    admit_all: bool,
     /// Where to write the JSON report: a path, or - for stdout.
     #[arg(long, default_value = "-")]
     report: String,
@@ -111,8 +190,30 @@ fn main() -> Result<()> {
         match cli.command {
             Command::Serve(args) => serve(args).await,
             Command::Meeting {
-                command: MeetingCommand::Create { server },
-            } => create_meeting(&server).await,
+                command:
+                    MeetingCommand::Create {
+                        server,
+                        passcode,
+                        require_invitation,
+                    },
+            } => create_meeting(&server, passcode, require_invitation).await,
+            Command::Meeting {
+                command:
+                    MeetingCommand::Invite {
+                        host_link,
+                        label,
+                        expires,
+                        single_use,
+                        skip_lobby,
+                    },
+            } => {
+                let expires_in_secs = parse_duration(&expires)?;
+                invite(&host_link, &label, expires_in_secs, single_use, skip_lobby).await
+            }
+            Command::Meeting {
+                command: MeetingCommand::Audit { host_link },
+            } => audit(&host_link).await,
+            Command::User { command } => user(command).await,
             Command::Bot(args) => bot(args).await,
             Command::Bench { .. } => bail!("conclave bench runs before the runtime starts"),
         }
@@ -120,12 +221,19 @@ fn main() -> Result<()> {
 }
 
 async fn serve(args: ServeArgs) -> Result<()> {
+    let tls = match (args.tls_cert, args.tls_key) {
+        (Some(cert), Some(key)) => Some(server::TlsFiles { cert, key }),
+        (None, None) => None,
+        _ => return Err(server::ConfigError::TlsHalfConfigured.into()),
+    };
     let config = server::ServerConfig {
         listen: args.listen,
         media_port: args.media_port,
         public_ip: args.public_ip,
         public_url: args.public_url,
         data_dir: args.data_dir,
+        meeting_creation: args.meeting_creation,
+        tls,
         ..server::ServerConfig::default()
     };
     let running = server::Server::start(config)
@@ -167,10 +275,19 @@ async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
-async fn create_meeting(server: &str) -> Result<()> {
+async fn create_meeting(
+    server: &str,
+    passcode: Option<String>,
+    require_invitation: bool,
+) -> Result<()> {
     let url = format!("{}/api/meetings", server.trim_end_matches('/'));
+    let mut request = serde_json::json!({ "require_invitation": require_invitation });
+    if let Some(passcode) = passcode {
+        request["passcode"] = passcode.into();
+    }
     let response = reqwest::Client::new()
         .post(&url)
+        .json(&request)
         .send()
         .await
         .with_context(|| format!("cannot reach {url}"))?;
@@ -190,12 +307,180 @@ async fn create_meeting(server: &str) -> Result<()> {
     Ok(())
 }
 
+/// `<base>/m/<id>#host=<secret>` → (base, id, secret).
+fn parse_host_link(link: &str) -> Result<(&str, &str, &str)> {
+    let parsed = (|| {
+        let (page, fragment) = link.split_once('#')?;
+        let secret = fragment
+            .split('&')
+            .find_map(|pair| pair.strip_prefix("host="))?;
+        let (base, id) = page.rsplit_once("/m/")?;
+        Some((base, id, secret))
+    })();
+    parsed.with_context(|| format!("{link:?} is not a host link (<server>/m/<id>#host=<secret>)"))
+}
+
+/// `90s`, `90m`, `24h`, `7d` or plain seconds.
+fn parse_duration(text: &str) -> Result<u64> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => text.split_at(i),
+        None => (text, "s"),
+    };
+    let scale = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        _ => bail!("{text:?}: give a duration like 90m, 24h or 7d"),
+    };
+    let number: u64 = number
+        .parse()
+        .with_context(|| format!("{text:?}: give a duration like 90m, 24h or 7d"))?;
+    Ok(number.saturating_mul(scale))
+}
+
+/// Sends a host-authenticated API request and returns its JSON answer.
+async fn host_request(
+    method: reqwest::Method,
+    url: &str,
+    secret: &str,
+    body: Option<serde_json::Value>,
+) -> Result<serde_json::Value> {
+    let mut request = reqwest::Client::new()
+        .request(method, url)
+        .bearer_auth(secret);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request
+        .send()
+        .await
+        .with_context(|| format!("cannot reach {url}"))?;
+    let status = response.status();
+    let body: serde_json::Value = response
+        .json()
+        .await
+        .with_context(|| format!("{url} did not answer JSON"))?;
+    if !status.is_success() {
+        bail!("{url} answered {status}: {body}");
+    }
+    Ok(body)
+}
+
+async fn invite(
+    host_link: &str,
+    label: &str,
+    expires_in_secs: u64,
+    single_use: bool,
+    skip_lobby: bool,
+) -> Result<()> {
+    let (base, id, secret) = parse_host_link(host_link)?;
+    let url = format!("{base}/api/meetings/{id}/invitations");
+    let body = serde_json::json!({
+        "label": label, "expires_in_secs": expires_in_secs,
+        "single_use": single_use, "skip_lobby": skip_lobby,
+    });
+    let answer = host_request(reqwest::Method::POST, &url, secret, Some(body)).await?;
+    let Some(link) = answer["url"].as_str() else {
+        bail!("{url} answered without url: {answer}");
+    };
+    println!("invite: {link}");
+    Ok(())
+}
+
+async fn audit(host_link: &str) -> Result<()> {
+    let (base, id, secret) = parse_host_link(host_link)?;
+    let url = format!("{base}/api/meetings/{id}/audit");
+    let answer = host_request(reqwest::Method::GET, &url, secret, None).await?;
+    println!("{}", serde_json::to_string_pretty(&answer)?);
+    Ok(())
+}
+
+/// Longest account name.
+const MAX_USER_NAME_CHARS: usize = 64;
+/// Shortest password `conclave user add` accepts.
+const MIN_PASSWORD_CHARS: usize = 10;
+
+async fn user(command: UserCommand) -> Result<()> {
+    let data_dir = match &command {
+        UserCommand::Add { data, .. }
+        | UserCommand::List { data }
+        | UserCommand::Remove { data, .. } => data.data_dir.clone(),
+    };
+    let storage = server::Storage::open(&data_dir)
+        .await
+        .with_context(|| format!("cannot open the database in {}", data_dir.display()))?;
+    let result = user_command(&storage, command).await;
+    storage.close().await;
+    result
+}
+
+async fn user_command(storage: &server::Storage, command: UserCommand) -> Result<()> {
+    match command {
+        UserCommand::Add {
+            name,
+            password_stdin,
+            ..
+        } => {
+            let name = name.trim().to_owned();
+            if name.is_empty()
+                || name.chars().count() > MAX_USER_NAME_CHARS
+                || name.chars().any(|c| c.is_control() || c.is_whitespace())
+            {
+                bail!("a user name has 1 to {MAX_USER_NAME_CHARS} characters, no spaces");
+            }
+            let password = if password_stdin {
+                let mut line = String::new();
+                std::io::stdin()
+                    .read_line(&mut line)
+                    .context("cannot read the password from standard input")?;
+                line.trim_end_matches(['\r', '\n']).to_owned()
+            } else {
+                let first = rpassword::prompt_password(format!("password for {name}: ")).context(
+                    "cannot read the password (use --password-stdin without a terminal)",
+                )?;
+                let again = rpassword::prompt_password("again: ")?;
+                if first != again {
+                    bail!("the passwords differ");
+                }
+                first
+            };
+            if password.chars().count() < MIN_PASSWORD_CHARS {
+                bail!("a password has at least {MIN_PASSWORD_CHARS} characters");
+            }
+            let hash = server::password::hash_blocking(password).await?;
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or(0);
+            match storage.create_user(&name, &hash, now).await? {
+                Some(_) => println!("added user {name}"),
+                None => bail!("there is already a user called {name}"),
+            }
+        }
+        UserCommand::List { .. } => {
+            for user in storage.users().await? {
+                println!("{}", user.name);
+            }
+        }
+        UserCommand::Remove { name, .. } => {
+            if !storage.remove_user(&name).await? {
+                bail!("there is no user called {name}");
+            }
+            println!("removed user {name}");
+        }
+    }
+    Ok(())
+}
+
 async fn bot(args: BotArgs) -> Result<()> {
     if !(args.duration.is_finite() && args.duration > 0.0) {
         bail!("--duration must be a positive number of seconds");
     }
     let report = client::run(client::BotOptions {
         video_kbps: args.video_kbps,
+        admit_all: args.admit_all,
         ..client::BotOptions::new(args.join, args.name, Duration::from_secs_f64(args.duration))
     })
     .await?;

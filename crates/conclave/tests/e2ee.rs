@@ -84,7 +84,8 @@ async fn the_server_forwards_only_ciphertext() {
 async fn mls_bad_input_is_refused_with_reasons() {
     let t = start_server().await;
     let links = create_meeting(&t.server).await;
-    let (mut member, _) = ws_join(&t.server, &links.id, "someone").await;
+    let (mut host, _) = ws_join_host(&t.server, &links, "host").await;
+    let (mut member, _) = ws_admitted(&t.server, &mut host, &links.id, "someone").await;
     // Not base64, not MLS, a commit from a non-member, an application message from one.
     ws_send(
         &mut member,

@@ -29,7 +29,7 @@ async fn rejected(t: &TestServer, reason: &str) -> u64 {
 async fn bad_messages_get_reasons_are_counted_and_nobody_else_notices() {
     let t = start_server().await;
     let links = create_meeting(&t.server).await;
-    let (mut bystander, _) = ws_join(&t.server, &links.id, "bystander").await;
+    let (mut bystander, _) = ws_join_host(&t.server, &links, "bystander").await;
 
     let mut attacker = ws_connect(&t.server).await;
     // Before hello.
@@ -53,8 +53,34 @@ async fn bad_messages_get_reasons_are_counted_and_nobody_else_notices() {
     .await;
     expect_error(&mut attacker, "invalid_message").await;
 
-    // Joined: bad SDP, an answer nobody asked for, a second hello.
+    // In the lobby: no media, no MLS, no host powers.
     ws_send(&mut attacker, hello(&links.id, "attacker")).await;
+    let lobby = ws_next(&mut attacker).await.unwrap();
+    assert_eq!(lobby["type"], "lobby", "{lobby}");
+    let attacker_id = lobby["participant_id"].as_u64().unwrap();
+    ws_send(&mut attacker, r#"{"v":1,"type":"offer","sdp":"v=0"}"#).await;
+    expect_error(&mut attacker, "not_permitted").await;
+    ws_send(
+        &mut attacker,
+        r#"{"v":1,"type":"mls_message","data":"AAAA"}"#,
+    )
+    .await;
+    expect_error(&mut attacker, "not_in_group").await;
+    ws_send(
+        &mut attacker,
+        format!(r#"{{"v":1,"type":"admit","participant_id":{attacker_id}}}"#),
+    )
+    .await;
+    expect_error(&mut attacker, "forbidden").await;
+
+    // Admitted: bad SDP, an answer nobody asked for, a second hello.
+    let waiting = ws_next_of(&mut bystander, "lobby_changed").await;
+    assert_eq!(waiting["waiting"][0]["name"], "attacker");
+    ws_send(
+        &mut bystander,
+        format!(r#"{{"v":1,"type":"admit","participant_id":{attacker_id}}}"#),
+    )
+    .await;
     let welcome = ws_next(&mut attacker).await.unwrap();
     assert_eq!(welcome["type"], "welcome");
     ws_send(
@@ -93,7 +119,7 @@ async fn bad_messages_get_reasons_are_counted_and_nobody_else_notices() {
     }
     assert!(
         seen.iter()
-            .all(|k| k == "participant_joined" || k == "participant_left"),
+            .all(|k| k == "participant_joined" || k == "participant_left" || k == "lobby_changed"),
         "{seen:?}"
     );
 
@@ -108,6 +134,9 @@ async fn bad_messages_get_reasons_are_counted_and_nobody_else_notices() {
         "no_pending_offer",
         "already_joined",
         "too_large",
+        "not_permitted",
+        "not_in_group",
+        "forbidden",
     ] {
         assert_eq!(rejected(&t, reason).await, 1, "{reason} counted once");
     }
@@ -184,14 +213,14 @@ async fn shutdown_tells_participants_and_meetings_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let server = start_in(dir.path()).await;
     let links = create_meeting(&server).await;
-    let (mut ws, _) = ws_join(&server, &links.id, "someone").await;
+    let (mut ws, _) = ws_join_host(&server, &links, "someone").await;
     server.shutdown().await.unwrap();
     let msg = ws_next(&mut ws).await.unwrap();
     assert_eq!(msg["type"], "server_shutdown", "{msg}");
     assert_eq!(ws_next(&mut ws).await.unwrap_err(), Some(1001));
 
     let server = start_in(dir.path()).await;
-    let (_ws, welcome) = ws_join(&server, &links.id, "again").await;
+    let (_ws, welcome) = ws_join_host(&server, &links, "again").await;
     assert_eq!(welcome["meeting"], links.id.as_str());
     server.shutdown().await.unwrap();
 }

@@ -122,6 +122,9 @@ pub enum ClientMessage {
     /// Host or co-host, the panic button: mute everyone, stop every screen share, lock the
     /// meeting and pause chat, in one action. Undone piece by piece (unlock, permissions).
     SuspendAll,
+    /// Host or co-host: lift a suspension (chat and unmuting allowed again; the lock and the
+    /// mutes stay until undone one by one).
+    ResumeAll,
     /// Host only: end the meeting for everyone.
     EndMeeting,
     /// The participant leaves the meeting for good.
@@ -150,6 +153,7 @@ impl ClientMessage {
             ClientMessage::SetMuted { .. } => "set_muted",
             ClientMessage::SetPermissions { .. } => "set_permissions",
             ClientMessage::SuspendAll => "suspend_all",
+            ClientMessage::ResumeAll => "resume_all",
             ClientMessage::EndMeeting => "end_meeting",
             ClientMessage::Leave => "leave",
             ClientMessage::Ping => "ping",
@@ -175,6 +179,7 @@ const CLIENT_TYPES: &[&str] = &[
     "set_muted",
     "set_permissions",
     "suspend_all",
+    "resume_all",
     "end_meeting",
     "leave",
     "ping",

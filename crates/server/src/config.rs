@@ -33,6 +33,39 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     /// Tests only: a probe on the media path.
     pub media_tap: Option<MediaTap>,
+    /// Who may create meetings.
+    pub meeting_creation: MeetingCreation,
+    /// Serve HTTPS and WSS with this certificate chain and key (PEM files); plain HTTP if None.
+    pub tls: Option<TlsFiles>,
+}
+
+/// Who may create meetings through `POST /api/meetings`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum MeetingCreation {
+    /// Anyone who can reach the server (fine on loopback or a trusted network).
+    #[default]
+    Anyone,
+    /// Only logged-in accounts; the creating account owns the meeting.
+    Accounts,
+}
+
+impl std::str::FromStr for MeetingCreation {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "anyone" => Ok(MeetingCreation::Anyone),
+            "accounts" => Ok(MeetingCreation::Accounts),
+            other => Err(format!("{other:?} is not one of: anyone, accounts")),
+        }
+    }
+}
+
+/// The PEM files of the TLS certificate chain and its private key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +74,14 @@ pub enum ConfigError {
     UnspecifiedPublicIp(IpAddr),
     #[error("--public-url {0:?} must start with http:// or https:// and have no trailing slash")]
     BadPublicUrl(String),
+    #[error("TLS needs both --tls-cert and --tls-key (or neither, for plain HTTP)")]
+    TlsHalfConfigured,
+    #[error("cannot read TLS {what} {path}: {reason}")]
+    Tls {
+        what: &'static str,
+        path: String,
+        reason: String,
+    },
 }
 
 impl Default for ServerConfig {
@@ -53,6 +94,8 @@ impl Default for ServerConfig {
             public_url: None,
             data_dir: PathBuf::from("conclave-data"),
             media_tap: None,
+            meeting_creation: MeetingCreation::Anyone,
+            tls: None,
         }
     }
 }
@@ -73,8 +116,9 @@ impl ServerConfig {
 
     /// The base of join links, given the address the listener actually bound.
     pub fn base_url(&self, bound: SocketAddr) -> String {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
         self.public_url
             .clone()
-            .unwrap_or_else(|| format!("http://{bound}"))
+            .unwrap_or_else(|| format!("{scheme}://{bound}"))
     }
 }

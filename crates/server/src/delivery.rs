@@ -18,6 +18,9 @@ pub enum DeliveryError {
     NotInGroup,
     #[error("the message is for another group")]
     WrongGroup,
+    /// The meeting's policy refuses it (chat off for the sender's role, or paused).
+    #[error("{0}")]
+    NotPermitted(String),
 }
 
 impl DeliveryError {
@@ -26,6 +29,7 @@ impl DeliveryError {
             DeliveryError::Malformed(_) | DeliveryError::WrongGroup => ErrorCode::MalformedMls,
             DeliveryError::StaleEpoch { .. } => ErrorCode::StaleEpoch,
             DeliveryError::NotInGroup => ErrorCode::NotInGroup,
+            DeliveryError::NotPermitted(_) => ErrorCode::NotPermitted,
         }
     }
 }

@@ -1,20 +1,19 @@
 //! HTTP routes: the meeting API, health, metrics, the WebSocket and the static pages.
 
+mod api;
+mod login;
+mod meetings;
+
+use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{Path, State, WebSocketUpgrade};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, State, WebSocketUpgrade};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
-use proto::MeetingId;
-use rand::RngCore;
-use serde::Serialize;
-use sha2::{Digest, Sha256};
 use tower_http::set_header::SetResponseHeaderLayer;
-use tracing::warn;
 
-use crate::storage::MeetingRecord;
 use crate::AppContext;
 
 /// Transport-level ceiling for one WebSocket message. Above the protocol's own limits so that
@@ -22,6 +21,14 @@ use crate::AppContext;
 const WS_TRANSPORT_LIMIT: usize = 2 * proto::MAX_SDP_MESSAGE_BYTES;
 
 pub fn router(ctx: Arc<AppContext>) -> Router {
+    // Browsers that once saw HTTPS here refuse plain HTTP for a year: no downgrade on a
+    // hostile network. Only sent when serving TLS (over HTTP it would be ignored anyway).
+    let hsts = ctx.tls.then(|| {
+        SetResponseHeaderLayer::overriding(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=31536000"),
+        )
+    });
     Router::new()
         .route("/", get(landing_page))
         .route("/m/{id}", get(landing_page))
@@ -29,9 +36,25 @@ pub fn router(ctx: Arc<AppContext>) -> Router {
         .route("/static/style.css", get(style_css))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
-        .route("/api/meetings", post(create_meeting))
-        .route("/api/meetings/{id}", get(get_meeting))
+        .route("/api/meetings", post(meetings::create_meeting))
+        .route("/api/meetings/{id}", get(meetings::get_meeting))
+        .route(
+            "/api/meetings/{id}/invitations",
+            post(meetings::create_invitation).get(meetings::list_invitations),
+        )
+        .route(
+            "/api/meetings/{id}/invitations/{inv}",
+            delete(meetings::revoke_invitation),
+        )
+        .route("/api/meetings/{id}/audit", get(meetings::audit_log))
+        .route("/api/login", post(login::login))
+        .route("/api/logout", post(login::logout))
+        .route("/api/me", get(login::me))
         .route("/ws", get(websocket))
+        .merge(crate::web_app::routes())
+        .layer(axum::middleware::from_fn(crate::web_app::app_pages))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(api::MAX_BODY_BYTES))
         .layer(SetResponseHeaderLayer::overriding(
             header::CONTENT_SECURITY_POLICY,
             HeaderValue::from_static(
@@ -51,7 +74,12 @@ pub fn router(ctx: Arc<AppContext>) -> Router {
             header::X_FRAME_OPTIONS,
             HeaderValue::from_static("DENY"),
         ))
+        .layer(tower::util::option_layer(hsts))
         .with_state(ctx)
+}
+
+async fn not_found(State(ctx): State<Arc<AppContext>>) -> Response {
+    api::ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such page").respond(&ctx)
 }
 
 async fn landing_page() -> impl IntoResponse {
@@ -87,87 +115,23 @@ async fn metrics(State(ctx): State<Arc<AppContext>>) -> impl IntoResponse {
     )
 }
 
-#[derive(Serialize)]
-struct CreatedMeeting {
-    id: String,
-    join_url: String,
-    host_url: String,
-    host_secret: String,
-}
-
-fn error(status: StatusCode, code: &str, reason: &str) -> Response {
-    (
-        status,
-        Json(serde_json::json!({ "error": code, "reason": reason })),
-    )
-        .into_response()
-}
-
-async fn create_meeting(State(ctx): State<Arc<AppContext>>) -> Response {
-    let mut id_bytes = [0u8; 16];
-    let mut secret_bytes = [0u8; 16];
-    rand::rng().fill_bytes(&mut id_bytes);
-    rand::rng().fill_bytes(&mut secret_bytes);
-    let id = MeetingId::from_random_bytes(id_bytes);
-    let host_secret = data_encoding::BASE32_NOPAD
-        .encode(&secret_bytes)
-        .to_ascii_lowercase();
-    let record = MeetingRecord {
-        id: id.clone(),
-        host_secret_sha256: Sha256::digest(host_secret.as_bytes()).to_vec(),
-        created_at: unix_now(),
-        ended_at: None,
+async fn websocket(
+    State(ctx): State<Arc<AppContext>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    // The login cookie makes an account's owner a host of its meetings (checked at hello);
+    // a page on another site opening this socket gets no account (cross-site WebSocket
+    // hijacking), even in a browser that would send the cookie.
+    let user = match api::same_origin(&ctx, &headers) {
+        Ok(()) => crate::accounts::user_from_headers(&ctx.storage, &headers, unix_now()).await,
+        Err(_) => None,
     };
-    if let Err(e) = ctx.storage.create_meeting(&record).await {
-        warn!("cannot store meeting: {e}");
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "storage_unavailable",
-            "the meeting could not be stored",
-        );
-    }
-    ctx.metrics
-        .meetings_created
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let join_url = format!("{}/m/{id}", ctx.base_url);
-    let body = CreatedMeeting {
-        id: id.to_string(),
-        host_url: format!("{join_url}#host={host_secret}"),
-        join_url,
-        host_secret,
-    };
-    (StatusCode::CREATED, Json(body)).into_response()
-}
-
-async fn get_meeting(State(ctx): State<Arc<AppContext>>, Path(id): Path<String>) -> Response {
-    let Some(id) = MeetingId::parse(&id) else {
-        return error(StatusCode::NOT_FOUND, "unknown_meeting", "no such meeting");
-    };
-    match ctx.storage.meeting(&id).await {
-        Ok(Some(record)) => Json(serde_json::json!({
-            "id": id,
-            "created_at": record.created_at,
-            "ended": record.ended_at.is_some(),
-            "participants": ctx.hub.participants_in(&id),
-        }))
-        .into_response(),
-        Ok(None) => error(StatusCode::NOT_FOUND, "unknown_meeting", "no such meeting"),
-        Err(e) => {
-            warn!("storage error: {e}");
-            error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "storage_unavailable",
-                "try again later",
-            )
-        }
-    }
-}
-
-async fn websocket(State(ctx): State<Arc<AppContext>>, upgrade: WebSocketUpgrade) -> Response {
     upgrade
         .max_message_size(WS_TRANSPORT_LIMIT)
         .max_frame_size(WS_TRANSPORT_LIMIT)
-        .on_upgrade(move |socket| crate::signaling::run(socket, ctx))
+        .on_upgrade(move |socket| crate::signaling::run(socket, ctx, peer, user))
 }
 
 fn unix_now() -> i64 {

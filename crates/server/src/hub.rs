@@ -1,15 +1,19 @@
 //! Who is in which live meeting, and how to reach them: the signaling fan-out.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use proto::{LeaveReason, MeetingId, ParticipantId, ParticipantInfo, Role, ServerMessage};
+use proto::{
+    AppMessagePurpose, ErrorCode, LeaveReason, LobbyReason, MeetingId, MeetingState, ParticipantId,
+    Permissions, ServerMessage, TrackSource,
+};
 use tokio::sync::mpsc;
 
 use crate::delivery::{DeliveryError, GroupDelivery};
+use crate::policy::{AuditEntry, BanKeys, Effect, Knock, MeetingPolicy, Outcome, Refusal};
 
-/// What a session task is asked to send.
+/// What a session task is asked to do.
 #[derive(Debug)]
 pub enum Outbound {
     Message(ServerMessage),
@@ -18,39 +22,60 @@ pub enum Outbound {
         code: u16,
         reason: String,
     },
+    /// Admitted into the meeting: start media in `room` with `blocked` sources stopped, then
+    /// send `welcome` (media first, so the participant's offer always finds it).
+    Enter {
+        room: u64,
+        blocked: Vec<TrackSource>,
+        welcome: ServerMessage,
+    },
+    /// Out of the meeting's media (removed, sent back to the lobby, meeting ended).
+    Exit,
 }
 
 pub type OutboundTx = mpsc::UnboundedSender<Outbound>;
 
-struct Member {
-    info: ParticipantInfo,
-    tx: OutboundTx,
+/// Effects the session carries out after the hub applied an action: storage and media.
+#[derive(Debug)]
+pub enum Deferred {
+    Block {
+        id: ParticipantId,
+        source: TrackSource,
+        blocked: bool,
+    },
+    Audit(AuditEntry),
+    Ban(BanKeys),
+    PersistState(MeetingState),
+    PersistEnded,
 }
 
 struct LiveMeeting {
     room: u64,
-    members: BTreeMap<ParticipantId, Member>,
+    policy: MeetingPolicy,
+    /// Everyone connected: members and the lobby.
+    connections: HashMap<ParticipantId, OutboundTx>,
     delivery: GroupDelivery,
 }
 
 impl LiveMeeting {
     fn send(&self, to: ParticipantId, msg: ServerMessage) {
-        if let Some(member) = self.members.get(&to) {
-            let _ = member.tx.send(Outbound::Message(msg));
+        if let Some(tx) = self.connections.get(&to) {
+            let _ = tx.send(Outbound::Message(msg));
         }
     }
 
-    /// With no MLS group, the longest-present host creates one and learns who waits.
+    fn to_members(&self, msg: &ServerMessage, except: Option<ParticipantId>) {
+        for id in self.policy.members().filter(|m| Some(*m) != except) {
+            self.send(id, msg.clone());
+        }
+    }
+
+    /// With no MLS group, a moderator creates one and learns who waits.
     fn start_group_if_needed(&mut self, meeting: &MeetingId) {
         if self.delivery.has_group() {
             return;
         }
-        let Some(host) = self
-            .members
-            .values()
-            .find(|m| m.info.role == Role::Host)
-            .map(|m| m.info.id)
-        else {
+        let Some(host) = self.policy.moderators().next() else {
             return;
         };
         let group_id = self.delivery.create_group(meeting, host);
@@ -60,6 +85,10 @@ impl LiveMeeting {
                 group_id: proto::b64_encode(&group_id),
             },
         );
+        self.send_waiting_key_packages(host);
+    }
+
+    fn send_waiting_key_packages(&self, to: ParticipantId) {
         let waiting: Vec<_> = self
             .delivery
             .waiting()
@@ -67,13 +96,125 @@ impl LiveMeeting {
             .collect();
         for (participant_id, key_package) in waiting {
             self.send(
-                host,
+                to,
                 ServerMessage::MlsKeyPackage {
                     participant_id,
                     key_package,
                 },
             );
         }
+    }
+
+    /// Carries out the policy's effects on messages and membership; returns the rest.
+    fn apply(&mut self, meeting: &MeetingId, effects: Vec<Effect>) -> Vec<Deferred> {
+        let mut deferred = Vec::new();
+        for effect in effects {
+            match effect {
+                Effect::Send(to, msg) => self.send(to, msg),
+                Effect::ToMembers { message, except } => self.to_members(&message, except),
+                Effect::LobbyChanged => {
+                    let waiting = self.policy.lobby_entries();
+                    for id in self.policy.moderators() {
+                        self.send(
+                            id,
+                            ServerMessage::LobbyChanged {
+                                waiting: waiting.clone(),
+                            },
+                        );
+                    }
+                }
+                Effect::Enter { id, blocked } => self.enter(meeting, id, blocked),
+                Effect::Exit { id, reason } => {
+                    self.delivery.leave(id);
+                    if let Some(tx) = self.connections.get(&id) {
+                        let _ = tx.send(Outbound::Exit);
+                    }
+                    self.to_members(
+                        &ServerMessage::ParticipantLeft {
+                            participant_id: id,
+                            reason,
+                        },
+                        Some(id),
+                    );
+                    if reason == LeaveReason::SentToLobby {
+                        self.send(
+                            id,
+                            ServerMessage::Lobby {
+                                participant_id: id,
+                                meeting: meeting.clone(),
+                                reason: LobbyReason::SentBack,
+                            },
+                        );
+                    }
+                    self.start_group_if_needed(meeting);
+                }
+                Effect::Close { id, reason } => {
+                    if let Some(tx) = self.connections.remove(&id) {
+                        let _ = tx.send(Outbound::Close {
+                            code: proto::CLOSE_POLICY,
+                            reason,
+                        });
+                    }
+                }
+                Effect::Block {
+                    id,
+                    source,
+                    blocked,
+                } => deferred.push(Deferred::Block {
+                    id,
+                    source,
+                    blocked,
+                }),
+                Effect::Audit(entry) => deferred.push(Deferred::Audit(entry)),
+                Effect::Ban(keys) => deferred.push(Deferred::Ban(keys)),
+                Effect::PersistState => deferred.push(Deferred::PersistState(self.policy.state())),
+                Effect::PersistEnded => deferred.push(Deferred::PersistEnded),
+            }
+        }
+        deferred
+    }
+
+    /// Welcomes a participant the policy let in and tells the others.
+    fn enter(&mut self, meeting: &MeetingId, id: ParticipantId, blocked: Vec<TrackSource>) {
+        let Some((info, entry, admitted_by)) = self.policy.entry_of(id) else {
+            return;
+        };
+        let moderates = info.role.moderates();
+        // The first moderator in a meeting without a group creates it.
+        let create_group = (moderates && !self.delivery.has_group())
+            .then(|| proto::b64_encode(&self.delivery.create_group(meeting, id)));
+        let creates = create_group.is_some();
+        let welcome = ServerMessage::Welcome {
+            participant_id: id,
+            meeting: meeting.clone(),
+            role: info.role,
+            participants: self.policy.others(id),
+            create_group,
+            meeting_state: self.policy.state(),
+            lobby: if moderates {
+                self.policy.lobby_entries()
+            } else {
+                Vec::new()
+            },
+        };
+        if let Some(tx) = self.connections.get(&id) {
+            let _ = tx.send(Outbound::Enter {
+                room: self.room,
+                blocked,
+                welcome,
+            });
+        }
+        if creates {
+            self.send_waiting_key_packages(id);
+        }
+        self.to_members(
+            &ServerMessage::ParticipantJoined {
+                participant: info,
+                entry,
+                admitted_by,
+            },
+            Some(id),
+        );
     }
 }
 
@@ -84,31 +225,44 @@ struct HubState {
     next_room: u64,
 }
 
-/// A participant that just joined.
-pub struct Joined {
-    pub id: ParticipantId,
-    pub room: u64,
-}
-
 #[derive(Default)]
 pub struct Hub {
     state: Mutex<HubState>,
     next_participant: AtomicU64,
+    /// Time base for the policy's grace periods.
+    started: OnceInstant,
+}
+
+/// A monotonic clock origin, set when the hub is made: the policy takes time as milliseconds.
+struct OnceInstant(std::time::Instant);
+
+impl Default for OnceInstant {
+    fn default() -> Self {
+        OnceInstant(std::time::Instant::now())
+    }
 }
 
 impl Hub {
-    /// Adds a participant to a live meeting (starting it if needed), welcomes it and tells the
-    /// others. The welcome is queued under the lock, so that it reaches the participant
-    /// before news of anyone who joins after it.
-    pub fn join(&self, meeting: &MeetingId, name: String, role: Role, tx: OutboundTx) -> Joined {
-        let id = ParticipantId(self.next_participant.fetch_add(1, Ordering::Relaxed) + 1);
-        let info = ParticipantInfo {
-            id,
-            name,
-            role,
-            muted: Vec::new(),
-            blocked: Vec::new(),
-        };
+    fn now_ms(&self) -> u64 {
+        self.started.0.elapsed().as_millis() as u64
+    }
+
+    /// A fresh participant id for a new session.
+    pub fn next_id(&self) -> ParticipantId {
+        ParticipantId(self.next_participant.fetch_add(1, Ordering::Relaxed) + 1)
+    }
+
+    /// Someone the gate let through: into the meeting or its lobby (the policy decides). The
+    /// live meeting starts with its stored lock and permissions if nobody is connected yet.
+    pub fn knock(
+        &self,
+        meeting: &MeetingId,
+        stored: (bool, Permissions),
+        knock: Knock,
+        tx: OutboundTx,
+    ) -> Result<Vec<Deferred>, Refusal> {
+        let now_ms = self.now_ms();
+        let id = knock.id;
         let mut state = lock(&self.state);
         let next_room = state.next_room;
         let live = state
@@ -116,51 +270,107 @@ impl Hub {
             .entry(meeting.clone())
             .or_insert_with(|| LiveMeeting {
                 room: next_room,
-                members: BTreeMap::new(),
+                policy: MeetingPolicy::new(stored.0, stored.1),
+                connections: HashMap::new(),
                 delivery: GroupDelivery::default(),
             });
         let room = live.room;
-        let others: Vec<ParticipantInfo> = live.members.values().map(|m| m.info.clone()).collect();
-        // The first host in a meeting without a group creates it.
-        let create_group = (role == Role::Host && !live.delivery.has_group())
-            .then(|| proto::b64_encode(&live.delivery.create_group(meeting, id)));
-        let creates = create_group.is_some();
-        let _ = tx.send(Outbound::Message(ServerMessage::Welcome {
-            participant_id: id,
-            meeting: meeting.clone(),
-            role,
-            participants: others,
-            create_group,
-            meeting_state: Default::default(),
-            lobby: Vec::new(),
-        }));
-        if creates {
-            for (participant_id, waiting) in live.delivery.waiting() {
-                let _ = tx.send(Outbound::Message(ServerMessage::MlsKeyPackage {
-                    participant_id,
-                    key_package: proto::b64_encode(&waiting.key_package),
-                }));
+        live.connections.insert(id, tx.clone());
+        let effects = match live.policy.knock(knock, now_ms) {
+            Ok(effects) => effects,
+            Err(refusal) => {
+                live.connections.remove(&id);
+                if live.policy.is_empty() {
+                    state.meetings.remove(meeting);
+                }
+                return Err(refusal);
             }
+        };
+        if live.policy.is_waiting(id) {
+            let _ = tx.send(Outbound::Message(ServerMessage::Lobby {
+                participant_id: id,
+                meeting: meeting.clone(),
+                reason: LobbyReason::WaitingForHost,
+            }));
         }
-        for member in live.members.values() {
-            let _ = member
-                .tx
-                .send(Outbound::Message(ServerMessage::ParticipantJoined {
-                    participant: info.clone(),
-                    entry: proto::Entry::HostLink,
-                    admitted_by: None,
-                }));
-        }
-        live.members.insert(id, Member { info, tx });
+        let deferred = live.apply(meeting, effects);
         if room == next_room {
             state.next_room += 1;
         }
         state.where_is.insert(id, meeting.clone());
-        Joined { id, room }
+        Ok(deferred)
     }
 
-    /// Removes a participant and tells the others why. Returns false if it was already gone.
+    /// A host action by `actor`, checked and applied by the meeting's policy.
+    pub fn act(
+        &self,
+        actor: ParticipantId,
+        action: impl FnOnce(&mut MeetingPolicy) -> Outcome,
+    ) -> Result<Vec<Deferred>, Refusal> {
+        let mut state = lock(&self.state);
+        let Some(meeting) = state.where_is.get(&actor).cloned() else {
+            return Err(Refusal {
+                code: ErrorCode::Forbidden,
+                reason: "not in a meeting".into(),
+            });
+        };
+        let Some(live) = state.meetings.get_mut(&meeting) else {
+            return Err(Refusal {
+                code: ErrorCode::Forbidden,
+                reason: "not in a meeting".into(),
+            });
+        };
+        let effects = action(&mut live.policy)?;
+        let ended = effects.contains(&Effect::PersistEnded);
+        let deferred = live.apply(&meeting, effects);
+        if ended {
+            if let Some(live) = state.meetings.remove(&meeting) {
+                for id in live.connections.keys() {
+                    state.where_is.remove(id);
+                }
+            }
+            state.where_is.retain(|_, m| *m != meeting);
+        }
+        Ok(deferred)
+    }
+
+    /// Checks something about `id`'s standing in its meeting.
+    pub fn check(
+        &self,
+        id: ParticipantId,
+        f: impl FnOnce(&MeetingPolicy) -> Result<(), Refusal>,
+    ) -> Result<(), Refusal> {
+        let state = lock(&self.state);
+        let live = state
+            .where_is
+            .get(&id)
+            .and_then(|m| state.meetings.get(m))
+            .ok_or_else(|| Refusal {
+                code: ErrorCode::Forbidden,
+                reason: "not in a meeting".into(),
+            })?;
+        f(&live.policy)
+    }
+
+    /// Whether `id` is in its meeting (not waiting in the lobby).
+    pub fn is_member(&self, id: ParticipantId) -> bool {
+        self.check(id, |policy| {
+            if policy.is_member(id) {
+                Ok(())
+            } else {
+                Err(Refusal {
+                    code: ErrorCode::Forbidden,
+                    reason: String::new(),
+                })
+            }
+        })
+        .is_ok()
+    }
+
+    /// Removes a participant (member or waiting) and tells the others. Returns false if it
+    /// was already gone.
     pub fn leave(&self, id: ParticipantId, reason: LeaveReason) -> bool {
+        let now_ms = self.now_ms();
         let mut state = lock(&self.state);
         let Some(meeting) = state.where_is.remove(&id) else {
             return false;
@@ -168,18 +378,22 @@ impl Hub {
         let Some(live) = state.meetings.get_mut(&meeting) else {
             return false;
         };
-        live.members.remove(&id);
-        live.delivery.leave(id);
-        for member in live.members.values() {
-            let _ = member
-                .tx
-                .send(Outbound::Message(ServerMessage::ParticipantLeft {
+        live.connections.remove(&id);
+        let was_member = live.policy.is_member(id);
+        let effects = live.policy.leave(id, reason, now_ms);
+        live.apply(&meeting, effects);
+        if was_member {
+            live.delivery.leave(id);
+            live.to_members(
+                &ServerMessage::ParticipantLeft {
                     participant_id: id,
                     reason,
-                }));
+                },
+                None,
+            );
+            live.start_group_if_needed(&meeting);
         }
-        live.start_group_if_needed(&meeting);
-        if live.members.is_empty() {
+        if live.policy.is_empty() {
             state.meetings.remove(&meeting);
         }
         true
@@ -191,9 +405,9 @@ impl Hub {
         let Some(live) = state.where_is.get(&id).and_then(|m| state.meetings.get(m)) else {
             return false;
         };
-        live.members
+        live.connections
             .get(&id)
-            .is_some_and(|member| member.tx.send(outbound).is_ok())
+            .is_some_and(|tx| tx.send(outbound).is_ok())
     }
 
     /// Runs `f` on the live meeting `id` is in.
@@ -207,8 +421,9 @@ impl Hub {
             return Err(DeliveryError::NotInGroup);
         };
         match state.meetings.get_mut(&meeting) {
-            Some(live) => f(live),
-            None => Err(DeliveryError::NotInGroup),
+            // Lobby sessions take no part in the group: no KeyPackage, Commit or message.
+            Some(live) if live.policy.is_member(id) => f(live),
+            _ => Err(DeliveryError::NotInGroup),
         }
     }
 
@@ -275,8 +490,18 @@ impl Hub {
     }
 
     /// An application message (admission, chat, reaction): relayed to the other members.
-    pub fn mls_message(&self, from: ParticipantId, data: Vec<u8>) -> Result<(), DeliveryError> {
+    pub fn mls_message(
+        &self,
+        from: ParticipantId,
+        data: Vec<u8>,
+        purpose: AppMessagePurpose,
+    ) -> Result<(), DeliveryError> {
         self.with_meeting(from, |live| {
+            if purpose == AppMessagePurpose::Chat {
+                live.policy
+                    .may_chat(from)
+                    .map_err(|refusal| DeliveryError::NotPermitted(refusal.reason))?;
+            }
             let recipients = live.delivery.application(from, &data)?;
             let encoded = proto::b64_encode(&data);
             for member in recipients {
@@ -285,7 +510,7 @@ impl Hub {
                     ServerMessage::MlsMessage {
                         from,
                         data: encoded.clone(),
-                        purpose: Default::default(),
+                        purpose,
                     },
                 );
             }
@@ -301,7 +526,10 @@ impl Hub {
 
     pub fn participants_in(&self, meeting: &MeetingId) -> usize {
         let state = lock(&self.state);
-        state.meetings.get(meeting).map_or(0, |m| m.members.len())
+        state
+            .meetings
+            .get(meeting)
+            .map_or(0, |m| m.policy.member_count())
     }
 }
 

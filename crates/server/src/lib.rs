@@ -2,21 +2,31 @@
 //!
 //! The server relays media and signaling; it holds no media keys and never decodes a frame.
 
+pub mod accounts;
 mod config;
 mod delivery;
+pub mod gate;
 mod http;
 mod hub;
+pub mod invitation;
 mod media;
 mod metrics;
+pub mod password;
+mod policy;
+mod ratelimit;
 mod signaling;
 mod storage;
+mod tls;
+mod web_app;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-pub use config::{ConfigError, MediaTap, ServerConfig};
+pub use config::{ConfigError, MediaTap, MeetingCreation, ServerConfig, TlsFiles};
 pub use metrics::Metrics;
-pub use storage::{Storage, StorageError};
+pub use storage::{
+    AuditRecord, Ban, InvitationRecord, MeetingRecord, Storage, StorageError, UserRecord,
+};
 
 use hub::Hub;
 use media::MediaHandle;
@@ -31,6 +41,14 @@ pub(crate) struct AppContext {
     pub metrics: Arc<Metrics>,
     pub base_url: String,
     pub shutdown: watch::Receiver<bool>,
+    /// The checks every `hello` passes before the lobby, with their rate limits.
+    pub gate: gate::Gate,
+    /// Who may create meetings.
+    pub meeting_creation: MeetingCreation,
+    /// Serving HTTPS: cookies are `Secure` and HSTS is sent.
+    pub tls: bool,
+    /// Failed-login limits.
+    pub logins: accounts::LoginThrottle,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -63,7 +81,13 @@ impl Server {
     /// Validates the config, opens the database, binds both sockets and starts serving.
     pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
         config.validate()?;
+        let tls = match &config.tls {
+            Some(files) => Some(tls::load(files).await?),
+            None => None,
+        };
+        tls::warn_if_plaintext(config.listen, tls.is_some());
         let storage = Storage::open(&config.data_dir).await?;
+        let invitation_key = storage.server_key("invitation_hmac").await?;
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(|source| ServerError::Bind {
@@ -98,15 +122,42 @@ impl Server {
             metrics: metrics.clone(),
             base_url: base_url.clone(),
             shutdown: shutdown_rx.clone(),
+            gate: gate::Gate::new(invitation::InvitationKey::new(invitation_key)),
+            meeting_creation: config.meeting_creation,
+            tls: config.tls.is_some(),
+            logins: accounts::LoginThrottle::default(),
         });
         let app = http::router(ctx);
         let mut stop = shutdown_rx;
         let task = tokio::spawn(async move {
-            let served = axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = stop.changed().await;
-                })
-                .await;
+            let make_service = app.into_make_service_with_connect_info::<SocketAddr>();
+            let served = match tls {
+                None => {
+                    axum::serve(listener, make_service)
+                        .with_graceful_shutdown(async move {
+                            let _ = stop.changed().await;
+                        })
+                        .await
+                }
+                Some(rustls) => {
+                    let handle = axum_server::Handle::new();
+                    let stopping = handle.clone();
+                    tokio::spawn(async move {
+                        let _ = stop.changed().await;
+                        // Sessions close themselves on shutdown; this bounds stragglers.
+                        stopping.graceful_shutdown(Some(std::time::Duration::from_secs(5)));
+                    });
+                    match listener.into_std() {
+                        Ok(std_listener) => {
+                            axum_server::from_tcp_rustls(std_listener, rustls)
+                                .handle(handle)
+                                .serve(make_service)
+                                .await
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
+            };
             let _ = media_task.await;
             storage.close().await;
             info!("server stopped");

@@ -1,10 +1,11 @@
 //! The media IO edge: one UDP socket, the sans-IO [`Sfu`] and the clock that drives it.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use proto::{LeaveReason, ParticipantId, ServerMessage, TrackInfo, TrackKind};
+use proto::{LeaveReason, ParticipantId, ServerMessage, TrackInfo, TrackKind, TrackSource};
 use sfu::{RoomId, Sfu, SfuConfig, SfuError, SfuEvent, SfuOutput};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -23,6 +24,7 @@ pub enum MediaCommand {
     Offer {
         id: ParticipantId,
         sdp: String,
+        sources: BTreeMap<String, TrackSource>,
         reply: oneshot::Sender<Result<(), SfuError>>,
     },
     Answer {
@@ -32,6 +34,12 @@ pub enum MediaCommand {
     },
     Remove {
         id: ParticipantId,
+    },
+    /// Stop or resume forwarding one of a participant's sources (host mute, screen share).
+    Block {
+        id: ParticipantId,
+        source: TrackSource,
+        blocked: bool,
     },
 }
 
@@ -69,9 +77,32 @@ impl MediaHandle {
 
     /// Applies a participant's offer; the media task sends the answer itself, so that it
     /// reaches the participant before any offer the SFU makes next.
-    pub async fn offer(&self, id: ParticipantId, sdp: String) -> Result<(), MediaError> {
-        self.request(|reply| MediaCommand::Offer { id, sdp, reply })
-            .await
+    pub async fn offer(
+        &self,
+        id: ParticipantId,
+        sdp: String,
+        sources: BTreeMap<String, TrackSource>,
+    ) -> Result<(), MediaError> {
+        self.request(|reply| MediaCommand::Offer {
+            id,
+            sdp,
+            sources,
+            reply,
+        })
+        .await
+    }
+
+    /// Stops (or resumes) forwarding a participant's source. Commands run in order, so a block
+    /// sent right after [`MediaHandle::add`] holds before any media can flow.
+    pub async fn block(&self, id: ParticipantId, source: TrackSource, blocked: bool) {
+        let _ = self
+            .commands
+            .send(MediaCommand::Block {
+                id,
+                source,
+                blocked,
+            })
+            .await;
     }
 
     pub async fn answer(&self, id: ParticipantId, sdp: String) -> Result<(), MediaError> {
@@ -216,9 +247,15 @@ fn handle_command(sfu: &mut Sfu, hub: &Hub, command: MediaCommand) {
         MediaCommand::Add { room, id, reply } => {
             let _ = reply.send(sfu.add_participant(now, RoomId(room), sfu::ParticipantId(id.0)));
         }
-        MediaCommand::Offer { id, sdp, reply } => {
+        MediaCommand::Offer {
+            id,
+            sdp,
+            sources,
+            reply,
+        } => {
             let result = sfu
-                .handle_offer(now, sfu::ParticipantId(id.0), &sdp)
+                .set_track_sources(sfu::ParticipantId(id.0), sources)
+                .and_then(|()| sfu.handle_offer(now, sfu::ParticipantId(id.0), &sdp))
                 .map(|answer| {
                     hub.send(id, Outbound::Message(ServerMessage::Answer { sdp: answer }));
                 });
@@ -229,6 +266,13 @@ fn handle_command(sfu: &mut Sfu, hub: &Hub, command: MediaCommand) {
         }
         MediaCommand::Remove { id } => {
             let _ = sfu.remove_participant(now, sfu::ParticipantId(id.0));
+        }
+        MediaCommand::Block {
+            id,
+            source,
+            blocked,
+        } => {
+            let _ = sfu.set_blocked(now, sfu::ParticipantId(id.0), source, blocked);
         }
     }
 }
@@ -245,10 +289,7 @@ fn signal(hub: &Hub, id: ParticipantId, event: SfuEvent) {
                         sfu::TrackKind::Audio => TrackKind::Audio,
                         sfu::TrackKind::Video => TrackKind::Video,
                     },
-                    source: match t.kind {
-                        sfu::TrackKind::Audio => proto::TrackSource::Microphone,
-                        sfu::TrackKind::Video => proto::TrackSource::Camera,
-                    },
+                    source: t.source,
                 })
                 .collect();
             hub.send(id, Outbound::Message(ServerMessage::Offer { sdp, tracks }));

@@ -16,6 +16,8 @@ pub struct Metrics {
     pub participants_joined: AtomicU64,
     pub meetings_created: AtomicU64,
     sfu: Mutex<SfuStats>,
+    /// HTTP API requests refused, by the `error` code of the answer.
+    http_refused: Mutex<HashMap<&'static str, u64>>,
 }
 
 impl Metrics {
@@ -29,6 +31,19 @@ impl Metrics {
         self.rejected
             .lock()
             .map(|map| map.get(&code).copied().unwrap_or(0))
+            .unwrap_or(0)
+    }
+
+    pub fn count_http_refused(&self, code: &'static str) {
+        if let Ok(mut map) = self.http_refused.lock() {
+            *map.entry(code).or_default() += 1;
+        }
+    }
+
+    pub fn http_refused(&self, code: &str) -> u64 {
+        self.http_refused
+            .lock()
+            .map(|map| map.get(code).copied().unwrap_or(0))
             .unwrap_or(0)
     }
 
@@ -49,6 +64,14 @@ impl Metrics {
                     "conclave_signaling_rejected_total{{reason=\"{}\"}} {n}",
                     code.as_str()
                 );
+            }
+        }
+        let _ = writeln!(out, "# TYPE conclave_http_refused_total counter");
+        if let Ok(map) = self.http_refused.lock() {
+            let mut codes: Vec<_> = map.iter().collect();
+            codes.sort();
+            for (code, n) in codes {
+                let _ = writeln!(out, "conclave_http_refused_total{{reason=\"{code}\"}} {n}");
             }
         }
         let counters = [
@@ -76,6 +99,7 @@ impl Metrics {
                 ),
                 ("conclave_media_frames_in_total", s.frames_in),
                 ("conclave_media_frames_forwarded_total", s.frames_forwarded),
+                ("conclave_media_frames_blocked_total", s.frames_blocked),
                 (
                     "conclave_media_keyframe_requests_total",
                     s.keyframe_requests,

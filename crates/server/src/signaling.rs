@@ -1,19 +1,43 @@
 //! One WebSocket signaling session: from `hello` to goodbye.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::{SinkExt, StreamExt};
-use proto::{ClientMessage, ErrorCode, LeaveReason, MeetingId, ParticipantId, Role, ServerMessage};
-use sha2::{Digest, Sha256};
+use proto::{
+    ClientMessage, Entry, ErrorCode, LeaveReason, MeetingId, ParticipantId, Role, ServerMessage,
+    TrackSource,
+};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-use crate::hub::{Outbound, OutboundTx};
+use crate::gate;
+use crate::hub::{Deferred, Outbound, OutboundTx};
 use crate::media::MediaError;
+use crate::policy::{Knock, MeetingPolicy, Outcome};
+use crate::storage::Ban;
 use crate::AppContext;
 
 const MAX_NAME_CHARS: usize = 64;
+const MAX_DEVICE_ID_BYTES: usize = 128;
+
+/// The fields of a `hello`.
+struct Hello {
+    meeting: MeetingId,
+    name: String,
+    host_secret: Option<String>,
+    passcode: Option<String>,
+    invite: Option<String>,
+    device_id: Option<String>,
+}
+
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
 
 struct Joined {
     id: ParticipantId,
@@ -25,10 +49,19 @@ struct Session {
     tx: OutboundTx,
     joined: Option<Joined>,
     left: bool,
+    /// Where the WebSocket comes from: the gate rate-limits and audits by it.
+    peer: std::net::SocketAddr,
+    /// The account logged in on the upgrade request (login cookie), if any.
+    user: Option<crate::accounts::User>,
 }
 
 /// Runs a session until the peer leaves, its connection drops or the server shuts down.
-pub async fn run(socket: WebSocket, ctx: Arc<AppContext>) {
+pub async fn run(
+    socket: WebSocket,
+    ctx: Arc<AppContext>,
+    peer: std::net::SocketAddr,
+    user: Option<crate::accounts::User>,
+) {
     ctx.metrics
         .sessions_opened
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -40,6 +73,8 @@ pub async fn run(socket: WebSocket, ctx: Arc<AppContext>) {
         tx,
         joined: None,
         left: false,
+        peer,
+        user,
     };
     loop {
         tokio::select! {
@@ -69,6 +104,15 @@ pub async fn run(socket: WebSocket, ctx: Arc<AppContext>) {
                     let _ = sink.send(close(code, &reason)).await;
                     break;
                 }
+                Some(Outbound::Enter { room, blocked, welcome }) => {
+                    if !session.enter_media(room, blocked).await {
+                        break;
+                    }
+                    if sink.send(Message::Text(proto::encode(&welcome).into())).await.is_err() {
+                        break;
+                    }
+                }
+                Some(Outbound::Exit) => session.exit_media().await,
                 None => break,
             },
             _ = shutdown.changed() => {
@@ -131,53 +175,183 @@ impl Session {
             }
             Err(e) => return self.reject(e.code(), e.to_string()),
         };
-        match (msg, self.joined.is_some()) {
-            (
+        let Some(id) = self.joined.as_ref().map(|j| j.id) else {
+            return match msg {
                 ClientMessage::Hello {
                     meeting,
                     name,
                     host_secret,
+                    passcode,
+                    invite,
+                    device_id,
                     ..
-                },
-                false,
-            ) => self.hello(meeting, name, host_secret).await,
-            (ClientMessage::Hello { .. }, true) => self.reject(
+                } => {
+                    self.hello(Hello {
+                        meeting,
+                        name,
+                        host_secret,
+                        passcode,
+                        invite,
+                        device_id,
+                    })
+                    .await
+                }
+                ClientMessage::Ping => self.send(ServerMessage::Pong),
+                msg => self.reject(
+                    ErrorCode::HelloRequired,
+                    format!("{:?} before hello: send hello first", msg.kind()),
+                ),
+            };
+        };
+        match msg {
+            ClientMessage::Hello { .. } => self.reject(
                 ErrorCode::AlreadyJoined,
                 "this session has already joined".into(),
             ),
-            (ClientMessage::Ping, _) => self.send(ServerMessage::Pong),
-            (msg, false) => self.reject(
-                ErrorCode::HelloRequired,
-                format!("{:?} before hello: send hello first", msg.kind()),
-            ),
-            (ClientMessage::Offer { sdp, .. }, true) => self.offer(sdp).await,
-            (ClientMessage::Answer { sdp }, true) => self.answer(sdp).await,
-            (ClientMessage::MlsKeyPackage { key_package }, true) => self.mls(|hub, id| {
+            ClientMessage::Ping => self.send(ServerMessage::Pong),
+            ClientMessage::Offer { sdp, sources } => self.offer(sdp, sources).await,
+            ClientMessage::Answer { sdp } => self.answer(sdp).await,
+            ClientMessage::MlsKeyPackage { key_package } => self.mls(|hub, id| {
                 let bytes = decode(&key_package)?;
                 hub.mls_key_package(id, bytes).map_err(into_rejection)
             }),
-            (ClientMessage::MlsCommit { commit, welcome }, true) => self.mls(|hub, id| {
+            ClientMessage::MlsCommit { commit, welcome } => self.mls(|hub, id| {
                 let commit = decode(&commit)?;
                 let welcome = welcome.as_deref().map(decode).transpose()?;
                 hub.mls_commit(id, commit, welcome)
                     .map(|_| ())
                     .map_err(into_rejection)
             }),
-            (ClientMessage::MlsMessage { data, .. }, true) => self.mls(|hub, id| {
+            ClientMessage::MlsMessage { data, purpose } => self.mls(|hub, id| {
                 let data = decode(&data)?;
-                hub.mls_message(id, data).map_err(into_rejection)
+                hub.mls_message(id, data, purpose).map_err(into_rejection)
             }),
-            (ClientMessage::Leave, true) => {
+            ClientMessage::Admit { participant_id } => {
+                self.act(|p| p.admit(id, participant_id)).await
+            }
+            ClientMessage::Deny { participant_id } => {
+                self.act(|p| p.deny(id, participant_id)).await
+            }
+            ClientMessage::Remove { participant_id } => {
+                self.act(|p| p.remove(id, participant_id)).await
+            }
+            ClientMessage::SendToLobby { participant_id } => {
+                self.act(|p| p.send_to_lobby(id, participant_id)).await
+            }
+            ClientMessage::SetRole {
+                participant_id,
+                role,
+            } => self.act(|p| p.set_role(id, participant_id, role)).await,
+            ClientMessage::SetLocked { locked } => self.act(|p| p.set_locked(id, locked)).await,
+            ClientMessage::Mute {
+                participant_id,
+                source,
+            } => self.act(|p| p.mute(id, participant_id, source)).await,
+            ClientMessage::SetMuted { source, muted } => {
+                self.act(|p| p.set_muted(id, source, muted)).await
+            }
+            ClientMessage::SetPermissions { permissions } => {
+                self.act(|p| p.set_permissions(id, permissions)).await
+            }
+            ClientMessage::SuspendAll => self.act(|p| p.suspend_all(id)).await,
+            ClientMessage::ResumeAll => self.act(|p| p.resume_all(id)).await,
+            ClientMessage::EndMeeting => self.act(|p| p.end(id)).await,
+            ClientMessage::Leave => {
                 self.left = true;
                 let _ = self.tx.send(Outbound::Close {
                     code: 1000,
                     reason: "left".into(),
                 });
             }
-            (other, true) => self.reject(
-                ErrorCode::Forbidden,
-                format!("{:?} is not available yet", other.kind()),
-            ),
+        }
+    }
+
+    /// A host action (or a participant's own mute): the policy checks the actor's role as the
+    /// server knows it, the hub applies it, and storage and media follow.
+    async fn act(&self, action: impl FnOnce(&mut MeetingPolicy) -> Outcome) {
+        let Some(id) = self.joined.as_ref().map(|j| j.id) else {
+            return;
+        };
+        match self.ctx.hub.act(id, action) {
+            Ok(deferred) => self.carry_out(deferred).await,
+            Err(refusal) => self.reject(refusal.code, refusal.reason),
+        }
+    }
+
+    /// Storage and media effects of an action, in order.
+    async fn carry_out(&self, deferred: Vec<Deferred>) {
+        let Some(meeting) = self.joined.as_ref().map(|j| j.meeting.clone()) else {
+            return;
+        };
+        let storage = &self.ctx.storage;
+        for effect in deferred {
+            let stored = match effect {
+                Deferred::Block {
+                    id,
+                    source,
+                    blocked,
+                } => {
+                    self.ctx.media.block(id, source, blocked).await;
+                    Ok(())
+                }
+                Deferred::Audit(entry) => {
+                    storage
+                        .audit(
+                            &meeting,
+                            entry.event,
+                            entry.actor.as_deref(),
+                            entry.subject.as_deref(),
+                            &entry.detail,
+                        )
+                        .await
+                }
+                Deferred::Ban(keys) => {
+                    let ban = Ban {
+                        name: Some(keys.name),
+                        device_id: keys.device_id,
+                        invitation_id: keys.invitation_id,
+                        user_id: keys.user_id,
+                    };
+                    storage.add_ban(&meeting, &ban).await
+                }
+                Deferred::PersistState(state) => {
+                    match storage.set_locked(&meeting, state.locked).await {
+                        Ok(()) => storage.set_permissions(&meeting, &state.permissions).await,
+                        Err(e) => Err(e),
+                    }
+                }
+                Deferred::PersistEnded => storage.end_meeting(&meeting, unix_ms() / 1000).await,
+            };
+            if let Err(e) = stored {
+                warn!(meeting = %meeting, "cannot store a meeting change: {e}");
+            }
+        }
+    }
+
+    /// Admitted: the participant's media session starts before its welcome goes out.
+    async fn enter_media(&self, room: u64, blocked: Vec<TrackSource>) -> bool {
+        let Some(id) = self.joined.as_ref().map(|j| j.id) else {
+            return false;
+        };
+        if let Err(e) = self.ctx.media.add(room, id).await {
+            warn!(participant = id.0, "media unavailable: {e}");
+            self.ctx.metrics.count_rejected(ErrorCode::Internal);
+            return false;
+        }
+        for source in blocked {
+            self.ctx.media.block(id, source, true).await;
+        }
+        self.ctx
+            .metrics
+            .participants_joined
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        info!(participant = id.0, "entered the meeting");
+        true
+    }
+
+    async fn exit_media(&self) {
+        if let Some(id) = self.joined.as_ref().map(|j| j.id) {
+            self.ctx.media.remove(id).await;
         }
     }
 
@@ -194,8 +368,8 @@ impl Session {
         }
     }
 
-    async fn hello(&mut self, meeting: MeetingId, name: String, host_secret: Option<String>) {
-        let name = name.trim().to_owned();
+    async fn hello(&mut self, hello: Hello) {
+        let name = hello.name.trim().to_owned();
         if name.is_empty()
             || name.chars().count() > MAX_NAME_CHARS
             || name.chars().any(char::is_control)
@@ -205,67 +379,109 @@ impl Session {
                 format!("a name has 1 to {MAX_NAME_CHARS} printable characters"),
             );
         }
-        let record = match self.ctx.storage.meeting(&meeting).await {
-            Ok(Some(record)) => record,
-            Ok(None) => {
-                return self.reject_and_close(
-                    ErrorCode::UnknownMeeting,
-                    "no such meeting".into(),
-                    proto::CLOSE_POLICY,
-                )
-            }
-            Err(e) => {
-                warn!("storage error: {e}");
-                return self.reject(ErrorCode::Internal, "storage unavailable".into());
-            }
-        };
-        if record.ended_at.is_some() {
-            return self.reject_and_close(
-                ErrorCode::MeetingEnded,
-                "the meeting has ended".into(),
-                proto::CLOSE_POLICY,
+        if hello.device_id.as_deref().is_some_and(|d| {
+            d.is_empty() || d.len() > MAX_DEVICE_ID_BYTES || d.chars().any(char::is_control)
+        }) {
+            return self.reject(
+                ErrorCode::InvalidMessage,
+                format!("a device id has 1 to {MAX_DEVICE_ID_BYTES} printable bytes"),
             );
         }
-        let role = match host_secret {
-            None => Role::Participant,
-            Some(secret)
-                if Sha256::digest(secret.as_bytes()).as_slice()
-                    == record.host_secret_sha256.as_slice() =>
-            {
-                Role::Host
-            }
-            Some(_) => {
-                return self.reject_and_close(
-                    ErrorCode::Forbidden,
-                    "the host secret does not match".into(),
-                    proto::CLOSE_POLICY,
-                )
+        let knock = gate::Knock {
+            peer: self.peer.ip(),
+            meeting: &hello.meeting,
+            host_secret: hello.host_secret.as_deref(),
+            passcode: hello.passcode.as_deref(),
+            invite: hello.invite.as_deref(),
+            device_id: hello.device_id.as_deref(),
+            user: self.user.as_ref(),
+        };
+        let pass = match self
+            .ctx
+            .gate
+            .check(&self.ctx.storage, knock, unix_ms())
+            .await
+        {
+            Ok(pass) => pass,
+            Err(refusal) => {
+                return self.reject_and_close(refusal.code, refusal.reason, proto::CLOSE_POLICY)
             }
         };
-        let joined = self
+        let (role, pre_admitted) = match (&pass.invitation, pass.host) {
+            (_, true) => (Role::Host, Some(Entry::HostLink)),
+            (Some(invitation), false) => (
+                Role::Participant,
+                invitation.skip_lobby.then_some(Entry::Invitation),
+            ),
+            (None, false) => (Role::Guest, None),
+        };
+        let id = self.ctx.hub.next_id();
+        let knock = Knock {
+            id,
+            name: name.clone(),
+            role,
+            pre_admitted,
+            device_id: hello.device_id,
+            invitation_id: pass.invitation.as_ref().map(|i| i.id.clone()),
+            invitation_label: pass.invitation.as_ref().map(|i| i.label.clone()),
+            user_id: self.user.as_ref().map(|u| u.id),
+        };
+        // Joined before the knock: the welcome of a pre-admitted knock is already queued.
+        self.joined = Some(Joined {
+            id,
+            meeting: hello.meeting.clone(),
+        });
+        let stored = (pass.record.locked, pass.record.permissions);
+        match self
             .ctx
             .hub
-            .join(&meeting, name.clone(), role, self.tx.clone());
-        if let Err(e) = self.ctx.media.add(joined.room, joined.id).await {
-            self.ctx.hub.leave(joined.id, LeaveReason::Disconnected);
-            return self.reject(ErrorCode::Internal, format!("media unavailable: {e}"));
+            .knock(&hello.meeting, stored, knock, self.tx.clone())
+        {
+            Ok(deferred) => {
+                info!(participant = id.0, meeting = %hello.meeting, ?role, "knocked");
+                self.carry_out(deferred).await;
+            }
+            Err(refusal) => {
+                if refusal.code == ErrorCode::Banned {
+                    let _ = self
+                        .ctx
+                        .storage
+                        .audit(&hello.meeting, "banned_refused", None, Some(&name), "")
+                        .await;
+                }
+                self.joined = None;
+                self.reject_and_close(refusal.code, refusal.reason, proto::CLOSE_POLICY);
+            }
         }
-        self.ctx
-            .metrics
-            .participants_joined
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        info!(participant = joined.id.0, meeting = %meeting, ?role, "joined");
-        self.joined = Some(Joined {
-            id: joined.id,
-            meeting,
-        });
     }
 
-    async fn offer(&mut self, sdp: String) {
+    /// Refuses media signaling from someone still in the lobby.
+    fn require_member(&self, id: ParticipantId) -> bool {
+        if self.ctx.hub.is_member(id) {
+            return true;
+        }
+        self.reject(
+            ErrorCode::NotPermitted,
+            "media starts once a host admits you from the lobby".into(),
+        );
+        false
+    }
+
+    async fn offer(&mut self, sdp: String, sources: BTreeMap<String, TrackSource>) {
         let Some(id) = self.joined.as_ref().map(|j| j.id) else {
             return;
         };
-        if let Err(e) = self.ctx.media.offer(id, sdp).await {
+        if !self.require_member(id) {
+            return;
+        }
+        let mut seen = BTreeSet::new();
+        if sources.len() > 3 || !sources.values().all(|s| seen.insert(*s)) {
+            return self.reject(
+                ErrorCode::InvalidMessage,
+                "sources: at most one microphone, one camera and one screen".into(),
+            );
+        }
+        if let Err(e) = self.ctx.media.offer(id, sdp, sources).await {
             self.media_refused(e);
         }
     }
@@ -274,6 +490,9 @@ impl Session {
         let Some(id) = self.joined.as_ref().map(|j| j.id) else {
             return;
         };
+        if !self.require_member(id) {
+            return;
+        }
         if let Err(e) = self.ctx.media.answer(id, sdp).await {
             self.media_refused(e);
         }

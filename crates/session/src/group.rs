@@ -949,4 +949,154 @@ mod tests {
         );
         assert_eq!(host.report().epoch, 0);
     }
+
+    fn info(id: u64, role: Role) -> ParticipantInfo {
+        ParticipantInfo {
+            id: ParticipantId(id),
+            name: format!("p{id}"),
+            role,
+            muted: Vec::new(),
+            blocked: Vec::new(),
+        }
+    }
+
+    fn welcome(id: u64, role: Role, others: Vec<ParticipantInfo>, create: bool) -> ServerMessage {
+        ServerMessage::Welcome {
+            participant_id: ParticipantId(id),
+            meeting: proto::MeetingId::from_random_bytes([1; 16]),
+            role,
+            participants: others,
+            create_group: create.then(|| proto::b64_encode(b"group")),
+            meeting_state: MeetingState::default(),
+            lobby: Vec::new(),
+        }
+    }
+
+    fn joined(id: u64, entry: Entry, admitted_by: Option<u64>) -> ServerMessage {
+        ServerMessage::ParticipantJoined {
+            participant: info(id, Role::Guest),
+            entry,
+            admitted_by: admitted_by.map(ParticipantId),
+        }
+    }
+
+    /// The host's client signs admissions only for participants it can vouch for.
+    fn admits(host: &mut GroupSession, joiner: &mut GroupSession) -> bool {
+        let Some(ClientMessage::MlsKeyPackage { key_package }) = joiner.poll_message() else {
+            panic!("a joiner publishes its KeyPackage first");
+        };
+        host.on_server_message(
+            &ServerMessage::MlsKeyPackage {
+                participant_id: ParticipantId(joiner.participant_id),
+                key_package,
+            },
+            0,
+        );
+        matches!(host.poll_message(), Some(ClientMessage::MlsMessage { .. }))
+    }
+
+    #[test]
+    fn hosts_vouch_for_those_they_admitted_not_for_whoever_the_server_names() {
+        let mut host =
+            GroupSession::from_welcome("host", &welcome(1, Role::Host, vec![], true), 0).unwrap();
+        assert!(matches!(
+            host.poll_event(),
+            Some(GroupEvent::KeysChanged { epoch: 0, .. })
+        ));
+        let guest_welcome = welcome(2, Role::Guest, vec![info(1, Role::Host)], false);
+
+        // Admitted from the lobby by this host: vouched.
+        let mut guest = GroupSession::from_welcome("p2", &guest_welcome, 0).unwrap();
+        host.on_server_message(&joined(2, Entry::Lobby, Some(1)), 0);
+        assert!(admits(&mut host, &mut guest));
+
+        // The server claims someone else (an MLS host: this host itself is one) admitted
+        // participant 3, or names no one: no signature.
+        let mut stranger =
+            GroupSession::from_welcome("p3", &welcome(3, Role::Guest, vec![], false), 0).unwrap();
+        host.on_server_message(&joined(3, Entry::Lobby, None), 0);
+        assert!(!admits(&mut host, &mut stranger));
+
+        // While the meeting is locked, not even vouched participants are admitted.
+        let mut late =
+            GroupSession::from_welcome("p4", &welcome(4, Role::Guest, vec![], false), 0).unwrap();
+        host.on_server_message(
+            &ServerMessage::MeetingStateChanged {
+                meeting_state: MeetingState {
+                    locked: true,
+                    ..MeetingState::default()
+                },
+            },
+            0,
+        );
+        host.on_server_message(&joined(4, Entry::Lobby, Some(1)), 0);
+        assert!(!admits(&mut host, &mut late));
+        // ...and the host mirrors the lock into the group.
+        host.tick(0);
+        assert!(matches!(
+            host.poll_message(),
+            Some(ClientMessage::MlsMessage { .. })
+        ));
+    }
+
+    #[test]
+    fn chat_arrives_with_the_credential_name_and_mislabelled_chat_is_dropped() {
+        let mut sessions =
+            vec![
+                GroupSession::from_welcome("host", &welcome(1, Role::Host, vec![], true), 0)
+                    .unwrap(),
+            ];
+        sessions[0].on_server_message(&joined(2, Entry::Lobby, Some(1)), 0);
+        sessions.push(
+            GroupSession::from_welcome(
+                "p2",
+                &welcome(2, Role::Guest, vec![info(1, Role::Host)], false),
+                0,
+            )
+            .unwrap(),
+        );
+        deliver(&mut sessions, 0);
+        assert!(sessions.iter().all(|s| s.is_member()));
+        while sessions[0].poll_event().is_some() {}
+
+        sessions[1].send_chat("hello").unwrap();
+        let Some(ClientMessage::MlsMessage { data, purpose }) = sessions[1].poll_message() else {
+            panic!("chat queued");
+        };
+        assert_eq!(purpose, AppMessagePurpose::Chat);
+        sessions[0].on_server_message(
+            &ServerMessage::MlsMessage {
+                from: ParticipantId(2),
+                data: data.clone(),
+                purpose,
+            },
+            0,
+        );
+        assert_eq!(
+            sessions[0].poll_event(),
+            Some(GroupEvent::Chat {
+                from_participant_id: "2".into(),
+                from_name: "p2".into(),
+                text: "hello".into()
+            })
+        );
+
+        // The same kind of message labelled "control" to dodge the server's chat permission.
+        sessions[1].send_chat("sneaky").unwrap();
+        let Some(ClientMessage::MlsMessage { data, .. }) = sessions[1].poll_message() else {
+            panic!("chat queued");
+        };
+        sessions[0].on_server_message(
+            &ServerMessage::MlsMessage {
+                from: ParticipantId(2),
+                data,
+                purpose: AppMessagePurpose::Control,
+            },
+            0,
+        );
+        assert!(matches!(
+            sessions[0].poll_event(),
+            Some(GroupEvent::Alarm { .. })
+        ));
+    }
 }

@@ -20,6 +20,9 @@ pub async fn start_server() -> TestServer {
 }
 
 pub async fn start_in(dir: &std::path::Path) -> Server {
+    // The TLS test builds reqwest with rustls and no built-in provider: every HTTP client in
+    // the test binaries then needs a process-wide one.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let config = ServerConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         media_port: 0,
@@ -51,9 +54,12 @@ pub async fn create_meeting(server: &Server) -> Links {
     }
 }
 
+/// A test bot. Bots on the host link admit everyone from the lobby (`--admit-all`), as no
+/// person sits at their screen.
 pub fn bot(join: &str, name: &str, seconds: f64) -> BotOptions {
     BotOptions {
         video_kbps: 150,
+        admit_all: join.contains("#host="),
         ..BotOptions::new(join, name, Duration::from_secs_f64(seconds))
     }
 }
@@ -136,12 +142,81 @@ pub fn hello(meeting: &str, name: &str) -> String {
         .to_string()
 }
 
-/// Joins as a raw WebSocket participant and returns the socket after the welcome.
+impl Links {
+    pub fn host_secret(&self) -> &str {
+        self.host.split("#host=").nth(1).expect("host link")
+    }
+}
+
+/// A hello with the host secret.
+pub fn host_hello(links: &Links, name: &str) -> String {
+    serde_json::json!({"v": 1, "type": "hello", "meeting": links.id, "name": name,
+        "host_secret": links.host_secret(), "client_version": "test"})
+    .to_string()
+}
+
+/// The next message of type `kind`, skipping others.
+pub async fn ws_next_of(ws: &mut Ws, kind: &str) -> serde_json::Value {
+    loop {
+        let msg = ws_next(ws)
+            .await
+            .unwrap_or_else(|close| panic!("closed ({close:?}) while waiting for {kind}"));
+        if msg["type"] == kind {
+            return msg;
+        }
+    }
+}
+
+/// Joins as a raw WebSocket host (no lobby) and returns the socket after the welcome.
+pub async fn ws_join_host(server: &Server, links: &Links, name: &str) -> (Ws, serde_json::Value) {
+    let mut ws = ws_connect(server).await;
+    ws_send(&mut ws, host_hello(links, name)).await;
+    let welcome = ws_next(&mut ws).await.expect("welcome");
+    assert_eq!(welcome["type"], "welcome", "{welcome}");
+    (ws, welcome)
+}
+
+/// Knocks as a guest and waits in the lobby; returns the socket and its participant id.
+pub async fn ws_knock(server: &Server, meeting: &str, name: &str) -> (Ws, u64) {
+    let mut ws = ws_connect(server).await;
+    ws_send(&mut ws, hello(meeting, name)).await;
+    let lobby = ws_next(&mut ws).await.expect("lobby");
+    assert_eq!(lobby["type"], "lobby", "{lobby}");
+    let id = lobby["participant_id"].as_u64().expect("participant id");
+    (ws, id)
+}
+
+/// A guest knocks and `host` admits it from the lobby; returns the guest after its welcome.
+pub async fn ws_admitted(
+    server: &Server,
+    host: &mut Ws,
+    meeting: &str,
+    name: &str,
+) -> (Ws, serde_json::Value) {
+    let (mut ws, id) = ws_knock(server, meeting, name).await;
+    let lobby = ws_next_of(host, "lobby_changed").await;
+    assert!(
+        lobby["waiting"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w["id"] == id),
+        "{lobby}"
+    );
+    ws_send(
+        host,
+        serde_json::json!({"v": 1, "type": "admit", "participant_id": id}).to_string(),
+    )
+    .await;
+    let welcome = ws_next_of(&mut ws, "welcome").await;
+    (ws, welcome)
+}
+
+/// Joins as a guest that a host bot with `--admit-all` lets in (waits through the lobby).
 pub async fn ws_join(server: &Server, meeting: &str, name: &str) -> (Ws, serde_json::Value) {
     let mut ws = ws_connect(server).await;
     ws_send(&mut ws, hello(meeting, name)).await;
-    let welcome = ws_next(&mut ws).await.expect("welcome");
-    assert_eq!(welcome["type"], "welcome", "{welcome}");
+    let welcome = ws_next_of(&mut ws, "welcome").await;
     (ws, welcome)
 }
 

@@ -1,0 +1,146 @@
+//! wasm-bindgen shell around [`Core`] for the web app's E2EE worker. Times cross as `f64`
+//! milliseconds (exact far beyond any meeting); messages and reports cross as JSON strings.
+
+use wasm_bindgen::prelude::*;
+
+use crate::{Core, FrameOutcome};
+
+/// The group session of one browser participant.
+#[wasm_bindgen]
+pub struct WebSession {
+    core: Core,
+}
+
+/// A received frame after decryption.
+#[wasm_bindgen]
+pub struct DecryptedFrame {
+    status: &'static str,
+    plaintext: Vec<u8>,
+    sender: String,
+    error: String,
+}
+
+#[wasm_bindgen]
+impl DecryptedFrame {
+    /// `"opened"`, `"not_for_us"` (sent before we joined: drop), `"not_yet"` (keys still on
+    /// their way: retry shortly) or `"failed"` (drop).
+    #[wasm_bindgen(getter)]
+    pub fn status(&self) -> String {
+        self.status.into()
+    }
+
+    /// The opened frame (empty unless `status` is `"opened"`); hands the bytes over once.
+    #[wasm_bindgen(js_name = takePlaintext)]
+    pub fn take_plaintext(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.plaintext)
+    }
+
+    /// The sender's participant id, from the MLS credential of the key that opened the frame.
+    #[wasm_bindgen(getter)]
+    pub fn sender(&self) -> String {
+        self.sender.clone()
+    }
+
+    #[wasm_bindgen(getter)]
+    pub fn error(&self) -> String {
+        self.error.clone()
+    }
+}
+
+#[wasm_bindgen]
+impl WebSession {
+    /// Starts from the server's `welcome` (its JSON as received) with this participant's name.
+    #[wasm_bindgen(constructor)]
+    pub fn new(welcome_json: &str, name: &str, now_ms: f64) -> Result<WebSession, JsError> {
+        Core::from_welcome(welcome_json, name, now_ms as u64)
+            .map(|core| WebSession { core })
+            .map_err(|e| JsError::new(&e.0))
+    }
+
+    #[wasm_bindgen(js_name = participantId)]
+    pub fn participant_id(&self) -> f64 {
+        self.core.participant_id() as f64
+    }
+
+    /// Feeds one server message (JSON as received).
+    #[wasm_bindgen(js_name = onServerMessage)]
+    pub fn on_server_message(&mut self, json: &str, now_ms: f64) -> Result<(), JsError> {
+        self.core
+            .on_server_message(json, now_ms as u64)
+            .map_err(|e| JsError::new(&e.0))
+    }
+
+    /// Call about every 100 ms.
+    pub fn tick(&mut self, now_ms: f64) {
+        self.core.tick(now_ms as u64);
+    }
+
+    /// Next message for the WebSocket (JSON), or undefined.
+    #[wasm_bindgen(js_name = pollMessage)]
+    pub fn poll_message(&mut self) -> Option<String> {
+        self.core.poll_message()
+    }
+
+    /// Next UI event (JSON with a `type`), or undefined.
+    #[wasm_bindgen(js_name = pollEvent)]
+    pub fn poll_event(&mut self) -> Option<String> {
+        self.core.poll_event()
+    }
+
+    /// Queues an encrypted chat message (then drain `pollMessage`).
+    #[wasm_bindgen(js_name = sendChat)]
+    pub fn send_chat(&mut self, text: &str) -> Result<(), JsError> {
+        self.core.send_chat(text).map_err(|e| JsError::new(&e.0))
+    }
+
+    /// SFrame-encrypts a frame (`kind`: `"vp8"` or `"opus"`); undefined when there are no
+    /// keys yet: the caller drops the frame.
+    #[wasm_bindgen(js_name = encryptFrame)]
+    pub fn encrypt_frame(&mut self, kind: &str, frame: &[u8]) -> Option<Vec<u8>> {
+        self.core.encrypt_frame(kind, frame)
+    }
+
+    /// Opens a received frame.
+    #[wasm_bindgen(js_name = decryptFrame)]
+    pub fn decrypt_frame(&mut self, kind: &str, bytes: &[u8], now_ms: f64) -> DecryptedFrame {
+        let mut out = DecryptedFrame {
+            status: "failed",
+            plaintext: Vec::new(),
+            sender: String::new(),
+            error: String::new(),
+        };
+        match self.core.decrypt_frame(kind, bytes, now_ms as u64) {
+            FrameOutcome::Opened { plaintext, sender } => {
+                out.status = "opened";
+                out.plaintext = plaintext;
+                out.sender = sender;
+            }
+            FrameOutcome::NotForUs => out.status = "not_for_us",
+            FrameOutcome::NotYet => out.status = "not_yet",
+            FrameOutcome::Failed(e) => out.error = e,
+        }
+        out
+    }
+
+    /// A frame held for its keys never became readable: count it as a failure.
+    #[wasm_bindgen(js_name = countFailure)]
+    pub fn count_failure(&mut self) {
+        self.core.count_failure();
+    }
+
+    #[wasm_bindgen(js_name = isMember)]
+    pub fn is_member(&self) -> bool {
+        self.core.is_member()
+    }
+
+    /// `{epoch, security_code, security_emoji, member, decrypted, decrypt_failures, ...}`.
+    pub fn report(&self) -> String {
+        self.core.report()
+    }
+
+    /// JSON array of problems worth logging.
+    #[wasm_bindgen(js_name = takeErrors)]
+    pub fn take_errors(&mut self) -> String {
+        self.core.take_errors()
+    }
+}

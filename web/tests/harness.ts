@@ -1,0 +1,238 @@
+// Test harness: a real `conclave serve` on free ports with a temp data dir, Chromium
+// participants (Debian's package, the flags from DESIGN.md) and native `conclave bot`s.
+
+import { spawn, execSync, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, mkdirSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { dirname, join as joinPath, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium, type BrowserContext, type Page } from '@playwright/test';
+import type { MeetingController } from '../src/meeting/controller';
+
+const here = dirname(fileURLToPath(import.meta.url));
+export const repoRoot = resolve(here, '../..');
+export const testOutput = joinPath(repoRoot, 'target/web-test');
+
+export const CHROMIUM_FLAGS = [
+  '--use-fake-device-for-media-stream',
+  '--use-fake-ui-for-media-stream',
+  '--allow-loopback-in-peer-connection',
+  '--disable-features=WebRtcHideLocalIpsWithMdns',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+  '--no-first-run',
+];
+
+function conclaveBinary(): string {
+  const bin = process.env['CONCLAVE_BIN'];
+  if (!bin) throw new Error('set CONCLAVE_BIN to the conclave binary (cargo xtask test does)');
+  return bin;
+}
+
+function chromiumPath(): string {
+  return process.env['CHROMIUM'] ?? execSync('command -v chromium', { shell: '/bin/sh' }).toString().trim();
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((ok, fail) => {
+    const probe = createServer();
+    probe.once('error', fail);
+    probe.listen(0, '127.0.0.1', () => {
+      const address = probe.address();
+      const port = typeof address === 'object' && address ? address.port : 0;
+      probe.close(() => ok(port));
+    });
+  });
+}
+
+/** Polls `check` until it returns a truthy value; never a fixed sleep. */
+export async function waitFor<T>(what: string, check: () => Promise<T | null | undefined | false>, timeoutMs = 60_000, everyMs = 250): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const value = await check();
+      if (value) return value;
+      last = value;
+    } catch (e) {
+      last = e;
+    }
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what} (last: ${last instanceof Error ? last.message : JSON.stringify(last)})`);
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+}
+
+export interface RunningServer {
+  base: string;
+  stop(): Promise<void>;
+  createMeeting(): Promise<{ id: string; join_url: string; host_url: string }>;
+}
+
+export async function startServer(): Promise<RunningServer> {
+  const port = await freePort();
+  const dataDir = mkdtempSync(joinPath(tmpdir(), 'conclave-web-test-'));
+  const base = `http://127.0.0.1:${port}`;
+  const child = spawn(conclaveBinary(), ['serve', '--listen', `127.0.0.1:${port}`, '--media-port', '0', '--data-dir', dataDir], {
+    env: { ...process.env, RUST_LOG: process.env['RUST_LOG'] ?? 'warn', NO_COLOR: '1', CONCLAVE_WEB_DIR: joinPath(repoRoot, 'web/dist') },
+    stdio: ['ignore', 'inherit', 'inherit'],
+  });
+  await waitFor('conclave serve to answer /healthz', async () => (await fetch(`${base}/healthz`).catch(() => null))?.ok, 30_000);
+  return {
+    base,
+    async stop() {
+      await stopProcess(child);
+      rmSync(dataDir, { recursive: true, force: true });
+    },
+    async createMeeting() {
+      const response = await fetch(`${base}/api/meetings`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' });
+      if (response.status !== 201) throw new Error(`create meeting: ${response.status}`);
+      return (await response.json()) as { id: string; join_url: string; host_url: string };
+    },
+  };
+}
+
+async function stopProcess(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null) return;
+  const exited = new Promise((r) => child.once('exit', r));
+  child.kill('SIGTERM');
+  const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
+  await exited;
+  clearTimeout(timer);
+}
+
+export interface Participant {
+  name: string;
+  context: BrowserContext;
+  page: Page;
+  close(): Promise<void>;
+}
+
+/** A participant in its own browser (its own profile, so its own device id). */
+export async function openBrowser(name: string): Promise<Participant> {
+  const profile = mkdtempSync(joinPath(tmpdir(), `conclave-chromium-${name}-`));
+  const context = await chromium.launchPersistentContext(profile, {
+    executablePath: chromiumPath(),
+    headless: true,
+    args: CHROMIUM_FLAGS,
+    viewport: { width: 1280, height: 720 },
+  });
+  const page = context.pages()[0] ?? (await context.newPage());
+  page.on('console', (msg) => {
+    if (msg.type() === 'error' || msg.type() === 'warning') console.log(`[${name}] ${msg.type()}: ${msg.text()}`);
+  });
+  page.on('pageerror', (e) => console.log(`[${name}] page error: ${e.message}`));
+  page.on('dialog', (d) => void d.accept());
+  return {
+    name,
+    context,
+    page,
+    async close() {
+      await context.close();
+      rmSync(profile, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Opens a link, fills in the pre-join form and joins. */
+export async function join(p: Participant, url: string): Promise<void> {
+  await p.page.goto(url);
+  await p.page.fill('#display-name', p.name);
+  await p.page.click('#join-button');
+}
+
+export interface PageMedia {
+  ownId: number | null;
+  securityCode: string;
+  epoch: number;
+  phase: string;
+  /** Remote participants by id: name, frames decoded on their camera track, audio received. */
+  remote: Record<string, { name: string; framesDecoded: number; framesReceived: number; audioSamples: number; audioBytes: number }>;
+  /** E2EE worker counters: frames opened per sender id. */
+  decrypted: Record<string, { audio: number; video: number }>;
+  chat: string[];
+  ended: string;
+}
+
+/** What a page decodes, from getStats() of its peer connection. */
+export async function pageMedia(page: Page): Promise<PageMedia> {
+  return page.evaluate(async () => {
+    const meeting = (window as unknown as { conclave?: { meeting: MeetingController } }).conclave?.meeting;
+    if (!meeting) throw new Error('not in a meeting');
+    const s = meeting.state;
+    const { pc, frames } = meeting.diagnostics();
+    const byTrack = new Map<string, { framesDecoded: number; framesReceived: number; totalSamplesReceived: number; bytesReceived: number }>();
+    if (pc) {
+      const stats = await pc.getStats();
+      stats.forEach((r: { type: string; trackIdentifier?: string; framesDecoded?: number; framesReceived?: number; totalSamplesReceived?: number; bytesReceived?: number }) => {
+        if (r.type === 'inbound-rtp' && r.trackIdentifier) {
+          byTrack.set(r.trackIdentifier, {
+            framesDecoded: r.framesDecoded ?? 0,
+            framesReceived: r.framesReceived ?? 0,
+            totalSamplesReceived: r.totalSamplesReceived ?? 0,
+            bytesReceived: r.bytesReceived ?? 0,
+          });
+        }
+      });
+    }
+    const remote: PageMedia['remote'] = {};
+    for (const [id, p] of s.participants) {
+      const video = p.camera ? byTrack.get(p.camera.id) : undefined;
+      const audio = p.audio ? byTrack.get(p.audio.id) : undefined;
+      remote[String(id)] = {
+        name: p.info.name,
+        framesDecoded: video?.framesDecoded ?? 0,
+        framesReceived: video?.framesReceived ?? 0,
+        audioSamples: audio?.totalSamplesReceived ?? 0,
+        audioBytes: audio?.bytesReceived ?? 0,
+      };
+    }
+    return {
+      ownId: s.ownId,
+      securityCode: s.securityCode,
+      epoch: s.epoch,
+      phase: s.phase,
+      remote,
+      decrypted: frames?.decrypted ?? {},
+      chat: s.chat.map((m) => m.text),
+      ended: s.phase === 'ended' ? s.message : '',
+    };
+  });
+}
+
+export interface Bot {
+  reportPath: string;
+  done: Promise<number | null>;
+  report(): BotReport;
+  stop(): Promise<void>;
+}
+
+export interface BotReport {
+  name: string;
+  participant_id: number | null;
+  received: Array<{ from: string; kind: string; frames: number; verified: number; skipped_before_keyframe?: number; participant_id: number }>;
+  errors: string[];
+  e2ee: { epoch: number; security_code: string; decrypted: number; decrypt_failures: number };
+}
+
+/** A native participant (`conclave bot`) that publishes known clips and checks every frame. */
+export function startBot(joinUrl: string, name: string, durationSeconds: number): Bot {
+  mkdirSync(testOutput, { recursive: true });
+  const reportPath = joinPath(testOutput, `bot-${name}-report.json`);
+  rmSync(reportPath, { force: true });
+  const child = spawn(conclaveBinary(), ['bot', '--join', joinUrl, '--name', name, '--duration', String(durationSeconds), '--report', reportPath], {
+    env: { ...process.env, RUST_LOG: 'warn', NO_COLOR: '1' },
+    stdio: ['ignore', 'inherit', 'inherit'],
+  });
+  const done = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+  return {
+    reportPath,
+    done,
+    report: () => JSON.parse(readFileSync(reportPath, 'utf8')) as BotReport,
+    stop: () => stopProcess(child),
+  };
+}
