@@ -813,6 +813,12 @@ async fn tls_serves_https_with_hsts_and_secure_cookies() {
         tls,
         ..server::ServerConfig::default()
     };
+    let storage = server::Storage::open(&dir.path().join("data"))
+        .await
+        .unwrap();
+    let hash = server::password::hash("a long password").unwrap();
+    storage.create_user("tls", &hash, 0).await.unwrap();
+    storage.close().await;
     // A missing key file stops the start with a reason.
     let error = server::Server::start(config(Some(server::TlsFiles {
         cert: cert_path.clone(),
@@ -843,36 +849,54 @@ async fn tls_serves_https_with_hsts_and_secure_cookies() {
     .unwrap()
     .with_root_certificates(roots)
     .with_no_client_auth();
-    let https = reqwest::Client::builder()
-        .use_preconfigured_tls(tls)
-        .build()
-        .unwrap();
-    let r = https
-        .get(format!("{}/healthz", server.base_url))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    assert!(r.headers().get("strict-transport-security").is_some());
-    let r = https
-        .post(format!("{}/api/meetings", server.base_url))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    let created: Value = r.json().await.unwrap();
-    assert!(created["join_url"]
-        .as_str()
-        .unwrap()
-        .starts_with("https://"));
-    let r = https
-        .post(format!("{}/api/login", server.base_url))
-        .json(&json!({"name": "x", "password": "y"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 401);
-    assert!(r.headers().get("strict-transport-security").is_some());
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(tls));
+    // A minimal HTTPS/1.1 client: the answer's status line and headers, lower-cased.
+    let https = |method: &'static str, path: &'static str, body: &'static str| {
+        let connector = connector.clone();
+        let addr = server.http_addr;
+        async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+            let mut stream = connector.connect(name, tcp).await.expect("TLS handshake");
+            let request = format!(
+                "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
+                 Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            stream.write_all(request.as_bytes()).await.unwrap();
+            let mut answer = Vec::new();
+            let _ = stream.read_to_end(&mut answer).await;
+            String::from_utf8_lossy(&answer).to_lowercase()
+        }
+    };
+    let answer = https("GET", "/healthz", "").await;
+    assert!(answer.starts_with("http/1.1 200"), "{answer}");
+    assert!(
+        answer.contains("strict-transport-security: max-age="),
+        "{answer}"
+    );
+    let answer = https("POST", "/api/meetings", "{}").await;
+    assert!(answer.starts_with("http/1.1 201"), "{answer}");
+    assert!(answer.contains("\"join_url\":\"https://"), "{answer}");
+    let answer = https("POST", "/api/login", r#"{"name":"x","password":"y"}"#).await;
+    assert!(answer.starts_with("http/1.1 401"), "{answer}");
+    assert!(answer.contains("strict-transport-security"), "{answer}");
+    let answer = https(
+        "POST",
+        "/api/login",
+        r#"{"name":"tls","password":"a long password"}"#,
+    )
+    .await;
+    assert!(answer.starts_with("http/1.1 200"), "{answer}");
+    let cookie = answer
+        .lines()
+        .find(|l| l.starts_with("set-cookie:"))
+        .unwrap_or_default();
+    assert!(
+        cookie.contains("; secure"),
+        "cookies are Secure over TLS: {answer}"
+    );
     // Plain HTTP to the TLS port gets nothing useful.
     let plain = client()
         .get(format!("http://{}/healthz", server.http_addr))

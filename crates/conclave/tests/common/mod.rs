@@ -194,15 +194,7 @@ pub async fn ws_admitted(
     name: &str,
 ) -> (Ws, serde_json::Value) {
     let (mut ws, id) = ws_knock(server, meeting, name).await;
-    let lobby = ws_next_of(host, "lobby_changed").await;
-    assert!(
-        lobby["waiting"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|w| w["id"] == id),
-        "{lobby}"
-    );
+    ws_wait_in_lobby(host, id).await;
     ws_send(
         host,
         serde_json::json!({"v": 1, "type": "admit", "participant_id": id}).to_string(),
@@ -210,6 +202,21 @@ pub async fn ws_admitted(
     .await;
     let welcome = ws_next_of(&mut ws, "welcome").await;
     (ws, welcome)
+}
+
+/// Reads a host's lobby snapshots until `id` is among those waiting.
+pub async fn ws_wait_in_lobby(host: &mut Ws, id: u64) -> serde_json::Value {
+    loop {
+        let lobby = ws_next_of(host, "lobby_changed").await;
+        if lobby["waiting"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w["id"] == id)
+        {
+            return lobby;
+        }
+    }
 }
 
 /// Joins as a guest that a host bot with `--admit-all` lets in (waits through the lobby).
