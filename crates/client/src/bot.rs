@@ -21,6 +21,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tracing::{debug, info, warn};
 
 use crate::clip::{self, Clip};
+use crate::downlink::{Datagram, Downlink, DownlinkShape};
 use crate::join_url::{JoinLink, JoinLinkError};
 use crate::receive::{FrameCheck, TrackReceiver};
 use crate::report::{Report, SentCounts};
@@ -46,6 +47,8 @@ pub struct BotOptions {
     pub video_kbps: u32,
     /// As a host: admit everyone who waits in the lobby (scripted meetings and benchmarks).
     pub admit_all: bool,
+    /// An emulated bottleneck, delay and loss on what the bot receives.
+    pub downlink: Option<DownlinkShape>,
 }
 
 impl BotOptions {
@@ -57,6 +60,7 @@ impl BotOptions {
             duration,
             video_kbps: 500,
             admit_all: false,
+            downlink: None,
         }
     }
 }
@@ -103,6 +107,8 @@ pub struct Bot {
     started: Instant,
     /// Kept across reconnects, so the server lets a dropped bot straight back in.
     device_id: String,
+    /// Datagrams dropped by the emulated downlink in finished sessions.
+    downlink_dropped: u64,
     /// Lobby entries this bot already asked to admit: lobby snapshots can cross an admission.
     admitting: std::collections::HashSet<u64>,
 }
@@ -125,6 +131,7 @@ pub async fn run(options: BotOptions) -> Result<Report, BotError> {
         e2ee_done: E2eeReport::default(),
         started: Instant::now(),
         admitting: Default::default(),
+        downlink_dropped: 0,
         device_id: {
             use rand::RngCore;
             let mut bytes = [0u8; 16];
@@ -198,6 +205,10 @@ struct Session {
     clip_start: u64,
     /// A subscriber asked for a keyframe: start the clip over at the next frame.
     keyframe_requested: bool,
+    /// The emulated downlink every received datagram passes through, if one is set.
+    downlink: Option<Downlink>,
+    /// When the downlink next delivers a datagram.
+    downlink_due: Option<Instant>,
 }
 
 impl Bot {
@@ -227,6 +238,7 @@ impl Bot {
             reconnects: self.reconnects,
             reconnect_ms: self.reconnect_ms.clone(),
             e2ee: self.e2ee_done.clone(),
+            downlink_dropped: self.downlink_dropped,
         }
     }
 
@@ -309,6 +321,7 @@ impl Bot {
         )
         .await?;
         let end = self.drive(&mut ws, &mut session).await;
+        self.downlink_dropped += session.downlink.as_ref().map_or(0, Downlink::dropped);
         let finished = session.group.report();
         let done = &mut self.e2ee_done;
         done.epoch = finished.epoch;
@@ -356,6 +369,12 @@ impl Bot {
             video_sent: 0,
             clip_start: 0,
             keyframe_requested: false,
+            downlink: self
+                .options
+                .downlink
+                .filter(|shape| !shape.is_clear())
+                .map(|shape| Downlink::new(shape, self.started, rand::random())),
+            downlink_due: None,
         })
     }
 
@@ -370,6 +389,9 @@ impl Bot {
                 return Ok(SessionEnd::Done);
             }
             let mut wake = rtc_timeout.min(self.deadline).min(now + GROUP_TICK);
+            if let Some(due) = s.downlink_due {
+                wake = wake.min(due);
+            }
             if let Some(start) = s.connected_at {
                 wake = wake
                     .min(start + clip::AUDIO_FRAME_INTERVAL * s.audio_sent as u32)
@@ -392,14 +414,16 @@ impl Bot {
                 },
                 received = s.socket.recv_from(&mut buf) => {
                     let (n, source) = received.map_err(|e| BotError::Media(e.to_string()))?;
-                    if let Ok(contents) = buf[..n].try_into() {
-                        let input = Input::Receive(Instant::now(), Receive { proto: Protocol::Udp, source, destination: s.local, contents });
-                        if let Err(e) = s.rtc.handle_input(input) {
-                            debug!("media input refused: {e}");
+                    match &mut s.downlink {
+                        Some(link) => {
+                            link.push(Instant::now(), Datagram { source, data: buf[..n].to_vec() });
+                            deliver_downlink(s);
                         }
+                        None => receive_datagram(s, source, &buf[..n]),
                     }
                 }
                 _ = tokio::time::sleep_until(wake.into()) => {
+                    deliver_downlink(s);
                     let now = Instant::now();
                     s.group.tick(self.now_ms());
                     flush_group(ws, &mut s.group).await?;
@@ -793,6 +817,36 @@ async fn wait_welcome(ws: &mut Ws, deadline: Instant) -> Result<ServerMessage, B
     tokio::time::timeout(limit, wait).await.map_err(|_| {
         BotError::Signaling("no host admitted this bot from the lobby in time".into())
     })?
+}
+
+/// Hands a datagram to the WebRTC stack.
+fn receive_datagram(s: &mut Session, source: SocketAddr, bytes: &[u8]) {
+    if let Ok(contents) = bytes.try_into() {
+        let input = Input::Receive(
+            Instant::now(),
+            Receive {
+                proto: Protocol::Udp,
+                source,
+                destination: s.local,
+                contents,
+            },
+        );
+        if let Err(e) = s.rtc.handle_input(input) {
+            debug!("media input refused: {e}");
+        }
+    }
+}
+
+/// Passes on what the emulated downlink delivers by now.
+fn deliver_downlink(s: &mut Session) {
+    let Some(link) = &mut s.downlink else {
+        return;
+    };
+    let mut delivered = Vec::new();
+    s.downlink_due = link.deliver(Instant::now(), &mut delivered);
+    for datagram in delivered {
+        receive_datagram(s, datagram.source, &datagram.data);
+    }
 }
 
 /// Asks a publisher (through the SFU) for a keyframe on its video track, at most every 300 ms.

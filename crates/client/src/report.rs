@@ -15,6 +15,9 @@ pub struct Report {
     pub reconnect_ms: Vec<u64>,
     /// End-to-end encryption: the last session's group state, counters over all sessions.
     pub e2ee: session::E2eeReport,
+    /// Datagrams the emulated downlink dropped (0 without one).
+    #[serde(default)]
+    pub downlink_dropped: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
