@@ -49,6 +49,8 @@ pub struct BotOptions {
     pub admit_all: bool,
     /// An emulated bottleneck, delay and loss on what the bot receives.
     pub downlink: Option<DownlinkShape>,
+    /// Whether the bot's audio says it is speaking (RFC 6464 level) or silent.
+    pub speaking: bool,
 }
 
 impl BotOptions {
@@ -61,6 +63,7 @@ impl BotOptions {
             video_kbps: 500,
             admit_all: false,
             downlink: None,
+            speaking: true,
         }
     }
 }
@@ -109,6 +112,8 @@ pub struct Bot {
     device_id: String,
     /// Datagrams dropped by the emulated downlink in finished sessions.
     downlink_dropped: u64,
+    /// The last active speakers the server named, most recent first.
+    speakers: Vec<String>,
     /// Lobby entries this bot already asked to admit: lobby snapshots can cross an admission.
     admitting: std::collections::HashSet<u64>,
 }
@@ -132,6 +137,7 @@ pub async fn run(options: BotOptions) -> Result<Report, BotError> {
         started: Instant::now(),
         admitting: Default::default(),
         downlink_dropped: 0,
+        speakers: Vec::new(),
         device_id: {
             use rand::RngCore;
             let mut bytes = [0u8; 16];
@@ -209,6 +215,7 @@ struct Session {
     downlink: Option<Downlink>,
     /// When the downlink next delivers a datagram.
     downlink_due: Option<Instant>,
+    speaking: bool,
 }
 
 impl Bot {
@@ -239,6 +246,7 @@ impl Bot {
             reconnect_ms: self.reconnect_ms.clone(),
             e2ee: self.e2ee_done.clone(),
             downlink_dropped: self.downlink_dropped,
+            active_speakers: self.speakers.clone(),
         }
     }
 
@@ -375,6 +383,7 @@ impl Bot {
                 .filter(|shape| !shape.is_clear())
                 .map(|shape| Downlink::new(shape, self.started, rand::random())),
             downlink_due: None,
+            speaking: self.options.speaking,
         })
     }
 
@@ -689,6 +698,17 @@ impl Bot {
                 return Ok(Some(SessionEnd::Lost("server shutting down".into())));
             }
             ServerMessage::LobbyChanged { waiting } => self.admit_waiting(ws, &waiting).await?,
+            ServerMessage::ActiveSpeakers { speakers } => {
+                self.speakers = speakers
+                    .iter()
+                    .map(|p| {
+                        s.names
+                            .get(&p.0)
+                            .cloned()
+                            .unwrap_or_else(|| format!("#{}", p.0))
+                    })
+                    .collect();
+            }
             ServerMessage::Removed { reason } | ServerMessage::Denied { reason } => {
                 self.errors
                     .push(format!("removed from the meeting: {reason}"));
@@ -762,10 +782,15 @@ fn send_sealed(s: &mut Session, kind: TrackKind, time: MediaTime, frame: &[u8]) 
         capture_time: SystemTime::now(),
         clock_offset: None,
     };
-    writer
-        .abs_capture_time(capture)
-        .write(pt, Instant::now(), time, sealed)
-        .is_ok()
+    let writer = writer.abs_capture_time(capture);
+    // RFC 6464 audio level, in the clear beside the encrypted frame: the SFU finds active
+    // speakers from it. A speaking bot talks at -30 dBov, a silent one sends silence.
+    let writer = match kind {
+        TrackKind::Audio if s.speaking => writer.audio_level(-30, true),
+        TrackKind::Audio => writer.audio_level(-127, false),
+        TrackKind::Video => writer,
+    };
+    writer.write(pt, Instant::now(), time, sealed).is_ok()
 }
 
 async fn send(ws: &mut Ws, msg: &ClientMessage) -> Result<(), BotError> {
@@ -774,7 +799,6 @@ async fn send(ws: &mut Ws, msg: &ClientMessage) -> Result<(), BotError> {
         .map_err(|e| BotError::Signaling(e.to_string()))
 }
 
-/// What the server's welcome says.
 /// Waits for the welcome, through the lobby if the bot is not pre-admitted (until `deadline`).
 async fn wait_welcome(ws: &mut Ws, deadline: Instant) -> Result<ServerMessage, BotError> {
     let wait = async {

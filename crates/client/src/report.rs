@@ -18,6 +18,9 @@ pub struct Report {
     /// Datagrams the emulated downlink dropped (0 without one).
     #[serde(default)]
     pub downlink_dropped: u64,
+    /// The last active speakers the server named (by signaling name), most recent first.
+    #[serde(default)]
+    pub active_speakers: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]

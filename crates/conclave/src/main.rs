@@ -160,6 +160,9 @@ struct BotArgs {
     /// benchmarks, where no person sits at the host's screen).
     #[arg(long)]
     admit_all: bool,
+    /// Send silence (RFC 6464 level -127) instead of speech-level audio.
+    #[arg(long)]
+    silent: bool,
     /// Emulated downlink: bottleneck rate in kbps (with a ~200 ms queue).
     #[arg(long)]
     downlink_kbps: Option<u64>,
@@ -505,6 +508,7 @@ async fn bot(args: BotArgs) -> Result<()> {
     let report = client::run(client::BotOptions {
         video_kbps: args.video_kbps,
         admit_all: args.admit_all,
+        speaking: !args.silent,
         downlink: Some(client::downlink::DownlinkShape {
             kbps: args.downlink_kbps,
             loss: args.downlink_loss,

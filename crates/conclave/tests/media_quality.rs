@@ -67,3 +67,24 @@ async fn five_percent_loss_on_one_subscriber_keeps_its_video_decoding_and_spares
     );
     t.server.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn active_speakers_come_from_the_audio_levels_and_leave_out_the_silent() {
+    let t = start_server().await;
+    let links = create_meeting(&t.server).await;
+    let quiet = client::BotOptions {
+        speaking: false,
+        ..bot(&links.join, "quiet", 5.0)
+    };
+    let reports = run_bots(vec![
+        bot(&links.host, "talker-1", 7.0),
+        bot(&links.join, "talker-2", 7.0),
+        quiet,
+    ])
+    .await;
+    let quiet = reports.iter().find(|r| r.name == "quiet").unwrap();
+    let mut speakers = quiet.active_speakers.clone();
+    speakers.sort();
+    assert_eq!(speakers, ["talker-1", "talker-2"], "{quiet:#?}");
+    t.server.shutdown().await.unwrap();
+}

@@ -10,6 +10,7 @@ use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 use tracing::{debug, info, warn};
 
 use crate::participant::Participant;
+use crate::speakers::SpeakerDetector;
 use crate::track::{
     default_source, PublishedTrack, Subscription, SubscriptionState, TrackId, TrackKind,
     TrackSource,
@@ -46,6 +47,8 @@ pub struct Sfu {
     dirty: Vec<ParticipantId>,
     outputs: VecDeque<SfuOutput>,
     stats: SfuStats,
+    /// Active speakers per room, from the audio levels publishers send.
+    speakers: HashMap<RoomId, SpeakerDetector>,
 }
 
 impl Sfu {
@@ -59,6 +62,7 @@ impl Sfu {
             dirty: Vec::new(),
             outputs: VecDeque::new(),
             stats: SfuStats::default(),
+            speakers: HashMap::new(),
         }
     }
 
@@ -129,6 +133,9 @@ impl Sfu {
         };
         participant.rtc.disconnect();
         self.by_address.retain(|_, owner| *owner != id);
+        if let Some(detector) = self.speakers.get_mut(&participant.room) {
+            detector.forget(id);
+        }
         if let Some(members) = self.rooms.get_mut(&participant.room) {
             members.retain(|m| *m != id);
             for other in members.iter() {
@@ -139,6 +146,7 @@ impl Sfu {
             }
             if members.is_empty() {
                 self.rooms.remove(&participant.room);
+                self.speakers.remove(&participant.room);
             }
         }
         self.drive(now);
@@ -426,6 +434,24 @@ impl Sfu {
         for id in failed {
             self.vanish(now, id);
         }
+        self.report_speakers(now);
+    }
+
+    /// Tells every member of a room when its active speakers change (rate limited per room).
+    fn report_speakers(&mut self, now: Instant) {
+        for (room, detector) in &mut self.speakers {
+            let Some(speakers) = detector.poll_change(now) else {
+                continue;
+            };
+            for member in self.rooms.get(room).into_iter().flatten() {
+                self.outputs.push_back(SfuOutput::Signal {
+                    participant: *member,
+                    event: SfuEvent::ActiveSpeakers {
+                        speakers: speakers.clone(),
+                    },
+                });
+            }
+        }
     }
 
     fn handle_event(&mut self, now: Instant, id: ParticipantId, event: Event) {
@@ -508,6 +534,12 @@ impl Sfu {
             return;
         }
         let room = publisher.room;
+        if let Some(level) = data.ext_vals.audio_level {
+            self.speakers
+                .entry(room)
+                .or_default()
+                .observe(publisher_id, level, now);
+        }
         if !data.contiguous {
             // Frames were lost beyond what NACK recovered: decoding needs a fresh keyframe.
             self.request_keyframe(now, publisher_id, data.mid, KeyframeRequestKind::Pli);
