@@ -45,8 +45,19 @@ export function deviceId(): string {
   }
 }
 
-/** Test-only switches, read from the query string. */
-export function testSwitches(location: Location): { passthroughReceive: boolean } {
+/** Test-only switches, read from the query string (each shows a red banner). */
+export interface TestSwitches {
+  /** Receivers get no decrypting transform (sending stays encrypted). */
+  passthroughReceive: boolean;
+  /** Pretend the browser has only this encoded-frame API: `encoded-streams` or `none`. */
+  forceApi: 'encoded-streams' | 'none' | null;
+}
+
+export function testSwitches(location: Location): TestSwitches {
   const query = new URLSearchParams(location.search);
-  return { passthroughReceive: query.get('e2ee_test_passthrough_receive') === '1' };
+  const api = query.get('e2ee_test_force_api');
+  return {
+    passthroughReceive: query.get('e2ee_test_passthrough_receive') === '1',
+    forceApi: api === 'encoded-streams' || api === 'none' ? api : null,
+  };
 }

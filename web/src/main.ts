@@ -29,8 +29,10 @@ async function startMeetingApp(app: HTMLElement): Promise<void> {
   const switches = testSwitches(location);
   const banner = switches.passthroughReceive
     ? h('div', { class: 'banner test-only', role: 'alert' }, 'TEST MODE: incoming media is NOT decrypted on this page (e2ee_test_passthrough_receive). Never use this link for a real meeting.')
-    : null;
-  const support = detectE2eeSupport();
+    : switches.forceApi
+      ? h('div', { class: 'banner test-only', role: 'alert' }, `TEST MODE: this page pretends the browser's encoded-frame API is "${switches.forceApi}" (e2ee_test_force_api).`)
+      : null;
+  const support = detectE2eeSupport(switches.forceApi);
   const shell = h('div', { class: 'shell' }, banner);
   app.append(shell);
   const content = h('div', { class: 'content' });

@@ -114,13 +114,11 @@ export type ClientMessage =
   | { type: 'leave' }
   | { type: 'ping' };
 
-/** Server messages the E2EE worker (the MLS group session) must see. */
+/**
+ * Server messages the E2EE worker's group session is fed: everything but SDP and keep-alives.
+ * It reads what it needs (MLS messages, who joined or left and how, roles, lock state) and
+ * ignores the rest.
+ */
 export function concernsGroup(msg: ServerMessage): boolean {
-  return (
-    msg.type.startsWith('mls_') ||
-    msg.type === 'participant_joined' ||
-    msg.type === 'participant_left' ||
-    msg.type === 'role_changed' ||
-    (msg.type === 'error' && msg.code === 'stale_epoch')
-  );
+  return msg.type !== 'offer' && msg.type !== 'answer' && msg.type !== 'pong' && msg.type !== 'welcome';
 }

@@ -101,6 +101,13 @@ test.describe.serial('a meeting of three browsers and a native bot', () => {
     await host.page.screenshot({ path: shot });
     console.log(`screenshot of the meeting with four participants: ${shot}`);
 
+    // At phone width the meeting fits the screen: nothing scrolls sideways.
+    await bob.page.setViewportSize({ width: 375, height: 740 });
+    await expect.poll(() => bob.page.evaluate(() => document.documentElement.scrollWidth)).toBeLessThanOrEqual(375);
+    const phoneShot = joinPath(testOutput, 'meeting-phone.png');
+    await bob.page.screenshot({ path: phoneShot });
+    console.log(`screenshot at phone width: ${phoneShot}`);
+
     // A chat message from one guest reaches everyone, decrypted.
     await alice.page.click('#chat-button');
     await alice.page.fill('#chat-input', 'hello from alice');
@@ -156,6 +163,24 @@ test.describe.serial('a meeting of three browsers and a native bot', () => {
     await join(bob, meeting.join_url);
     await expect(bob.page.locator('#ended-message')).toContainText(/removed|cannot join/, { timeout: 20_000 });
   });
+
+  test('a host mutes a guest, and the guest is told', async () => {
+    await host.page.getByRole('button', { name: 'Mute alice' }).click();
+    await expect(alice.page.locator('.notices')).toContainText('A host muted your microphone', { timeout: 20_000 });
+    await expect(alice.page.locator('#mic-button')).toHaveText('Unmute');
+  });
+
+  test('a locked meeting turns a newcomer away, in plain words', async () => {
+    await host.page.locator('#lock-button').click();
+    await expect(host.page.locator('#lock-button')).toHaveText('Unlock the meeting');
+    const carol = await openBrowser('carol');
+    try {
+      await join(carol, meeting.join_url);
+      await expect(carol.page.locator('#ended-message')).toContainText('locked', { timeout: 20_000 });
+    } finally {
+      await carol.close();
+    }
+  });
 });
 
 test.describe('media between browser and server is really encrypted', () => {
@@ -204,5 +229,37 @@ test.describe('media between browser and server is really encrypted', () => {
     expect(decoded).toBeLessThanOrEqual(Math.floor(received / 20));
     const hostView = await pageMedia(host.page);
     console.log(`host (decrypting): ${Object.values(hostView.remote)[0]?.framesDecoded} frames decoded from eve`);
+  });
+});
+
+test.describe('browsers with older or no encoded-frame APIs', () => {
+  let server: RunningServer;
+  let host: Participant;
+  let guest: Participant;
+
+  test.beforeAll(async () => {
+    server = await startServer();
+    [host, guest] = await Promise.all([openBrowser('host'), openBrowser('guest')]);
+  });
+
+  test.afterAll(async () => {
+    await Promise.all([host, guest].map((p) => p?.close()));
+    await server?.stop();
+  });
+
+  test('with only createEncodedStreams, media is encrypted in the worker all the same', async () => {
+    const m = await server.createMeeting();
+    await join(host, `${m.host_url.replace('#', '?e2ee_test_force_api=encoded-streams#')}`);
+    await join(guest, m.join_url);
+    await admit(host, 'guest');
+    const [h, g] = await Promise.all([waitForMedia(host, 1), waitForMedia(guest, 1)]);
+    console.log(`encoded streams: host decodes ${Object.values(h.remote)[0]?.framesDecoded} frames, guest decodes ${Object.values(g.remote)[0]?.framesDecoded}`);
+  });
+
+  test('with neither API, the page explains and sends nothing', async () => {
+    const m = await server.createMeeting();
+    await guest.page.goto(`${m.join_url}?e2ee_test_force_api=none`);
+    await expect(guest.page.getByRole('alert').filter({ hasText: 'cannot encrypt audio and video end to end' })).toBeVisible();
+    await expect(guest.page.locator('#join-button')).toBeDisabled();
   });
 });

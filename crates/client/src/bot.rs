@@ -21,6 +21,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tracing::{debug, info, warn};
 
 use crate::clip::{self, Clip};
+use crate::downlink::{Datagram, Downlink, DownlinkShape};
 use crate::join_url::{JoinLink, JoinLinkError};
 use crate::receive::{FrameCheck, TrackReceiver};
 use crate::report::{Report, SentCounts};
@@ -46,6 +47,10 @@ pub struct BotOptions {
     pub video_kbps: u32,
     /// As a host: admit everyone who waits in the lobby (scripted meetings and benchmarks).
     pub admit_all: bool,
+    /// An emulated bottleneck, delay and loss on what the bot receives.
+    pub downlink: Option<DownlinkShape>,
+    /// Whether the bot's audio says it is speaking (RFC 6464 level) or silent.
+    pub speaking: bool,
 }
 
 impl BotOptions {
@@ -57,6 +62,8 @@ impl BotOptions {
             duration,
             video_kbps: 500,
             admit_all: false,
+            downlink: None,
+            speaking: true,
         }
     }
 }
@@ -103,6 +110,10 @@ pub struct Bot {
     started: Instant,
     /// Kept across reconnects, so the server lets a dropped bot straight back in.
     device_id: String,
+    /// Datagrams dropped by the emulated downlink in finished sessions.
+    downlink_dropped: u64,
+    /// The last active speakers the server named, most recent first.
+    speakers: Vec<String>,
     /// Lobby entries this bot already asked to admit: lobby snapshots can cross an admission.
     admitting: std::collections::HashSet<u64>,
 }
@@ -125,6 +136,8 @@ pub async fn run(options: BotOptions) -> Result<Report, BotError> {
         e2ee_done: E2eeReport::default(),
         started: Instant::now(),
         admitting: Default::default(),
+        downlink_dropped: 0,
+        speakers: Vec::new(),
         device_id: {
             use rand::RngCore;
             let mut bytes = [0u8; 16];
@@ -198,6 +211,11 @@ struct Session {
     clip_start: u64,
     /// A subscriber asked for a keyframe: start the clip over at the next frame.
     keyframe_requested: bool,
+    /// The emulated downlink every received datagram passes through, if one is set.
+    downlink: Option<Downlink>,
+    /// When the downlink next delivers a datagram.
+    downlink_due: Option<Instant>,
+    speaking: bool,
 }
 
 impl Bot {
@@ -227,6 +245,8 @@ impl Bot {
             reconnects: self.reconnects,
             reconnect_ms: self.reconnect_ms.clone(),
             e2ee: self.e2ee_done.clone(),
+            downlink_dropped: self.downlink_dropped,
+            active_speakers: self.speakers.clone(),
         }
     }
 
@@ -309,6 +329,7 @@ impl Bot {
         )
         .await?;
         let end = self.drive(&mut ws, &mut session).await;
+        self.downlink_dropped += session.downlink.as_ref().map_or(0, Downlink::dropped);
         let finished = session.group.report();
         let done = &mut self.e2ee_done;
         done.epoch = finished.epoch;
@@ -356,6 +377,13 @@ impl Bot {
             video_sent: 0,
             clip_start: 0,
             keyframe_requested: false,
+            downlink: self
+                .options
+                .downlink
+                .filter(|shape| !shape.is_clear())
+                .map(|shape| Downlink::new(shape, self.started, rand::random())),
+            downlink_due: None,
+            speaking: self.options.speaking,
         })
     }
 
@@ -370,6 +398,9 @@ impl Bot {
                 return Ok(SessionEnd::Done);
             }
             let mut wake = rtc_timeout.min(self.deadline).min(now + GROUP_TICK);
+            if let Some(due) = s.downlink_due {
+                wake = wake.min(due);
+            }
             if let Some(start) = s.connected_at {
                 wake = wake
                     .min(start + clip::AUDIO_FRAME_INTERVAL * s.audio_sent as u32)
@@ -392,14 +423,16 @@ impl Bot {
                 },
                 received = s.socket.recv_from(&mut buf) => {
                     let (n, source) = received.map_err(|e| BotError::Media(e.to_string()))?;
-                    if let Ok(contents) = buf[..n].try_into() {
-                        let input = Input::Receive(Instant::now(), Receive { proto: Protocol::Udp, source, destination: s.local, contents });
-                        if let Err(e) = s.rtc.handle_input(input) {
-                            debug!("media input refused: {e}");
+                    match &mut s.downlink {
+                        Some(link) => {
+                            link.push(Instant::now(), Datagram { source, data: buf[..n].to_vec() });
+                            deliver_downlink(s);
                         }
+                        None => receive_datagram(s, source, &buf[..n]),
                     }
                 }
                 _ = tokio::time::sleep_until(wake.into()) => {
+                    deliver_downlink(s);
                     let now = Instant::now();
                     s.group.tick(self.now_ms());
                     flush_group(ws, &mut s.group).await?;
@@ -665,6 +698,17 @@ impl Bot {
                 return Ok(Some(SessionEnd::Lost("server shutting down".into())));
             }
             ServerMessage::LobbyChanged { waiting } => self.admit_waiting(ws, &waiting).await?,
+            ServerMessage::ActiveSpeakers { speakers } => {
+                self.speakers = speakers
+                    .iter()
+                    .map(|p| {
+                        s.names
+                            .get(&p.0)
+                            .cloned()
+                            .unwrap_or_else(|| format!("#{}", p.0))
+                    })
+                    .collect();
+            }
             ServerMessage::Removed { reason } | ServerMessage::Denied { reason } => {
                 self.errors
                     .push(format!("removed from the meeting: {reason}"));
@@ -738,10 +782,15 @@ fn send_sealed(s: &mut Session, kind: TrackKind, time: MediaTime, frame: &[u8]) 
         capture_time: SystemTime::now(),
         clock_offset: None,
     };
-    writer
-        .abs_capture_time(capture)
-        .write(pt, Instant::now(), time, sealed)
-        .is_ok()
+    let writer = writer.abs_capture_time(capture);
+    // RFC 6464 audio level, in the clear beside the encrypted frame: the SFU finds active
+    // speakers from it. A speaking bot talks at -30 dBov, a silent one sends silence.
+    let writer = match kind {
+        TrackKind::Audio if s.speaking => writer.audio_level(-30, true),
+        TrackKind::Audio => writer.audio_level(-127, false),
+        TrackKind::Video => writer,
+    };
+    writer.write(pt, Instant::now(), time, sealed).is_ok()
 }
 
 async fn send(ws: &mut Ws, msg: &ClientMessage) -> Result<(), BotError> {
@@ -750,7 +799,6 @@ async fn send(ws: &mut Ws, msg: &ClientMessage) -> Result<(), BotError> {
         .map_err(|e| BotError::Signaling(e.to_string()))
 }
 
-/// What the server's welcome says.
 /// Waits for the welcome, through the lobby if the bot is not pre-admitted (until `deadline`).
 async fn wait_welcome(ws: &mut Ws, deadline: Instant) -> Result<ServerMessage, BotError> {
     let wait = async {
@@ -793,6 +841,36 @@ async fn wait_welcome(ws: &mut Ws, deadline: Instant) -> Result<ServerMessage, B
     tokio::time::timeout(limit, wait).await.map_err(|_| {
         BotError::Signaling("no host admitted this bot from the lobby in time".into())
     })?
+}
+
+/// Hands a datagram to the WebRTC stack.
+fn receive_datagram(s: &mut Session, source: SocketAddr, bytes: &[u8]) {
+    if let Ok(contents) = bytes.try_into() {
+        let input = Input::Receive(
+            Instant::now(),
+            Receive {
+                proto: Protocol::Udp,
+                source,
+                destination: s.local,
+                contents,
+            },
+        );
+        if let Err(e) = s.rtc.handle_input(input) {
+            debug!("media input refused: {e}");
+        }
+    }
+}
+
+/// Passes on what the emulated downlink delivers by now.
+fn deliver_downlink(s: &mut Session) {
+    let Some(link) = &mut s.downlink else {
+        return;
+    };
+    let mut delivered = Vec::new();
+    s.downlink_due = link.deliver(Instant::now(), &mut delivered);
+    for datagram in delivered {
+        receive_datagram(s, datagram.source, &datagram.data);
+    }
 }
 
 /// Asks a publisher (through the SFU) for a keyframe on its video track, at most every 300 ms.

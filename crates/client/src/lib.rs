@@ -3,6 +3,7 @@
 
 pub mod bot;
 pub mod clip;
+pub mod downlink;
 pub mod join_url;
 pub mod receive;
 pub mod report;

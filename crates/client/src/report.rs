@@ -15,6 +15,12 @@ pub struct Report {
     pub reconnect_ms: Vec<u64>,
     /// End-to-end encryption: the last session's group state, counters over all sessions.
     pub e2ee: session::E2eeReport,
+    /// Datagrams the emulated downlink dropped (0 without one).
+    #[serde(default)]
+    pub downlink_dropped: u64,
+    /// The last active speakers the server named (by signaling name), most recent first.
+    #[serde(default)]
+    pub active_speakers: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]

@@ -160,6 +160,21 @@ struct BotArgs {
     /// benchmarks, where no person sits at the host's screen).
     #[arg(long)]
     admit_all: bool,
+    /// Send silence (RFC 6464 level -127) instead of speech-level audio.
+    #[arg(long)]
+    silent: bool,
+    /// Emulated downlink: bottleneck rate in kbps (with a ~200 ms queue).
+    #[arg(long)]
+    downlink_kbps: Option<u64>,
+    /// Emulated downlink: random loss, from 0 to 1 (0.05 = 5 %).
+    #[arg(long, default_value_t = 0.0)]
+    downlink_loss: f32,
+    /// Emulated downlink: added one-way delay in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    downlink_delay_ms: u64,
+    /// Emulated downlink: lift the rate limit after this many seconds.
+    #[arg(long)]
+    downlink_lift_after: Option<f64>,
     /// Where to write the JSON report: a path, or - for stdout.
     #[arg(long, default_value = "-")]
     report: String,
@@ -478,9 +493,28 @@ async fn bot(args: BotArgs) -> Result<()> {
     if !(args.duration.is_finite() && args.duration > 0.0) {
         bail!("--duration must be a positive number of seconds");
     }
+    if !(0.0..=1.0).contains(&args.downlink_loss) {
+        bail!("--downlink-loss is a fraction from 0 to 1");
+    }
+    if args.downlink_kbps == Some(0) {
+        bail!("--downlink-kbps must be at least 1");
+    }
+    if args
+        .downlink_lift_after
+        .is_some_and(|s| !(s.is_finite() && s >= 0.0))
+    {
+        bail!("--downlink-lift-after must be a number of seconds");
+    }
     let report = client::run(client::BotOptions {
         video_kbps: args.video_kbps,
         admit_all: args.admit_all,
+        speaking: !args.silent,
+        downlink: Some(client::downlink::DownlinkShape {
+            kbps: args.downlink_kbps,
+            loss: args.downlink_loss,
+            delay: Duration::from_millis(args.downlink_delay_ms),
+            lift_after: args.downlink_lift_after.map(Duration::from_secs_f64),
+        }),
         ..client::BotOptions::new(args.join, args.name, Duration::from_secs_f64(args.duration))
     })
     .await?;

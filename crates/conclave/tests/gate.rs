@@ -926,3 +926,48 @@ async fn serve_refuses_half_a_tls_configuration() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("--tls-key"), "{stderr}");
 }
+
+#[tokio::test]
+async fn plain_http_on_a_reachable_address_warns_loudly() {
+    use tokio::io::AsyncBufReadExt;
+    let dir = tempfile::tempdir().unwrap();
+    let port = {
+        let probe = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let mut serve = tokio::process::Command::new(env!("CARGO_BIN_EXE_conclave"))
+        .args([
+            "serve",
+            "--listen",
+            &format!("0.0.0.0:{port}"),
+            "--media-port",
+            "0",
+        ])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .env_remove("CONCLAVE_TLS_CERT")
+        .env_remove("CONCLAVE_TLS_KEY")
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(serve.stderr.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    let warned = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            seen.push(line.clone());
+            if line.contains("in a browser") {
+                break;
+            }
+        }
+    })
+    .await;
+    let _ = serve.kill().await;
+    assert!(warned.is_ok(), "{seen:#?}");
+    let text = seen.join("\n");
+    assert!(text.contains("PLAIN HTTP"), "{text}");
+    assert!(text.contains("--tls-cert"), "{text}");
+    assert!(text.contains("end-to-end"), "{text}");
+}

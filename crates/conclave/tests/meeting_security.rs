@@ -416,3 +416,79 @@ async fn a_participant_sent_back_to_the_lobby_waits_again() {
     ws_next_of(&mut guest, "welcome").await;
     t.server.shutdown().await.unwrap();
 }
+
+async fn invitation(t: &TestServer, links: &Links, body: Value) -> String {
+    let response = reqwest::Client::new()
+        .post(format!(
+            "{}/api/meetings/{}/invitations",
+            t.server.base_url, links.id
+        ))
+        .bearer_auth(links.host_secret())
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let created: Value = response.json().await.unwrap();
+    created["token"].as_str().unwrap().to_owned()
+}
+
+fn invited_hello(meeting: &str, name: &str, device: &str, token: &str) -> String {
+    json!({"v": 1, "type": "hello", "meeting": meeting, "name": name, "device_id": device,
+        "invite": token, "client_version": "test"})
+    .to_string()
+}
+
+#[tokio::test]
+async fn invitees_are_participants_and_a_removed_invitation_stays_out() {
+    let t = start_server().await;
+    let links = create_meeting(&t.server).await;
+    let (mut host, _) = ws_join_host(&t.server, &links, "host").await;
+
+    // An invitation that skips the lobby: straight in, as a participant, vouched by the link.
+    let vip = invitation(&t, &links, json!({"label": "Dana", "skip_lobby": true})).await;
+    let mut dana = ws_connect(&t.server).await;
+    ws_send(
+        &mut dana,
+        invited_hello(&links.id, "Dana", "dev-dana", &vip),
+    )
+    .await;
+    let welcome = ws_next_of(&mut dana, "welcome").await;
+    assert_eq!(welcome["role"], "participant");
+    let joined = ws_next_of(&mut host, "participant_joined").await;
+    assert_eq!(joined["entry"], "invitation");
+
+    // A plain invitation waits in the lobby, labelled for the hosts.
+    let plain = invitation(&t, &links, json!({"label": "Eve"})).await;
+    let mut eve = ws_connect(&t.server).await;
+    ws_send(&mut eve, invited_hello(&links.id, "Eve", "dev-eve", &plain)).await;
+    let lobby = ws_next_of(&mut eve, "lobby").await;
+    let eve_id = lobby["participant_id"].as_u64().unwrap();
+    let waiting = ws_wait_in_lobby(&mut host, eve_id).await;
+    assert_eq!(waiting["waiting"][0]["invitation"], "Eve");
+    ws_send(
+        &mut host,
+        action("admit", json!({"participant_id": eve_id})),
+    )
+    .await;
+    let welcome = ws_next_of(&mut eve, "welcome").await;
+    assert_eq!(welcome["role"], "participant");
+
+    // Removed: the invitation is banned too, whatever device presents it next.
+    ws_send(
+        &mut host,
+        action("remove", json!({"participant_id": eve_id})),
+    )
+    .await;
+    ws_next_of(&mut eve, "removed").await;
+    let mut other_device = ws_connect(&t.server).await;
+    ws_send(
+        &mut other_device,
+        invited_hello(&links.id, "Eve", "another-device", &plain),
+    )
+    .await;
+    expect_refusal(&mut other_device, "banned").await;
+    let events = audit_events(&t, &links).await;
+    assert!(events.contains(&"removed".to_owned()), "{events:?}");
+    t.server.shutdown().await.unwrap();
+}

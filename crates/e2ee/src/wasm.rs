@@ -23,6 +23,7 @@ fn code(e: &E2eeError) -> &'static str {
         E2eeError::NotMember => "NotMember",
         E2eeError::NotHost => "NotHost",
         E2eeError::UnadmittedAdd => "UnadmittedAdd",
+        E2eeError::Locked => "Locked",
         E2eeError::UnsupportedProposal => "UnsupportedProposal",
         E2eeError::PendingCommit(_) => "PendingCommit",
         E2eeError::NoSuchLeaf(_) => "NoSuchLeaf",
@@ -53,6 +54,9 @@ fn processed_json(p: &Processed) -> String {
         }
         Processed::Chat { from_leaf, sender_name, text } => {
             json!({"type": "chat", "fromLeaf": from_leaf, "senderName": sender_name, "text": text})
+        }
+        Processed::LockChanged { locked, by_leaf } => {
+            json!({"type": "lockChanged", "locked": locked, "byLeaf": by_leaf})
         }
         Processed::Reaction { from_leaf, sender_name, emoji } => {
             json!({"type": "reaction", "fromLeaf": from_leaf, "senderName": sender_name, "emoji": emoji})

@@ -435,6 +435,11 @@ pub enum ServerMessage {
     MeetingStateChanged {
         meeting_state: MeetingState,
     },
+    /// Who speaks now, most recent first (from the audio levels in the clear RTP header
+    /// extension, never from the media). Sent when it changes, at most every 300 ms.
+    ActiveSpeakers {
+        speakers: Vec<ParticipantId>,
+    },
     /// Someone's mute state for a source changed. `blocked` is set when a host stopped it;
     /// the server then forwards nothing from that source.
     MediaChanged {
@@ -532,6 +537,7 @@ pub fn parse_server_message(text: &str) -> Result<ServerMessage, ProtoError> {
         "role_changed",
         "meeting_state_changed",
         "media_changed",
+        "active_speakers",
         "participant_joined",
         "participant_left",
         "answer",

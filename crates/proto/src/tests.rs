@@ -152,3 +152,74 @@ fn a_role_outside_the_four_is_refused() {
             .unwrap_err();
     assert_eq!(err.code(), ErrorCode::InvalidMessage);
 }
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// JSON objects shaped like messages: a known or unknown type, any version, fields of
+    /// every JSON kind under the names messages use.
+    fn message_like() -> impl Strategy<Value = String> {
+        let kinds = prop::sample::select(
+            CLIENT_TYPES
+                .iter()
+                .copied()
+                .chain(["welcome", "nope", ""])
+                .collect::<Vec<_>>(),
+        );
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            ".{0,12}".prop_map(serde_json::Value::from),
+        ];
+        let names = prop::sample::select(vec![
+            "meeting",
+            "name",
+            "sdp",
+            "participant_id",
+            "role",
+            "source",
+            "muted",
+            "locked",
+            "permissions",
+            "data",
+            "purpose",
+            "sources",
+            "key_package",
+            "commit",
+            "welcome",
+        ]);
+        (
+            kinds,
+            prop::option::of(0u64..3),
+            prop::collection::btree_map(names, leaf, 0..6),
+        )
+            .prop_map(|(kind, v, fields)| {
+                let mut obj: serde_json::Map<String, serde_json::Value> =
+                    fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+                obj.insert("type".into(), kind.into());
+                if let Some(v) = v {
+                    obj.insert("v".into(), v.into());
+                }
+                serde_json::Value::Object(obj).to_string()
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_text_is_refused_with_a_code_never_a_panic(text in ".{0,256}") {
+            if let Err(e) = parse_client_message(&text) {
+                prop_assert!(!e.code().as_str().is_empty());
+            }
+        }
+
+        #[test]
+        fn message_shaped_input_parses_or_gets_a_reason_and_round_trips(text in message_like()) {
+            match parse_client_message(&text) {
+                Ok(msg) => prop_assert_eq!(parse_client_message(&encode(&msg)).unwrap(), msg),
+                Err(e) => prop_assert!(!e.to_string().is_empty()),
+            }
+        }
+    }
+}

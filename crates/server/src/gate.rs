@@ -4,20 +4,21 @@
 //! 1. a token from the source address's bucket (burst 10, one per second; legitimate knocks
 //!    get theirs back): war-dialing meeting ids, brute-forcing passcodes or tokens, and
 //!    flooding the database or argon2;
-//! 2. a passcode lockout per address and meeting (5 wrong in 15 minutes: 15 minutes out):
+//! 2. the meeting, and whether the knock is a host's (host secret, or the owning account);
+//! 3. a passcode lockout per address and meeting (5 wrong in 15 minutes: 15 minutes out):
 //!    slow passcode guessing that stays under the rate limit;
-//! 3. the meeting and its passcode, argon2-verified: an unknown meeting, a missing passcode
-//!    and a wrong passcode get the same answer, so guesses at ids and at passcodes learn
-//!    nothing from each other (a decoy hash is verified for unknown meetings so even the time
-//!    taken is alike);
-//! 4. the host secret (or the owning account): a forged host link;
-//! 5. the meeting has not ended;
-//! 6. the invitation (signature and expiry first, then revoked / used in the database), and
+//! 4. the passcode, argon2-verified: an unknown meeting, a missing passcode and a wrong
+//!    passcode get the same answer, so guesses at ids and at passcodes learn nothing from
+//!    each other (a decoy hash is verified for unknown meetings so even the time taken is
+//!    alike, and failures there count towards a lockout too);
+//! 5. a wrong host secret is refused: a forged host link;
+//! 6. the meeting has not ended;
+//! 7. the invitation (signature and expiry first, then revoked / used in the database), and
 //!    required when the meeting says so: a leaked join link;
-//! 7. bans by device, invitation and account: a removed participant coming back;
-//! 8. a single-use invitation is consumed atomically: two replays racing cannot both pass.
+//! 8. bans by device, invitation and account: a removed participant coming back;
+//! 9. a single-use invitation is consumed atomically: two replays racing cannot both pass.
 //!
-//! Hosts skip 3 and 6, never 1. Locking, the lobby and roles come after the gate (the hub).
+//! Hosts skip 3, 4 and 7, never 1. Locking, the lobby and roles come after the gate (the hub).
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;

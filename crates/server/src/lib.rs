@@ -89,6 +89,8 @@ impl Server {
         tls::warn_if_plaintext(config.listen, tls.is_some());
         let storage = Storage::open(&config.data_dir).await?;
         let invitation_key = storage.server_key("invitation_hmac").await?;
+        // Computed now, so that even the first unknown-meeting knock takes a wrong passcode's time.
+        let _ = tokio::task::spawn_blocking(password::decoy_hash).await;
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(|source| ServerError::Bind {

@@ -318,6 +318,13 @@ fn signal(hub: &Hub, id: ParticipantId, event: SfuEvent) {
             hub.send(id, Outbound::Message(ServerMessage::Offer { sdp, tracks }));
         }
         SfuEvent::Connected => debug!(participant = id.0, "media connected"),
+        SfuEvent::ActiveSpeakers { speakers } => {
+            let speakers = speakers.into_iter().map(|p| ParticipantId(p.0)).collect();
+            hub.send(
+                id,
+                Outbound::Message(ServerMessage::ActiveSpeakers { speakers }),
+            );
+        }
         SfuEvent::Vanished => {
             hub.send(
                 id,

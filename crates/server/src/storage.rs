@@ -508,6 +508,11 @@ impl Storage {
         created_at: i64,
         expires_at: i64,
     ) -> Result<(), StorageError> {
+        // Logins are rare: a good moment to forget sessions that have run out.
+        sqlx::query("DELETE FROM user_sessions WHERE expires_at <= ?")
+            .bind(created_at)
+            .execute(&self.pool)
+            .await?;
         sqlx::query(
             "INSERT INTO user_sessions (token_sha256, user_id, created_at, expires_at) VALUES (?, ?, ?, ?)",
         )
@@ -583,5 +588,52 @@ mod tests {
         assert_eq!(storage.meeting(&id).await.unwrap(), Some(record));
         let other = MeetingId::from_random_bytes([4; 16]);
         assert_eq!(storage.meeting(&other).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn lock_permissions_users_and_sessions_are_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(dir.path()).await.unwrap();
+        let id = MeetingId::from_random_bytes([6; 16]);
+        storage
+            .create_meeting(&MeetingRecord::new(id.clone(), vec![1], 1))
+            .await
+            .unwrap();
+        let permissions = proto::Permissions {
+            allow_unmute: false,
+            max_participants: 7,
+            ..proto::Permissions::default()
+        };
+        storage.set_locked(&id, true).await.unwrap();
+        storage.set_permissions(&id, &permissions).await.unwrap();
+        storage.end_meeting(&id, 50).await.unwrap();
+        storage.end_meeting(&id, 60).await.unwrap();
+        let record = storage.meeting(&id).await.unwrap().unwrap();
+        assert!(record.locked);
+        assert_eq!(record.permissions, permissions);
+        assert_eq!(record.ended_at, Some(50), "the first end wins");
+
+        let user = storage
+            .create_user("ann", "hash", 1)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(storage.create_user("ann", "other", 2).await.unwrap(), None);
+        storage
+            .create_user_session(b"token", user, 10, 20)
+            .await
+            .unwrap();
+        assert_eq!(
+            storage
+                .session_user(b"token", 19)
+                .await
+                .unwrap()
+                .map(|u| u.name),
+            Some("ann".to_owned())
+        );
+        assert_eq!(storage.session_user(b"token", 20).await.unwrap(), None);
+        assert!(storage.remove_user("ann").await.unwrap());
+        assert_eq!(storage.session_user(b"token", 11).await.unwrap(), None);
+        assert!(!storage.remove_user("ann").await.unwrap());
     }
 }

@@ -15,6 +15,7 @@ mod config;
 mod error;
 mod participant;
 mod sfu;
+mod speakers;
 mod track;
 
 pub use config::SfuConfig;
@@ -62,4 +63,7 @@ pub enum SfuEvent {
     /// The participant's media connection is gone (no traffic within the timeout, or ICE
     /// failed). The SFU has already removed it and unpublished its tracks.
     Vanished,
+    /// Who speaks in the participant's room now, most recent first (from RFC 6464 audio
+    /// levels). Sent when it changes, at most every 300 ms.
+    ActiveSpeakers { speakers: Vec<ParticipantId> },
 }

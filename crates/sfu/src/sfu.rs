@@ -11,6 +11,7 @@ use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 use tracing::{debug, info, warn};
 
 use crate::participant::Participant;
+use crate::speakers::SpeakerDetector;
 use crate::track::{default_source, PublishedTrack, Subscription, TrackId, TrackKind, TrackSource};
 use crate::{ParticipantId, RoomId, SfuConfig, SfuError, SfuEvent, SfuOutput};
 
@@ -46,6 +47,8 @@ pub struct Sfu {
     events: Vec<Event>,
     outputs: VecDeque<SfuOutput>,
     stats: SfuStats,
+    /// Active speakers per room, from the audio levels publishers send.
+    speakers: HashMap<RoomId, SpeakerDetector>,
 }
 
 impl Sfu {
@@ -60,6 +63,7 @@ impl Sfu {
             events: Vec::new(),
             outputs: VecDeque::new(),
             stats: SfuStats::default(),
+            speakers: HashMap::new(),
         }
     }
 
@@ -132,6 +136,9 @@ impl Sfu {
         };
         participant.rtc.disconnect();
         self.by_address.retain(|_, owner| *owner != id);
+        if let Some(detector) = self.speakers.get_mut(&participant.room) {
+            detector.forget(id);
+        }
         if let Some(members) = self.rooms.get_mut(&participant.room) {
             members.retain(|m| *m != id);
             for other in members.iter() {
@@ -142,6 +149,7 @@ impl Sfu {
             }
             if members.is_empty() {
                 self.rooms.remove(&participant.room);
+                self.speakers.remove(&participant.room);
             }
         }
         self.drive(now);
@@ -448,6 +456,24 @@ impl Sfu {
         for id in failed {
             self.vanish(now, id);
         }
+        self.report_speakers(now);
+    }
+
+    /// Tells every member of a room when its active speakers change (rate limited per room).
+    fn report_speakers(&mut self, now: Instant) {
+        for (room, detector) in &mut self.speakers {
+            let Some(speakers) = detector.poll_change(now) else {
+                continue;
+            };
+            for member in self.rooms.get(room).into_iter().flatten() {
+                self.outputs.push_back(SfuOutput::Signal {
+                    participant: *member,
+                    event: SfuEvent::ActiveSpeakers {
+                        speakers: speakers.clone(),
+                    },
+                });
+            }
+        }
     }
 
     /// Polls one participant until str0m reports its next timeout and handles its events.
@@ -595,6 +621,12 @@ impl Sfu {
         if publisher.blocked.contains(&track.source) {
             self.stats.frames_blocked += frames;
             return;
+        }
+        if let Some(level) = packet.header.ext_vals.audio_level {
+            self.speakers
+                .entry(room)
+                .or_default()
+                .observe(publisher_id, level, now);
         }
         let source = TrackId {
             publisher: publisher_id,

@@ -17,9 +17,11 @@ declare const RTCRtpScriptTransform: {
   new (worker: Worker, options: TransformOptions, transfer?: Transferable[]): unknown;
 };
 
-export function detectE2eeSupport(): E2eeSupport {
+/** The best API this browser has; `limitTo` (tests only) pretends the better ones are missing. */
+export function detectE2eeSupport(limitTo: 'encoded-streams' | 'none' | null = null): E2eeSupport {
+  if (limitTo === 'none') return 'none';
   if (typeof RTCRtpSender === 'undefined' || typeof Worker === 'undefined') return 'none';
-  if ('RTCRtpScriptTransform' in globalThis) return 'script-transform';
+  if (limitTo === null && 'RTCRtpScriptTransform' in globalThis) return 'script-transform';
   if ('createEncodedStreams' in RTCRtpSender.prototype) return 'encoded-streams';
   return 'none';
 }

@@ -339,3 +339,116 @@ fn a_dropped_member_comes_back_from_the_same_device_without_the_lobby_for_a_whil
         vec![Effect::LobbyChanged]
     );
 }
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Action {
+        Knock(u64, bool),
+        Admit(u64, u64),
+        Deny(u64, u64),
+        Remove(u64, u64),
+        SendToLobby(u64, u64),
+        SetRole(u64, u64, Role),
+        Lock(u64, bool),
+        Mute(u64, u64),
+        Unmute(u64),
+        Suspend(u64),
+        Resume(u64),
+        Leave(u64),
+    }
+
+    fn action() -> impl Strategy<Value = Action> {
+        let id = 1u64..7;
+        let role = prop::sample::select(vec![
+            Role::Host,
+            Role::CoHost,
+            Role::Participant,
+            Role::Guest,
+        ]);
+        prop_oneof![
+            (id.clone(), any::<bool>()).prop_map(|(a, h)| Action::Knock(a, h)),
+            (id.clone(), id.clone()).prop_map(|(a, b)| Action::Admit(a, b)),
+            (id.clone(), id.clone()).prop_map(|(a, b)| Action::Deny(a, b)),
+            (id.clone(), id.clone()).prop_map(|(a, b)| Action::Remove(a, b)),
+            (id.clone(), id.clone()).prop_map(|(a, b)| Action::SendToLobby(a, b)),
+            (id.clone(), id.clone(), role).prop_map(|(a, b, r)| Action::SetRole(a, b, r)),
+            (id.clone(), any::<bool>()).prop_map(|(a, l)| Action::Lock(a, l)),
+            (id.clone(), id.clone()).prop_map(|(a, b)| Action::Mute(a, b)),
+            id.clone().prop_map(Action::Unmute),
+            id.clone().prop_map(Action::Suspend),
+            id.clone().prop_map(Action::Resume),
+            id.prop_map(Action::Leave),
+        ]
+    }
+
+    proptest! {
+        /// Whatever happens, a moderator-only action by someone the server does not know as a
+        /// moderator changes nothing, a banned device never gets back in, and a locked
+        /// meeting lets no non-host in.
+        #[test]
+        fn no_sequence_of_actions_breaks_the_rules(actions in prop::collection::vec(action(), 1..60)) {
+            let mut m = MeetingPolicy::new(false, Permissions::default());
+            let mut banned_devices: Vec<u64> = Vec::new();
+            for a in actions {
+                let actor = match &a {
+                    Action::Admit(x, _) | Action::Deny(x, _) | Action::Remove(x, _)
+                    | Action::SendToLobby(x, _) | Action::SetRole(x, _, _) | Action::Lock(x, _)
+                    | Action::Mute(x, _) | Action::Suspend(x) | Action::Resume(x) => Some(p(*x)),
+                    _ => None,
+                };
+                let moderator = actor.is_some_and(|x| m.entry_of(x).is_some_and(|(i, _, _)| i.role.moderates()));
+                let before = (m.state(), m.others(p(0)).len(), m.lobby_entries().len());
+                let result = match a {
+                    Action::Knock(who, host) => {
+                        // Ids are per connection: only someone not connected knocks.
+                        if m.entry_of(p(who)).is_some() || m.is_waiting(p(who)) {
+                            continue;
+                        }
+                        let role = if host { Role::Host } else { Role::Guest };
+                        let locked = m.state().locked;
+                        let r = m.knock(knock(who, role, host.then_some(Entry::HostLink)), 0);
+                        if r.is_ok() {
+                            prop_assert!(!banned_devices.contains(&who), "a banned device got back in");
+                            prop_assert!(host || !locked, "a locked meeting let a guest knock");
+                        }
+                        r.map(|_| ())
+                    }
+                    Action::Admit(x, y) => m.admit(p(x), p(y)).map(|_| ()),
+                    Action::Deny(x, y) => m.deny(p(x), p(y)).map(|_| ()),
+                    Action::Remove(x, y) => {
+                        let device = m.entry_of(p(y)).map(|_| ());
+                        let r = m.remove(p(x), p(y));
+                        if let (Ok(effects), Some(())) = (&r, device) {
+                            for e in effects {
+                                if let Effect::Ban(b) = e {
+                                    if let Some(d) = b.device_id.as_ref().and_then(|d| d.strip_prefix("device-")) {
+                                        banned_devices.push(d.parse().unwrap());
+                                    }
+                                }
+                            }
+                        }
+                        r.map(|_| ())
+                    }
+                    Action::SendToLobby(x, y) => m.send_to_lobby(p(x), p(y)).map(|_| ()),
+                    Action::SetRole(x, y, r) => m.set_role(p(x), p(y), r).map(|_| ()),
+                    Action::Lock(x, l) => m.set_locked(p(x), l).map(|_| ()),
+                    Action::Mute(x, y) => m.mute(p(x), p(y), TrackSource::Microphone).map(|_| ()),
+                    Action::Unmute(x) => m.set_muted(p(x), TrackSource::Microphone, false).map(|_| ()),
+                    Action::Suspend(x) => m.suspend_all(p(x)).map(|_| ()),
+                    Action::Resume(x) => m.resume_all(p(x)).map(|_| ()),
+                    Action::Leave(x) => {
+                        m.leave(p(x), LeaveReason::Left, 0);
+                        Ok(())
+                    }
+                };
+                if actor.is_some() && !moderator {
+                    prop_assert!(result.is_err(), "a non-moderator's host action went through");
+                    prop_assert_eq!(before, (m.state(), m.others(p(0)).len(), m.lobby_entries().len()));
+                }
+            }
+        }
+    }
+}

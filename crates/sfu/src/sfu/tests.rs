@@ -128,6 +128,8 @@ struct Peer {
     sent: Vec<Vec<u8>>,
     next_timeout: Instant,
     audio_seq: u32,
+    /// RFC 6464 level (dBov) sent with each audio frame, if any.
+    audio_level: Option<i8>,
     video_seq: u32,
 }
 
@@ -262,6 +264,7 @@ impl Harness {
             video_mid,
             online: true,
             auto_answer: true,
+            audio_level: None,
             unanswered: Vec::new(),
             offers: Vec::new(),
             remote: HashMap::new(),
@@ -500,7 +503,12 @@ impl Harness {
         let seq = peer.audio_seq;
         let data = opus_frame(id, seq);
         let mid = peer.audio_mid;
+        let level = peer.audio_level;
         let writer = peer.rtc.writer(mid).expect("audio writer");
+        let writer = match level {
+            Some(level) => writer.audio_level(level, level > -127),
+            None => writer,
+        };
         let pt = writer
             .payload_params()
             .find(|p| p.spec().codec == Codec::Opus)
@@ -1486,4 +1494,40 @@ fn keyframe_starts_are_recognised_on_packets() {
     assert!(!h264_starts_keyframe(&[0x7c, 0x05, 0x00]));
     assert!(!h264_starts_keyframe(&[0x41, 0x9a]));
     assert!(!h264_starts_keyframe(&[0x78, 0x00]));
+}
+
+#[test]
+fn active_speakers_follow_the_audio_levels_and_reach_every_member() {
+    let mut h = Harness::new();
+    for id in 1..=3 {
+        h.join(1, id);
+    }
+    h.connect_all();
+    h.peer_mut(1).audio_level = Some(-30);
+    h.peer_mut(2).audio_level = Some(-127);
+    h.exchange(&[1, 2, 3], 30);
+    let speakers_seen_by = |h: &Harness, id: u64| -> Option<Vec<ParticipantId>> {
+        h.peer(id).signals.iter().rev().find_map(|s| match s {
+            SfuEvent::ActiveSpeakers { speakers } => Some(speakers.clone()),
+            _ => None,
+        })
+    };
+    for id in 1..=3 {
+        assert_eq!(
+            speakers_seen_by(&h, id),
+            Some(vec![ParticipantId(1)]),
+            "{}",
+            h.describe()
+        );
+    }
+    // 2 starts talking: most recent first. 1 falls silent: gone from the list.
+    h.peer_mut(2).audio_level = Some(-25);
+    h.exchange(&[1, 2, 3], 30);
+    assert_eq!(
+        speakers_seen_by(&h, 3),
+        Some(vec![ParticipantId(2), ParticipantId(1)])
+    );
+    h.peer_mut(1).audio_level = Some(-127);
+    h.exchange(&[1, 2, 3], 40);
+    assert_eq!(speakers_seen_by(&h, 3), Some(vec![ParticipantId(2)]));
 }
