@@ -17,7 +17,6 @@ mod ratelimit;
 mod signaling;
 mod storage;
 mod tls;
-mod udp_batch;
 mod web_app;
 
 use std::net::SocketAddr;
