@@ -759,6 +759,7 @@ impl GroupSession {
                 .collect();
             self.roster_epoch = Some(member.epoch());
         }
+        let epoch = member.epoch();
         match member.decrypt_frame(kind, bytes, now_ms) {
             Ok(frame) => {
                 let Some((sender_name, sender_participant_id)) =
@@ -774,10 +775,11 @@ impl GroupSession {
                     sender_participant_id,
                 })
             }
-            Err(E2eeError::UnknownKid(_) | E2eeError::WrongEpoch { .. })
+            Err(ref e @ (E2eeError::UnknownKid(_) | E2eeError::WrongEpoch { .. }))
                 if self
                     .joined_at_ms
-                    .is_some_and(|joined| now_ms.saturating_sub(joined) < 2000) =>
+                    .is_some_and(|joined| now_ms.saturating_sub(joined) < 2000)
+                    && !from_next_epoch(e, epoch) =>
             {
                 // Sent under keys from before our Welcome, still in flight.
                 self.report.undecryptable_before_join += 1;
@@ -791,6 +793,17 @@ impl GroupSession {
                 Err(Unopened::Failed(e))
             }
         }
+    }
+}
+
+/// Whether an undecryptable frame was sent in the epoch after `current`: its Commit is still on
+/// its way to us, so the frame must wait for it (not be written off as sent before our join).
+/// The SFrame KID carries the epoch's low 4 bits (RFC 9605 §5.2, as `e2ee` builds it).
+fn from_next_epoch(error: &E2eeError, current: u64) -> bool {
+    match error {
+        E2eeError::WrongEpoch { got, current } => got > current,
+        E2eeError::UnknownKid(kid) => kid & 0xf == (current + 1) & 0xf,
+        _ => false,
     }
 }
 
@@ -1098,5 +1111,30 @@ mod tests {
             sessions[0].poll_event(),
             Some(GroupEvent::Alarm { .. })
         ));
+    }
+}
+
+#[cfg(test)]
+mod next_epoch_tests {
+    use super::*;
+
+    #[test]
+    fn frames_from_the_next_epoch_wait_and_older_ones_are_written_off() {
+        assert!(from_next_epoch(
+            &E2eeError::WrongEpoch { got: 5, current: 4 },
+            4
+        ));
+        assert!(!from_next_epoch(
+            &E2eeError::WrongEpoch { got: 3, current: 4 },
+            4
+        ));
+        // KID = leaf << 4 | epoch mod 16.
+        assert!(from_next_epoch(&E2eeError::UnknownKid((7 << 4) | 5), 4));
+        assert!(
+            from_next_epoch(&E2eeError::UnknownKid(3 << 4), 15),
+            "wraps at 16"
+        );
+        assert!(!from_next_epoch(&E2eeError::UnknownKid((7 << 4) | 3), 4));
+        assert!(!from_next_epoch(&E2eeError::Authentication, 4));
     }
 }
