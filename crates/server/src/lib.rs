@@ -17,6 +17,7 @@ mod ratelimit;
 mod signaling;
 mod storage;
 mod tls;
+mod udp_batch;
 mod web_app;
 
 use std::net::SocketAddr;

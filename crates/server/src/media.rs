@@ -7,12 +7,14 @@ use std::time::{Duration, Instant};
 
 use proto::{LeaveReason, ParticipantId, ServerMessage, TrackInfo, TrackKind, TrackSource};
 use sfu::{RoomId, Sfu, SfuConfig, SfuError, SfuEvent, SfuOutput};
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, info, warn};
 
 use crate::hub::{Hub, Outbound};
 use crate::metrics::Metrics;
+use crate::udp_batch::{RecvBatch, SendBatch};
 
 /// Requests from signaling sessions to the SFU.
 pub enum MediaCommand {
@@ -190,22 +192,34 @@ impl MediaLoop {
             metrics,
             mut shutdown,
         } = self;
-        let mut buf = vec![0u8; 2048];
+        // Allocated once: datagrams come in and go out through these buffers, many per
+        // system call.
+        let mut inbox = RecvBatch::new();
+        let mut outbox = SendBatch::new();
         let mut last_stats = Instant::now();
         loop {
             let deadline = sfu
                 .poll_timeout()
                 .unwrap_or_else(|| Instant::now() + Duration::from_millis(500));
             tokio::select! {
-                received = socket.recv_from(&mut buf) => match received {
-                    Ok((n, source)) => {
-                        if let Some(tap) = &tap {
-                            (tap.0)(&buf[..n]);
+                ready = socket.readable() => match ready {
+                    Ok(()) => match socket.try_io(Interest::READABLE, || inbox.recv(&socket)) {
+                        Ok(_) => {
+                            if let Some(tap) = &tap {
+                                for (_, datagram) in inbox.datagrams() {
+                                    (tap.0)(datagram);
+                                }
+                            }
+                            sfu.handle_receive_batch(
+                                Instant::now(),
+                                candidate,
+                                inbox.datagrams(),
+                                |e| debug!("datagram refused: {e}"),
+                            );
                         }
-                        if let Err(e) = sfu.handle_receive(Instant::now(), source, candidate, &buf[..n]) {
-                            debug!("datagram refused: {e}");
-                        }
-                    }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                        Err(e) => warn!("media socket receive failed: {e}"),
+                    },
                     Err(e) => warn!("media socket receive failed: {e}"),
                 },
                 command = commands.recv() => match command {
@@ -221,14 +235,23 @@ impl MediaLoop {
                         destination,
                         contents,
                         ..
-                    } => {
-                        if let Err(e) = socket.send_to(&contents, destination).await {
-                            debug!("media send to {destination} failed: {e}");
-                        }
-                    }
+                    } => outbox.push(destination, &contents),
                     SfuOutput::Signal { participant, event } => {
                         signal(&hub, ParticipantId(participant.0), event)
                     }
+                }
+            }
+            while !outbox.is_empty() {
+                match socket.try_io(Interest::WRITABLE, || outbox.send(&socket)) {
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        // The kernel's send buffer is full: wait, as a blocking send would.
+                        if let Err(e) = socket.writable().await {
+                            warn!("media socket send failed: {e}");
+                            break;
+                        }
+                    }
+                    Err(e) => debug!("media send failed, datagram dropped: {e}"),
                 }
             }
             if last_stats.elapsed() >= Duration::from_millis(250) {

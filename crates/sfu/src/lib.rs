@@ -1,13 +1,15 @@
 //! Conclave's selective forwarding unit as a pure state machine.
 //!
-//! The SFU owns one str0m [`Rtc`](str0m::Rtc) (one PeerConnection) per participant, routes
-//! every published frame to the other participants of the same room, and renegotiates when
-//! tracks come and go. It never opens a socket, spawns a task or reads a clock: the IO edge
+//! The SFU owns one str0m [`Rtc`](str0m::Rtc) (one PeerConnection) per participant, in str0m's
+//! RTP mode, routes every published RTP packet to the other participants of the same room
+//! (str0m gives each subscriber its own SSRC, sequence numbers and SRTP, and answers its NACKs
+//! from a resend cache), and renegotiates when tracks come and go. It never opens a socket, spawns a task or reads a clock: the IO edge
 //! feeds it datagrams and the current time, and drains [`SfuOutput`]s (datagrams to send,
 //! signaling for the participant, the next time it wants to be woken).
 //!
-//! Frames stay opaque: with end-to-end encryption they are SFrame ciphertext behind a short
-//! clear codec prefix, and the SFU only ever copies them (by reference count) to subscribers.
+//! Payloads stay opaque: with end-to-end encryption they are SFrame ciphertext behind the
+//! clear codec payload descriptor (which is all keyframe gating reads), and the SFU only ever
+//! shares them (by reference count) with subscribers.
 
 mod config;
 mod error;

@@ -7,6 +7,7 @@ use str0m::Rtc;
 use std::collections::{BTreeSet, HashMap};
 
 use str0m::media::Mid;
+use str0m::rtp::Ssrc;
 
 use crate::track::{
     PublishedTrack, Subscription, SubscriptionState, TrackId, TrackKind, TrackSource, TrackSummary,
@@ -37,6 +38,9 @@ pub(crate) struct Participant {
     pub next_rtc_timeout: Instant,
     /// Queued for polling in the current drive.
     pub dirty: bool,
+    /// Which m-line each incoming SSRC belongs to: a participant has a handful, so a short
+    /// list beats asking str0m for every packet.
+    rx_mids: Vec<(Ssrc, Mid)>,
 }
 
 impl Participant {
@@ -56,7 +60,18 @@ impl Participant {
             last_input: None,
             next_rtc_timeout: now,
             dirty: false,
+            rx_mids: Vec::new(),
         }
+    }
+
+    /// The m-line an incoming RTP stream belongs to.
+    pub fn rx_mid(&mut self, ssrc: Ssrc) -> Option<Mid> {
+        if let Some((_, mid)) = self.rx_mids.iter().find(|(s, _)| *s == ssrc) {
+            return Some(*mid);
+        }
+        let mid = self.rtc.direct_api().stream_rx(&ssrc)?.mid();
+        self.rx_mids.push((ssrc, mid));
+        Some(mid)
     }
 
     /// Builds an offer for every subscription change, unless one is already out.

@@ -3,18 +3,16 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use str0m::change::{SdpAnswer, SdpOffer};
-use str0m::media::{KeyframeRequest, KeyframeRequestKind, MediaData, Mid};
+use str0m::format::{Codec, PayloadParams};
+use str0m::media::{KeyframeRequest, KeyframeRequestKind, Mid};
 use str0m::net::{DatagramRecv, Protocol, Receive};
-use str0m::rtp::{Extension, ExtensionMap};
+use str0m::rtp::{Extension, ExtensionMap, ExtensionValues, RtpPacket, RtpWrite};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 use tracing::{debug, info, warn};
 
 use crate::participant::Participant;
 use crate::speakers::SpeakerDetector;
-use crate::track::{
-    default_source, PublishedTrack, Subscription, SubscriptionState, TrackId, TrackKind,
-    TrackSource,
-};
+use crate::track::{default_source, PublishedTrack, Subscription, TrackId, TrackKind, TrackSource};
 use crate::{ParticipantId, RoomId, SfuConfig, SfuError, SfuEvent, SfuOutput};
 
 use proto::ABS_CAPTURE_TIME_EXT_ID;
@@ -32,8 +30,8 @@ pub struct SfuStats {
     pub keyframe_requests: u64,
 }
 
-/// Sees every frame the SFU forwards, as the SFU sees it. For tests that prove the server
-/// handles only ciphertext.
+/// Sees the payload of every RTP packet the SFU forwards, as the SFU sees it. For tests that
+/// prove the server handles only ciphertext.
 pub type FrameTap = Box<dyn FnMut(&[u8]) + Send>;
 
 /// The SFU: every participant's PeerConnection and the routes between them.
@@ -45,6 +43,8 @@ pub struct Sfu {
     /// Which participant a remote address belongs to, learned from STUN.
     by_address: HashMap<SocketAddr, ParticipantId>,
     dirty: Vec<ParticipantId>,
+    /// Scratch space for one participant's events while it is polled.
+    events: Vec<Event>,
     outputs: VecDeque<SfuOutput>,
     stats: SfuStats,
     /// Active speakers per room, from the audio levels publishers send.
@@ -60,6 +60,7 @@ impl Sfu {
             rooms: HashMap::new(),
             by_address: HashMap::new(),
             dirty: Vec::new(),
+            events: Vec::new(),
             outputs: VecDeque::new(),
             stats: SfuStats::default(),
             speakers: HashMap::new(),
@@ -98,6 +99,10 @@ impl Sfu {
             .enable_vp8(true)
             .enable_h264(true)
             .set_extension_map(extensions)
+            // Forward RTP packets as they come (SSRC, sequence number and payload type
+            // rewritten by str0m per subscriber, payload shared by reference count) instead of
+            // depacketizing every frame and packetizing it again for each subscriber.
+            .set_rtp_mode(true)
             .build(now);
         let candidate = Candidate::host(self.config.candidate_addr, "udp")
             .map_err(|e| SfuError::SdpRejected(format!("bad candidate address: {e}")))?;
@@ -108,16 +113,14 @@ impl Sfu {
         for other in members.iter() {
             if let Some(publisher) = self.participants.get(other) {
                 for track in &publisher.published {
-                    participant.subscriptions.push(Subscription {
-                        source: TrackId {
+                    participant.subscriptions.push(Subscription::new(
+                        TrackId {
                             publisher: *other,
                             mid: track.mid,
                         },
-                        kind: track.kind,
-                        track_source: track.source,
-                        state: SubscriptionState::ToOpen,
-                        awaiting_keyframe: false,
-                    });
+                        track.kind,
+                        track.source,
+                    ));
                 }
             }
         }
@@ -191,21 +194,29 @@ impl Sfu {
         if !changed || blocked {
             return Ok(());
         }
-        let resumed: Vec<Mid> = participant
+        let resumed: Vec<(Mid, TrackKind)> = participant
             .published
             .iter()
-            .filter(|t| t.source == source && t.kind == TrackKind::Video)
-            .map(|t| t.mid)
+            .filter(|t| t.source == source)
+            .map(|t| (t.mid, t.kind))
             .collect();
-        for mid in resumed {
+        for (mid, kind) in resumed {
             for subscriber in self.participants.values_mut() {
                 for sub in subscriber.subscriptions.iter_mut() {
                     if sub.source.publisher == id && sub.source.mid == mid {
-                        sub.awaiting_keyframe = true;
+                        // The subscriber's sequence continues where it stopped: a gap the
+                        // size of the mute would only make its jitter buffer wait for packets
+                        // that never come.
+                        sub.resync = true;
+                        if kind == TrackKind::Video {
+                            sub.awaiting_keyframe = true;
+                        }
                     }
                 }
             }
-            self.request_keyframe(now, id, mid, KeyframeRequestKind::Pli);
+            if kind == TrackKind::Video {
+                self.request_keyframe(now, id, mid, KeyframeRequestKind::Pli);
+            }
         }
         self.drive(now);
         Ok(())
@@ -288,6 +299,50 @@ impl Sfu {
         destination: SocketAddr,
         bytes: &[u8],
     ) -> Result<(), SfuError> {
+        let id = self.input(now, source, destination, bytes)?;
+        if let Some(participant) = self.participants.get_mut(&id) {
+            mark_dirty(&mut self.dirty, participant);
+        }
+        self.drive(now);
+        Ok(())
+    }
+
+    /// Feeds datagrams that arrived together (one `recvmmsg`). Each sender is polled right
+    /// after its datagram, as str0m requires, but the subscribers its media went to are polled
+    /// once for the whole batch: their packets leave together. Returns the datagrams refused,
+    /// with why.
+    pub fn handle_receive_batch<'a>(
+        &mut self,
+        now: Instant,
+        destination: SocketAddr,
+        datagrams: impl IntoIterator<Item = (SocketAddr, &'a [u8])>,
+        mut refused: impl FnMut(SfuError),
+    ) {
+        let mut failed = Vec::new();
+        for (source, bytes) in datagrams {
+            match self.input(now, source, destination, bytes) {
+                Ok(id) => {
+                    if !self.poll_participant(now, id) {
+                        failed.push(id);
+                    }
+                }
+                Err(e) => refused(e),
+            }
+        }
+        for id in failed {
+            self.vanish(now, id);
+        }
+        self.drive(now);
+    }
+
+    /// Hands a datagram to the PeerConnection it belongs to, without polling it.
+    fn input(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        destination: SocketAddr,
+        bytes: &[u8],
+    ) -> Result<ParticipantId, SfuError> {
         self.stats.datagrams_in += 1;
         let Ok(contents) = DatagramRecv::try_from(bytes) else {
             self.stats.datagrams_rejected += 1;
@@ -324,9 +379,7 @@ impl Sfu {
         if let Err(e) = participant.rtc.handle_input(input) {
             debug!(participant = participant.id.0, "input refused: {e}");
         }
-        mark_dirty(&mut self.dirty, participant);
-        self.drive(now);
-        Ok(())
+        Ok(participant.id)
     }
 
     /// Advances time: str0m's timers, and the liveness of every participant.
@@ -394,41 +447,10 @@ impl Sfu {
     /// Polls every participant touched by an input until str0m has nothing more to say,
     /// routing media between them as it goes.
     fn drive(&mut self, now: Instant) {
-        let mut events = Vec::new();
         let mut failed = Vec::new();
         while let Some(id) = self.dirty.pop() {
-            let Some(participant) = self.participants.get_mut(&id) else {
-                continue;
-            };
-            participant.dirty = false;
-            if let Some((sdp, tracks)) = participant.offer_if_needed() {
-                let tracks = tracks.into_iter().collect();
-                self.outputs.push_back(SfuOutput::Signal {
-                    participant: id,
-                    event: SfuEvent::Offer { sdp, tracks },
-                });
-            }
-            loop {
-                match participant.rtc.poll_output() {
-                    Ok(Output::Timeout(t)) => {
-                        participant.next_rtc_timeout = t;
-                        break;
-                    }
-                    Ok(Output::Transmit(t)) => self.outputs.push_back(SfuOutput::Transmit {
-                        source: t.source,
-                        destination: t.destination,
-                        contents: t.contents.into(),
-                    }),
-                    Ok(Output::Event(event)) => events.push(event),
-                    Err(e) => {
-                        warn!(participant = id.0, "peer connection failed: {e}");
-                        failed.push(id);
-                        break;
-                    }
-                }
-            }
-            for event in events.drain(..) {
-                self.handle_event(now, id, event);
+            if !self.poll_participant(now, id) {
+                failed.push(id);
             }
         }
         for id in failed {
@@ -454,6 +476,50 @@ impl Sfu {
         }
     }
 
+    /// Polls one participant until str0m reports its next timeout and handles its events.
+    /// Returns false if its PeerConnection failed.
+    fn poll_participant(&mut self, now: Instant, id: ParticipantId) -> bool {
+        let Some(participant) = self.participants.get_mut(&id) else {
+            return true;
+        };
+        participant.dirty = false;
+        if let Some((sdp, tracks)) = participant.offer_if_needed() {
+            let tracks = tracks.into_iter().collect();
+            self.outputs.push_back(SfuOutput::Signal {
+                participant: id,
+                event: SfuEvent::Offer { sdp, tracks },
+            });
+        }
+        // Reused across polls: most polls yield one event (a packet to forward), and a fresh
+        // Vec would cost an allocation each time.
+        let mut events = std::mem::take(&mut self.events);
+        let mut alive = true;
+        loop {
+            match participant.rtc.poll_output() {
+                Ok(Output::Timeout(t)) => {
+                    participant.next_rtc_timeout = t;
+                    break;
+                }
+                Ok(Output::Transmit(t)) => self.outputs.push_back(SfuOutput::Transmit {
+                    source: t.source,
+                    destination: t.destination,
+                    contents: t.contents.into(),
+                }),
+                Ok(Output::Event(event)) => events.push(event),
+                Err(e) => {
+                    warn!(participant = id.0, "peer connection failed: {e}");
+                    alive = false;
+                    break;
+                }
+            }
+        }
+        for event in events.drain(..) {
+            self.handle_event(now, id, event);
+        }
+        self.events = events;
+        alive
+    }
+
     fn handle_event(&mut self, now: Instant, id: ParticipantId, event: Event) {
         match event {
             Event::Connected => {
@@ -474,7 +540,7 @@ impl Sfu {
             Event::MediaAdded(added) if added.direction.is_receiving() => {
                 self.publish(id, added.mid, added.kind.into());
             }
-            Event::MediaData(data) => self.forward(now, id, data),
+            Event::RtpPacket(packet) => self.forward(now, id, packet),
             Event::KeyframeRequest(request) => self.relay_keyframe_request(now, id, request),
             _ => {}
         }
@@ -496,6 +562,7 @@ impl Sfu {
             kind,
             source,
             last_keyframe_request: None,
+            codec: None,
         });
         let room = publisher.room;
         let Some(members) = self.rooms.get(&room) else {
@@ -503,54 +570,83 @@ impl Sfu {
         };
         for other in members.iter().filter(|m| **m != id) {
             if let Some(subscriber) = self.participants.get_mut(other) {
-                subscriber.subscriptions.push(Subscription {
-                    source: TrackId { publisher: id, mid },
+                subscriber.subscriptions.push(Subscription::new(
+                    TrackId { publisher: id, mid },
                     kind,
-                    track_source: source,
-                    state: SubscriptionState::ToOpen,
-                    awaiting_keyframe: false,
-                });
+                    source,
+                ));
                 mark_dirty(&mut self.dirty, subscriber);
             }
         }
     }
 
-    fn forward(&mut self, now: Instant, publisher_id: ParticipantId, data: MediaData) {
-        self.stats.frames_in += 1;
-        if let Some(tap) = &mut self.frame_tap {
-            tap(&data.data);
-        }
-        let Some(publisher) = self.participants.get(&publisher_id) else {
+    /// Forwards one RTP packet from a publisher to every subscriber of its track. Frames are
+    /// counted by their last packet (the marker bit for video; every audio packet is a frame).
+    fn forward(&mut self, now: Instant, publisher_id: ParticipantId, packet: RtpPacket) {
+        let Some(publisher) = self.participants.get_mut(&publisher_id) else {
             return;
         };
-        if !publisher.blocked.is_empty()
-            && publisher
-                .published
-                .iter()
-                .find(|t| t.mid == data.mid)
-                .is_none_or(|t| publisher.blocked.contains(&t.source))
-        {
-            self.stats.frames_blocked += 1;
+        let Some(mid) = publisher.rx_mid(packet.header.ssrc) else {
+            return;
+        };
+        let room = publisher.room;
+        let Some(track) = publisher.published.iter_mut().find(|t| t.mid == mid) else {
+            return;
+        };
+        let pt = packet.header.payload_type;
+        let params = match track.codec {
+            Some((known, params)) if known == pt => params,
+            _ => {
+                let Some(params) = publisher
+                    .rtc
+                    .codec_config()
+                    .params()
+                    .iter()
+                    .find(|p| p.pt() == pt)
+                    .copied()
+                else {
+                    return;
+                };
+                track.codec = Some((pt, params));
+                params
+            }
+        };
+        let kind = track.kind;
+        let ends_frame = kind == TrackKind::Audio || packet.header.marker;
+        let frames = u64::from(ends_frame);
+        self.stats.frames_in += frames;
+        if let Some(tap) = &mut self.frame_tap {
+            tap(&packet.payload);
+        }
+        if publisher.blocked.contains(&track.source) {
+            self.stats.frames_blocked += frames;
             return;
         }
-        let room = publisher.room;
-        if let Some(level) = data.ext_vals.audio_level {
+        if let Some(level) = packet.header.ext_vals.audio_level {
             self.speakers
                 .entry(room)
                 .or_default()
                 .observe(publisher_id, level, now);
         }
-        if !data.contiguous {
-            // Frames were lost beyond what NACK recovered: decoding needs a fresh keyframe.
-            self.request_keyframe(now, publisher_id, data.mid, KeyframeRequestKind::Pli);
-        }
         let source = TrackId {
             publisher: publisher_id,
-            mid: data.mid,
+            mid,
         };
         let Some(members) = self.rooms.get(&room) else {
             return;
         };
+        // Only the header extensions that describe the media travel on; MID, RID and
+        // transport-wide sequence numbers belong to the publisher's PeerConnection.
+        let ext = &packet.header.ext_vals;
+        let ext_vals = ExtensionValues {
+            audio_level: ext.audio_level,
+            voice_activity: ext.voice_activity,
+            video_orientation: ext.video_orientation,
+            video_content_type: ext.video_content_type,
+            abs_capture_time: ext.abs_capture_time,
+            ..ExtensionValues::default()
+        };
+        let mut keyframe_start: Option<bool> = None;
         let mut needs_keyframe = false;
         for subscriber_id in members.iter().filter(|m| **m != publisher_id) {
             let Some(subscriber) = self.participants.get_mut(subscriber_id) else {
@@ -566,33 +662,57 @@ impl Sfu {
             let Some(out_mid) = subscription.forwarding_mid() else {
                 continue;
             };
+            let rebase = subscription.awaiting_keyframe || subscription.resync;
             if subscription.awaiting_keyframe {
-                if !data.is_keyframe() {
+                let starts_keyframe = *keyframe_start
+                    .get_or_insert_with(|| starts_keyframe(&params, &packet.payload));
+                if !starts_keyframe {
                     needs_keyframe = true;
                     continue;
                 }
                 subscription.awaiting_keyframe = false;
             }
-            let Some(writer) = subscriber.rtc.writer(out_mid) else {
-                continue;
-            };
-            let Some(pt) = writer.match_params(data.params) else {
-                continue;
-            };
-            let writer = match data.ext_vals.abs_capture_time {
-                Some(capture) => writer.abs_capture_time(capture),
-                None => writer,
-            };
-            match writer.write(pt, data.network_time, data.time, data.data.clone()) {
-                Ok(()) => {
-                    self.stats.frames_forwarded += 1;
-                    mark_dirty(&mut self.dirty, subscriber);
+            let out_pt = match subscription.pt_map {
+                Some((from, to)) if from == pt => to,
+                _ => {
+                    let Some(to) = subscriber
+                        .rtc
+                        .codec_config()
+                        .match_params(params)
+                        .map(|p| p.pt())
+                    else {
+                        continue;
+                    };
+                    subscription.pt_map = Some((pt, to));
+                    to
                 }
-                Err(e) => debug!(subscriber = subscriber_id.0, "write refused: {e}"),
-            }
+            };
+            let Some(seq) = subscription.map_seq(*packet.seq_no, rebase) else {
+                continue;
+            };
+            subscription.resync = false;
+            let mut direct = subscriber.rtc.direct_api();
+            let Some(stream) = direct.stream_tx_by_mid(out_mid, None) else {
+                continue;
+            };
+            stream.write_rtp(
+                RtpWrite::new(
+                    out_pt,
+                    seq.into(),
+                    packet.header.timestamp,
+                    packet.timestamp,
+                    packet.payload.clone(),
+                )
+                .marker(packet.header.marker)
+                .ext_vals(ext_vals.clone())
+                // Video answers NACKs from str0m's resend cache; late audio is useless.
+                .nackable(kind == TrackKind::Video),
+            );
+            self.stats.frames_forwarded += frames;
+            mark_dirty(&mut self.dirty, subscriber);
         }
         if needs_keyframe {
-            self.request_keyframe(now, publisher_id, data.mid, KeyframeRequestKind::Pli);
+            self.request_keyframe(now, publisher_id, mid, KeyframeRequestKind::Pli);
         }
     }
 
@@ -635,13 +755,92 @@ impl Sfu {
             return;
         }
         track.last_keyframe_request = Some(now);
-        let Some(mut writer) = publisher.rtc.writer(mid) else {
+        let mut direct = publisher.rtc.direct_api();
+        let Some(stream) = direct.stream_rx_by_mid(mid, None) else {
             return;
         };
-        if writer.request_keyframe(None, kind).is_ok() {
-            self.stats.keyframe_requests += 1;
-            mark_dirty(&mut self.dirty, publisher);
+        stream.request_keyframe(kind);
+        self.stats.keyframe_requests += 1;
+        mark_dirty(&mut self.dirty, publisher);
+    }
+}
+
+/// Whether an RTP payload is the first packet of a keyframe. Under end-to-end encryption the
+/// codec's payload descriptor and the first bytes of the frame stay in the clear (SFrame
+/// leaves them unencrypted for exactly this), so this works on ciphertext too.
+fn starts_keyframe(params: &PayloadParams, payload: &[u8]) -> bool {
+    match params.spec().codec {
+        Codec::Vp8 => vp8_starts_keyframe(payload),
+        Codec::H264 => h264_starts_keyframe(payload),
+        // Gating is for video; anything else is never held back.
+        _ => true,
+    }
+}
+
+/// VP8 (RFC 7741): the payload descriptor's S bit and partition index 0 mark a frame start;
+/// the P bit of the VP8 payload header that follows is 0 for a keyframe.
+fn vp8_starts_keyframe(payload: &[u8]) -> bool {
+    let Some(&first) = payload.first() else {
+        return false;
+    };
+    let start_of_partition = first & 0x10 != 0;
+    let partition_index = first & 0x07;
+    if !start_of_partition || partition_index != 0 {
+        return false;
+    }
+    let mut at = 1;
+    if first & 0x80 != 0 {
+        // X: an extension byte follows, announcing picture ID (I), TL0PICIDX (L) and
+        // TID/KEYIDX (T, K).
+        let Some(&ext) = payload.get(at) else {
+            return false;
+        };
+        at += 1;
+        if ext & 0x80 != 0 {
+            let Some(&picture_id) = payload.get(at) else {
+                return false;
+            };
+            at += if picture_id & 0x80 != 0 { 2 } else { 1 };
         }
+        if ext & 0x40 != 0 {
+            at += 1;
+        }
+        if ext & 0x30 != 0 {
+            at += 1;
+        }
+    }
+    payload.get(at).is_some_and(|header| header & 0x01 == 0)
+}
+
+/// H.264 (RFC 6184): an IDR slice or SPS, alone, first in a STAP-A, or starting an FU-A.
+fn h264_starts_keyframe(payload: &[u8]) -> bool {
+    const IDR: u8 = 5;
+    const SPS: u8 = 7;
+    const STAP_A: u8 = 24;
+    const FU_A: u8 = 28;
+    let Some(&first) = payload.first() else {
+        return false;
+    };
+    match first & 0x1f {
+        IDR | SPS => true,
+        STAP_A => {
+            let mut at = 1;
+            while let Some(len) = payload.get(at..at + 2) {
+                let len = usize::from(u16::from_be_bytes([len[0], len[1]]));
+                if payload
+                    .get(at + 2)
+                    .is_some_and(|nal| matches!(nal & 0x1f, IDR | SPS))
+                {
+                    return true;
+                }
+                at += 2 + len;
+            }
+            false
+        }
+        FU_A => payload
+            .get(1)
+            .is_some_and(|fu| fu & 0x80 != 0 && fu & 0x1f == IDR),
+        _ => false,
     }
 }
 

@@ -1,6 +1,7 @@
 use std::time::Instant;
 
-use str0m::media::{MediaKind, Mid};
+use str0m::format::PayloadParams;
+use str0m::media::{MediaKind, Mid, Pt};
 
 use crate::ParticipantId;
 
@@ -65,6 +66,9 @@ pub(crate) struct PublishedTrack {
     pub kind: TrackKind,
     pub source: TrackSource,
     pub last_keyframe_request: Option<Instant>,
+    /// The codec of the last payload type seen on this track: looked up in the publisher's
+    /// codec config once per payload type, not once per packet.
+    pub codec: Option<(Pt, PayloadParams)>,
 }
 
 /// Where a subscriber's copy of a remote track is in negotiation.
@@ -92,9 +96,66 @@ pub(crate) struct Subscription {
     /// Video waits for a keyframe before anything is forwarded: delta frames before it are
     /// undecodable for this subscriber and would only cost bandwidth.
     pub awaiting_keyframe: bool,
+    /// The subscriber's payload type for the publisher's last one (payload types are
+    /// negotiated per PeerConnection, so they may differ).
+    pub pt_map: Option<(Pt, Pt)>,
+    /// Added to the publisher's extended sequence numbers to get this subscriber's: set when
+    /// the first packet (or, for gated video, the first keyframe packet) is forwarded, so
+    /// that the subscriber sees a contiguous sequence starting below 2^16 (its SRTP rollover
+    /// counter starts at 0) and no gap for what the SFU chose not to forward.
+    pub seq_offset: Option<i64>,
+    /// One past the highest sequence number sent to this subscriber.
+    pub next_seq: u64,
+    /// The first sequence number after the last rebase.
+    pub seq_floor: u64,
+    /// Forwarding resumes after packets were withheld (a mute): rebase the sequence numbers.
+    pub resync: bool,
 }
 
 impl Subscription {
+    pub fn new(source: TrackId, kind: TrackKind, track_source: TrackSource) -> Self {
+        Subscription {
+            source,
+            kind,
+            track_source,
+            state: SubscriptionState::ToOpen,
+            awaiting_keyframe: false,
+            pt_map: None,
+            seq_offset: None,
+            next_seq: 0,
+            seq_floor: 0,
+            resync: false,
+        }
+    }
+
+    /// The subscriber's sequence number for the publisher's `seq`, rebasing first when
+    /// `rebase` (first packet, end of a keyframe gate, end of a mute). `None` for a straggler
+    /// from before the last rebase: its number would collide with one already sent.
+    pub fn map_seq(&mut self, seq: u64, rebase: bool) -> Option<u64> {
+        let offset = match self.seq_offset {
+            Some(offset) if !rebase => offset,
+            previous => {
+                // Continue right after the last packet sent; a first packet keeps the
+                // publisher's low 16 bits (the subscriber's rollover counter starts at 0).
+                let start = if previous.is_some() {
+                    self.next_seq
+                } else {
+                    seq & 0xffff
+                };
+                self.seq_floor = start;
+                let offset = start as i64 - seq as i64;
+                self.seq_offset = Some(offset);
+                offset
+            }
+        };
+        let out = u64::try_from(seq as i64 + offset).ok()?;
+        if out < self.seq_floor {
+            return None;
+        }
+        self.next_seq = self.next_seq.max(out + 1);
+        Some(out)
+    }
+
     /// The subscriber's m-line for this track, once it has one.
     pub fn mid(&self) -> Option<Mid> {
         match self.state {

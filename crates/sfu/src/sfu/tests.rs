@@ -1473,6 +1473,30 @@ fn a_blocked_source_is_not_forwarded_and_resumes_from_a_keyframe() {
 }
 
 #[test]
+fn keyframe_starts_are_recognised_on_packets() {
+    use super::{h264_starts_keyframe, vp8_starts_keyframe};
+    // S=1, PID=0, no extension; VP8 header P bit clear: keyframe start.
+    assert!(vp8_starts_keyframe(&[0x10, 0x50, 0x02]));
+    // Same with X, I (15-bit picture ID), L and T/K bytes before the VP8 header.
+    assert!(vp8_starts_keyframe(&[
+        0x90, 0xf0, 0x80, 0x01, 0x00, 0x00, 0x50
+    ]));
+    // Delta frame (P bit set), continuation packet (S=0), other partition, truncated.
+    assert!(!vp8_starts_keyframe(&[0x10, 0x51]));
+    assert!(!vp8_starts_keyframe(&[0x00, 0x50]));
+    assert!(!vp8_starts_keyframe(&[0x11, 0x50]));
+    assert!(!vp8_starts_keyframe(&[0x90, 0x80]));
+    assert!(!vp8_starts_keyframe(&[]));
+    // H.264: IDR alone, SPS in a STAP-A, IDR starting an FU-A; a non-IDR slice is not.
+    assert!(h264_starts_keyframe(&[0x65, 0x88]));
+    assert!(h264_starts_keyframe(&[0x78, 0x00, 0x02, 0x67, 0x42]));
+    assert!(h264_starts_keyframe(&[0x7c, 0x85, 0x00]));
+    assert!(!h264_starts_keyframe(&[0x7c, 0x05, 0x00]));
+    assert!(!h264_starts_keyframe(&[0x41, 0x9a]));
+    assert!(!h264_starts_keyframe(&[0x78, 0x00]));
+}
+
+#[test]
 fn active_speakers_follow_the_audio_levels_and_reach_every_member() {
     let mut h = Harness::new();
     for id in 1..=3 {
