@@ -300,20 +300,7 @@ async fn create_meeting(
     if let Some(passcode) = passcode {
         request["passcode"] = passcode.into();
     }
-    let response = reqwest::Client::new()
-        .post(&url)
-        .json(&request)
-        .send()
-        .await
-        .with_context(|| format!("cannot reach {url}"))?;
-    let status = response.status();
-    let body: serde_json::Value = response
-        .json()
-        .await
-        .with_context(|| format!("{url} did not answer JSON"))?;
-    if !status.is_success() {
-        bail!("{url} answered {status}: {body}");
-    }
+    let body = send_json(reqwest::Client::new().post(&url).json(&request), &url).await?;
     let (Some(join), Some(host)) = (body["join_url"].as_str(), body["host_url"].as_str()) else {
         bail!("{url} answered without join_url/host_url: {body}");
     };
@@ -368,6 +355,11 @@ async fn host_request(
     if let Some(body) = body {
         request = request.json(&body);
     }
+    send_json(request, url).await
+}
+
+/// Sends an API request and returns its JSON answer; a non-2xx answer is an error.
+async fn send_json(request: reqwest::RequestBuilder, url: &str) -> Result<serde_json::Value> {
     let response = request
         .send()
         .await
