@@ -131,7 +131,29 @@ pub enum ClientMessage {
     Leave,
     /// Keep-alive; answered with [`ServerMessage::Pong`].
     Ping,
+    /// How the participant shows the video it receives, so that the SFU sends each track at
+    /// the layer it needs: one entry per remote video m-line (by this participant's `mid`)
+    /// with the tile's rendered size in CSS pixels and whether it is on screen. A hidden tile
+    /// gets nothing, a small one a small layer. Tracks not listed get the layer the server
+    /// picks. `max_kbps` caps what the participant wants to receive in total.
+    VideoLayout {
+        tiles: Vec<VideoTile>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max_kbps: Option<u32>,
+    },
 }
+
+/// One remote video as a participant renders it (see [`ClientMessage::VideoLayout`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VideoTile {
+    pub mid: String,
+    pub width: u32,
+    pub height: u32,
+    pub visible: bool,
+}
+
+/// Most tiles one [`ClientMessage::VideoLayout`] may describe.
+pub const MAX_VIDEO_TILES: usize = 512;
 
 impl ClientMessage {
     /// The `type` tag, for logs and counters.
@@ -157,6 +179,7 @@ impl ClientMessage {
             ClientMessage::EndMeeting => "end_meeting",
             ClientMessage::Leave => "leave",
             ClientMessage::Ping => "ping",
+            ClientMessage::VideoLayout { .. } => "video_layout",
         }
     }
 }
@@ -183,6 +206,7 @@ const CLIENT_TYPES: &[&str] = &[
     "end_meeting",
     "leave",
     "ping",
+    "video_layout",
 ];
 
 /// What an MLS application message is for, as its sender declares it to the server.
@@ -500,6 +524,12 @@ pub enum ServerMessage {
     Pong,
     /// The server is going away; reconnect later.
     ServerShutdown,
+    /// Which simulcast layers (by RID) of the participant's video m-line `mid` someone
+    /// receives: encode those and pause the others until they are named again.
+    PublishLayers {
+        mid: String,
+        active: Vec<String>,
+    },
 }
 
 /// A message with the protocol version in front, as it goes on the wire.
@@ -522,7 +552,29 @@ pub fn encode<T: Serialize>(msg: &T) -> String {
 
 /// Parses a message from a participant, telling apart every way it can be wrong.
 pub fn parse_client_message(text: &str) -> Result<ClientMessage, ProtoError> {
-    parse(text, CLIENT_TYPES)
+    let msg: ClientMessage = parse(text, CLIENT_TYPES)?;
+    if let ClientMessage::VideoLayout { tiles, .. } = &msg {
+        let invalid = |reason: String| ProtoError::InvalidMessage {
+            kind: "video_layout".into(),
+            reason,
+        };
+        if tiles.len() > MAX_VIDEO_TILES {
+            return Err(invalid(format!(
+                "{} tiles; at most {MAX_VIDEO_TILES}",
+                tiles.len()
+            )));
+        }
+        if let Some(tile) = tiles
+            .iter()
+            .find(|t| t.mid.is_empty() || t.mid.len() > 16 || t.width > 32_768 || t.height > 32_768)
+        {
+            return Err(invalid(format!(
+                "tile {:?} has an empty or overlong mid or a size over 32768 px",
+                truncate(&tile.mid, 20)
+            )));
+        }
+    }
+    Ok(msg)
 }
 
 /// Parses a message from the server (used by native clients).
@@ -551,6 +603,7 @@ pub fn parse_server_message(text: &str) -> Result<ServerMessage, ProtoError> {
         "error",
         "pong",
         "server_shutdown",
+        "publish_layers",
     ];
     parse(text, SERVER_TYPES)
 }

@@ -50,6 +50,49 @@ fn server_offer_round_trips() {
 }
 
 #[test]
+fn video_layout_and_publish_layers_round_trip() {
+    let text = r#"{"v":1,"type":"video_layout","tiles":[{"mid":"4","width":320,"height":180,"visible":true}]}"#;
+    let msg = parse_client_message(text).unwrap();
+    assert_eq!(
+        msg,
+        ClientMessage::VideoLayout {
+            tiles: vec![VideoTile {
+                mid: "4".into(),
+                width: 320,
+                height: 180,
+                visible: true
+            }],
+            max_kbps: None
+        }
+    );
+    assert_eq!(parse_client_message(&encode(&msg)).unwrap(), msg);
+    let layers = ServerMessage::PublishLayers {
+        mid: "1".into(),
+        active: vec!["q".into(), "h".into()],
+    };
+    let wire = encode(&layers);
+    assert!(wire.contains(r#""type":"publish_layers""#), "{wire}");
+    assert_eq!(parse_server_message(&wire).unwrap(), layers);
+}
+
+#[test]
+fn video_layouts_out_of_bounds_are_invalid() {
+    let tile = r#"{"mid":"4","width":320,"height":180,"visible":true}"#;
+    let too_many = format!(
+        r#"{{"v":1,"type":"video_layout","tiles":[{}]}}"#,
+        vec![tile; MAX_VIDEO_TILES + 1].join(",")
+    );
+    let huge = r#"{"v":1,"type":"video_layout","tiles":[{"mid":"4","width":320,"height":99999,"visible":true}]}"#;
+    let no_mid =
+        r#"{"v":1,"type":"video_layout","tiles":[{"mid":"","width":1,"height":1,"visible":true}]}"#;
+    let negative = r#"{"v":1,"type":"video_layout","tiles":[{"mid":"4","width":-1,"height":1,"visible":true}]}"#;
+    for text in [too_many.as_str(), huge, no_mid, negative] {
+        let err = parse_client_message(text).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::InvalidMessage, "{err}");
+    }
+}
+
+#[test]
 fn each_kind_of_bad_message_has_its_own_code() {
     let cases = [
         ("{not json", ErrorCode::MalformedJson),

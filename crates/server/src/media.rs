@@ -37,6 +37,13 @@ pub enum MediaCommand {
     Remove {
         id: ParticipantId,
     },
+    /// How a participant shows the videos it receives: `(mid, Some(height))` for a tile on
+    /// screen, `None` for one off screen; and what it wants to receive at most.
+    VideoLayout {
+        id: ParticipantId,
+        tiles: Vec<(String, Option<u32>)>,
+        max_receive_bps: Option<u64>,
+    },
     /// Stop or resume forwarding one of a participant's sources (host mute, screen share).
     Block {
         id: ParticipantId,
@@ -103,6 +110,22 @@ impl MediaHandle {
                 id,
                 source,
                 blocked,
+            })
+            .await;
+    }
+
+    pub async fn video_layout(
+        &self,
+        id: ParticipantId,
+        tiles: Vec<(String, Option<u32>)>,
+        max_receive_bps: Option<u64>,
+    ) {
+        let _ = self
+            .commands
+            .send(MediaCommand::VideoLayout {
+                id,
+                tiles,
+                max_receive_bps,
             })
             .await;
     }
@@ -290,6 +313,13 @@ fn handle_command(sfu: &mut Sfu, hub: &Hub, command: MediaCommand) {
         MediaCommand::Remove { id } => {
             let _ = sfu.remove_participant(now, sfu::ParticipantId(id.0));
         }
+        MediaCommand::VideoLayout {
+            id,
+            tiles,
+            max_receive_bps,
+        } => {
+            let _ = sfu.set_video_layout(now, sfu::ParticipantId(id.0), tiles, max_receive_bps);
+        }
         MediaCommand::Block {
             id,
             source,
@@ -318,6 +348,12 @@ fn signal(hub: &Hub, id: ParticipantId, event: SfuEvent) {
             hub.send(id, Outbound::Message(ServerMessage::Offer { sdp, tracks }));
         }
         SfuEvent::Connected => debug!(participant = id.0, "media connected"),
+        SfuEvent::PublishLayers { mid, active } => {
+            hub.send(
+                id,
+                Outbound::Message(ServerMessage::PublishLayers { mid, active }),
+            );
+        }
         SfuEvent::ActiveSpeakers { speakers } => {
             let speakers = speakers.into_iter().map(|p| ParticipantId(p.0)).collect();
             hub.send(

@@ -211,6 +211,9 @@ impl Session {
             ClientMessage::Ping => self.send(ServerMessage::Pong),
             ClientMessage::Offer { sdp, sources } => self.offer(sdp, sources).await,
             ClientMessage::Answer { sdp } => self.answer(sdp).await,
+            ClientMessage::VideoLayout { tiles, max_kbps } => {
+                self.video_layout(tiles, max_kbps).await
+            }
             ClientMessage::MlsKeyPackage { key_package } => self.mls(|hub, id| {
                 let bytes = decode(&key_package)?;
                 hub.mls_key_package(id, bytes).map_err(into_rejection)
@@ -496,6 +499,27 @@ impl Session {
         if let Err(e) = self.ctx.media.answer(id, sdp).await {
             self.media_refused(e);
         }
+    }
+
+    async fn video_layout(&mut self, tiles: Vec<proto::VideoTile>, max_kbps: Option<u32>) {
+        let Some(id) = self.joined.as_ref().map(|j| j.id) else {
+            return;
+        };
+        if !self.require_member(id) {
+            return;
+        }
+        let tiles = tiles
+            .into_iter()
+            .map(|t| {
+                let shown = t.visible && t.width > 0 && t.height > 0;
+                (t.mid, shown.then_some(t.height))
+            })
+            .collect();
+        let max_receive_bps = max_kbps.map(|k| u64::from(k) * 1000);
+        self.ctx
+            .media
+            .video_layout(id, tiles, max_receive_bps)
+            .await;
     }
 
     fn media_refused(&self, error: MediaError) {

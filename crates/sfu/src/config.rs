@@ -17,6 +17,12 @@ pub struct SfuConfig {
     /// Minimum spacing of keyframe requests sent to one publisher's track, so that many
     /// subscribers asking at once cost the publisher one keyframe.
     pub keyframe_request_interval: Duration,
+    /// A subscriber's downlink estimate before its TWCC feedback says otherwise.
+    pub initial_downlink_bps: u64,
+    /// In rooms of more than `last_n_above` participants, only the `last_n` most recent
+    /// speakers' cameras are sent above the smallest layer (screen shares always may be).
+    pub last_n: usize,
+    pub last_n_above: usize,
 }
 
 impl SfuConfig {
@@ -27,6 +33,9 @@ impl SfuConfig {
             media_timeout: Duration::from_secs(6),
             connect_timeout: Duration::from_secs(15),
             keyframe_request_interval: Duration::from_millis(500),
+            initial_downlink_bps: 5_000_000,
+            last_n: 4,
+            last_n_above: 8,
         }
     }
 }

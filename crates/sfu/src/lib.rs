@@ -13,6 +13,7 @@
 
 mod config;
 mod error;
+mod layers;
 mod participant;
 mod sfu;
 mod speakers;
@@ -66,4 +67,7 @@ pub enum SfuEvent {
     /// Who speaks in the participant's room now, most recent first (from RFC 6464 audio
     /// levels). Sent when it changes, at most every 300 ms.
     ActiveSpeakers { speakers: Vec<ParticipantId> },
+    /// Which simulcast layers (RIDs) of the participant's video m-line `mid` anyone receives:
+    /// the publisher encodes those and pauses the rest.
+    PublishLayers { mid: String, active: Vec<String> },
 }

@@ -6,7 +6,7 @@ use str0m::Rtc;
 
 use std::collections::{BTreeSet, HashMap};
 
-use str0m::media::Mid;
+use str0m::media::{Mid, Rid};
 use str0m::rtp::Ssrc;
 
 use crate::track::{
@@ -38,9 +38,15 @@ pub(crate) struct Participant {
     pub next_rtc_timeout: Instant,
     /// Queued for polling in the current drive.
     pub dirty: bool,
-    /// Which m-line each incoming SSRC belongs to: a participant has a handful, so a short
-    /// list beats asking str0m for every packet.
-    rx_mids: Vec<(Ssrc, Mid)>,
+    /// Which m-line (and simulcast layer) each incoming SSRC belongs to: a participant has a
+    /// handful, so a short list beats asking str0m for every packet.
+    rx_streams: Vec<(Ssrc, Mid, Option<Rid>)>,
+    /// The participant's latest downlink estimate from str0m's TWCC bandwidth estimator.
+    pub bwe_bps: Option<u64>,
+    /// The most the participant asked to receive (`video_layout.max_kbps`).
+    pub max_receive_bps: Option<u64>,
+    /// What the participant's bandwidth estimator was last told to probe for.
+    pub desired_bps: u64,
 }
 
 impl Participant {
@@ -60,18 +66,23 @@ impl Participant {
             last_input: None,
             next_rtc_timeout: now,
             dirty: false,
-            rx_mids: Vec::new(),
+            rx_streams: Vec::new(),
+            bwe_bps: None,
+            max_receive_bps: None,
+            desired_bps: 0,
         }
     }
 
-    /// The m-line an incoming RTP stream belongs to.
-    pub fn rx_mid(&mut self, ssrc: Ssrc) -> Option<Mid> {
-        if let Some((_, mid)) = self.rx_mids.iter().find(|(s, _)| *s == ssrc) {
-            return Some(*mid);
+    /// The m-line and simulcast RID an incoming RTP stream belongs to.
+    pub fn rx_stream(&mut self, ssrc: Ssrc) -> Option<(Mid, Option<Rid>)> {
+        if let Some((_, mid, rid)) = self.rx_streams.iter().find(|(s, _, _)| *s == ssrc) {
+            return Some((*mid, *rid));
         }
-        let mid = self.rtc.direct_api().stream_rx(&ssrc)?.mid();
-        self.rx_mids.push((ssrc, mid));
-        Some(mid)
+        let mut direct = self.rtc.direct_api();
+        let stream = direct.stream_rx(&ssrc)?;
+        let (mid, rid) = (stream.mid(), stream.rid());
+        self.rx_streams.push((ssrc, mid, rid));
+        Some((mid, rid))
     }
 
     /// Builds an offer for every subscription change, unless one is already out.
@@ -131,7 +142,7 @@ impl Participant {
             if let SubscriptionState::Opening(mid) = sub.state {
                 sub.state = SubscriptionState::Open(mid);
                 if sub.kind == TrackKind::Video {
-                    sub.awaiting_keyframe = true;
+                    sub.current = None;
                     opened_video.push(sub.source);
                 }
             }

@@ -2,17 +2,22 @@ use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use str0m::bwe::{Bitrate, BweKind};
 use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::format::{Codec, PayloadParams};
-use str0m::media::{KeyframeRequest, KeyframeRequestKind, Mid};
+use str0m::media::{KeyframeRequest, KeyframeRequestKind, MediaAdded, Mid, Rid};
 use str0m::net::{DatagramRecv, Protocol, Receive};
-use str0m::rtp::{Extension, ExtensionMap, ExtensionValues, RtpPacket, RtpWrite};
+use str0m::rtp::{Extension, ExtensionMap, ExtensionValues, RtpPacket, RtpWrite, Vp8Descriptor};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 use tracing::{debug, info, warn};
 
+use crate::layers::{self, Layer, TrackDemand};
 use crate::participant::Participant;
 use crate::speakers::SpeakerDetector;
-use crate::track::{default_source, PublishedTrack, Subscription, TrackId, TrackKind, TrackSource};
+use crate::track::{
+    default_source, PublishedLayer, PublishedTrack, Subscription, SubscriptionState, TileHint,
+    TrackId, TrackKind, TrackSource,
+};
 use crate::{ParticipantId, RoomId, SfuConfig, SfuError, SfuEvent, SfuOutput};
 
 use proto::ABS_CAPTURE_TIME_EXT_ID;
@@ -28,6 +33,8 @@ pub struct SfuStats {
     /// Frames dropped because the meeting policy stopped their source (a host muted it).
     pub frames_blocked: u64,
     pub keyframe_requests: u64,
+    /// Subscribers moved from one simulcast layer of a track to another (at a keyframe).
+    pub layer_switches: u64,
 }
 
 /// Sees the payload of every RTP packet the SFU forwards, as the SFU sees it. For tests that
@@ -49,6 +56,8 @@ pub struct Sfu {
     stats: SfuStats,
     /// Active speakers per room, from the audio levels publishers send.
     speakers: HashMap<RoomId, SpeakerDetector>,
+    /// When layers are next chosen for every subscriber.
+    next_allocation: Option<Instant>,
 }
 
 impl Sfu {
@@ -64,6 +73,7 @@ impl Sfu {
             outputs: VecDeque::new(),
             stats: SfuStats::default(),
             speakers: HashMap::new(),
+            next_allocation: None,
         }
     }
 
@@ -99,6 +109,8 @@ impl Sfu {
             .enable_vp8(true)
             .enable_h264(true)
             .set_extension_map(extensions)
+            // Each subscriber's downlink estimate (TWCC feedback) decides its layers.
+            .enable_bwe(Some(Bitrate::bps(self.config.initial_downlink_bps)))
             // Forward RTP packets as they come (SSRC, sequence number and payload type
             // rewritten by str0m per subscriber, payload shared by reference count) instead of
             // depacketizing every frame and packetizing it again for each subscriber.
@@ -209,13 +221,15 @@ impl Sfu {
                         // that never come.
                         sub.resync = true;
                         if kind == TrackKind::Video {
-                            sub.awaiting_keyframe = true;
+                            sub.current = None;
                         }
                     }
                 }
             }
             if kind == TrackKind::Video {
-                self.request_keyframe(now, id, mid, KeyframeRequestKind::Pli);
+                for layer in 0..=layers::top_layer(self.layer_count(id, mid)) {
+                    self.request_keyframe(now, id, mid, layer, KeyframeRequestKind::Pli);
+                }
             }
         }
         self.drive(now);
@@ -284,8 +298,19 @@ impl Sfu {
             }
         };
         mark_dirty(&mut self.dirty, participant);
+        if !opened_video.is_empty() {
+            // New tracks start at the layer the budget allows, not at the smallest.
+            self.allocate(now, id);
+        }
         for source in opened_video {
-            self.request_keyframe(now, source.publisher, source.mid, KeyframeRequestKind::Pli);
+            let layer = self.target_layer(id, source).unwrap_or(0);
+            self.request_keyframe(
+                now,
+                source.publisher,
+                source.mid,
+                layer,
+                KeyframeRequestKind::Pli,
+            );
         }
         self.drive(now);
         result.map_err(|e| SfuError::SdpRejected(e.to_string()))
@@ -408,6 +433,14 @@ impl Sfu {
         for id in vanished {
             self.vanish(now, id);
         }
+        if self.next_allocation.is_none_or(|at| at <= now) {
+            self.next_allocation = Some(now + ALLOCATION_INTERVAL);
+            let ids: Vec<ParticipantId> = self.participants.keys().copied().collect();
+            for id in ids {
+                self.allocate(now, id);
+            }
+            self.pause_unneeded_layers(now);
+        }
         self.drive(now);
     }
 
@@ -426,6 +459,10 @@ impl Sfu {
                     None => p.next_rtc_timeout,
                 }
             })
+            .chain(
+                self.next_allocation
+                    .filter(|_| !self.participants.is_empty()),
+            )
             .min()
     }
 
@@ -538,7 +575,12 @@ impl Sfu {
                 }
             }
             Event::MediaAdded(added) if added.direction.is_receiving() => {
-                self.publish(id, added.mid, added.kind.into());
+                self.publish(id, &added);
+            }
+            Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. }) => {
+                if let Some(p) = self.participants.get_mut(&id) {
+                    p.bwe_bps = Some(estimate.as_u64());
+                }
             }
             Event::RtpPacket(packet) => self.forward(now, id, packet),
             Event::KeyframeRequest(request) => self.relay_keyframe_request(now, id, request),
@@ -547,7 +589,8 @@ impl Sfu {
     }
 
     /// A participant published a track: everyone else in its room subscribes.
-    fn publish(&mut self, id: ParticipantId, mid: Mid, kind: TrackKind) {
+    fn publish(&mut self, id: ParticipantId, added: &MediaAdded) {
+        let (mid, kind) = (added.mid, TrackKind::from(added.kind));
         let Some(publisher) = self.participants.get_mut(&id) else {
             return;
         };
@@ -561,7 +604,7 @@ impl Sfu {
             mid,
             kind,
             source,
-            last_keyframe_request: None,
+            layers: simulcast_layers(added),
             codec: None,
         });
         let room = publisher.room;
@@ -580,19 +623,26 @@ impl Sfu {
         }
     }
 
-    /// Forwards one RTP packet from a publisher to every subscriber of its track. Frames are
-    /// counted by their last packet (the marker bit for video; every audio packet is a frame).
+    /// Forwards one RTP packet from a publisher to every subscriber of its track (and layer).
+    /// Frames are counted by their last packet (the marker bit for video; every audio packet
+    /// is a frame).
     fn forward(&mut self, now: Instant, publisher_id: ParticipantId, packet: RtpPacket) {
         let Some(publisher) = self.participants.get_mut(&publisher_id) else {
             return;
         };
-        let Some(mid) = publisher.rx_mid(packet.header.ssrc) else {
+        let Some((mid, rid)) = publisher.rx_stream(packet.header.ssrc) else {
             return;
         };
         let room = publisher.room;
         let Some(track) = publisher.published.iter_mut().find(|t| t.mid == mid) else {
             return;
         };
+        let Some(layer) = track.layer_of(rid.or(packet.header.ext_vals.rid)) else {
+            return;
+        };
+        if let Some(published) = track.layers.get_mut(usize::from(layer)) {
+            published.meter.record(now, packet.payload.len());
+        }
         let pt = packet.header.payload_type;
         let params = match track.codec {
             Some((known, params)) if known == pt => params,
@@ -646,6 +696,11 @@ impl Sfu {
             abs_capture_time: ext.abs_capture_time,
             ..ExtensionValues::default()
         };
+        // The clear VP8 payload descriptor: keyframe starts and the picture ids that a layer
+        // switch renumbers. Parsed once for all subscribers.
+        let vp8 = (params.spec().codec == Codec::Vp8)
+            .then(|| Vp8Descriptor::parse(&packet.payload).ok())
+            .flatten();
         let mut keyframe_start: Option<bool> = None;
         let mut needs_keyframe = false;
         for subscriber_id in members.iter().filter(|m| **m != publisher_id) {
@@ -662,16 +717,28 @@ impl Sfu {
             let Some(out_mid) = subscription.forwarding_mid() else {
                 continue;
             };
-            let rebase = subscription.awaiting_keyframe || subscription.resync;
-            if subscription.awaiting_keyframe {
-                let starts_keyframe = *keyframe_start
-                    .get_or_insert_with(|| starts_keyframe(&params, &packet.payload));
+            let Some(target) = subscription.target else {
+                continue;
+            };
+            let mut took_over = false;
+            if subscription.current != Some(layer) {
+                // Not the layer being forwarded: it takes over at its keyframe if it is the
+                // one wanted, and is ignored otherwise.
+                if target != layer {
+                    continue;
+                }
+                let starts_keyframe = *keyframe_start.get_or_insert_with(|| match &vp8 {
+                    Some(d) => d.starts_keyframe(&packet.payload),
+                    None => starts_keyframe(&params, &packet.payload),
+                });
                 if !starts_keyframe {
                     needs_keyframe = true;
                     continue;
                 }
-                subscription.awaiting_keyframe = false;
+                subscription.current = Some(layer);
+                took_over = true;
             }
+            let rebase = took_over || subscription.resync;
             let out_pt = match subscription.pt_map {
                 Some((from, to)) if from == pt => to,
                 _ => {
@@ -691,47 +758,59 @@ impl Sfu {
                 continue;
             };
             subscription.resync = false;
+            if subscription.last_layer != Some(layer) {
+                if subscription.last_layer.is_some() {
+                    self.stats.layer_switches += 1;
+                }
+                continue_stream(subscription, layer, &packet, vp8.as_ref(), now);
+            }
+            let time = packet.header.timestamp.wrapping_add(subscription.ts_offset);
+            subscription.last_ts = Some((time, now));
+            let vp8_patch = vp8.as_ref().and_then(|d| renumber(subscription, d));
             let mut direct = subscriber.rtc.direct_api();
             let Some(stream) = direct.stream_tx_by_mid(out_mid, None) else {
                 continue;
             };
-            stream.write_rtp(
-                RtpWrite::new(
-                    out_pt,
-                    seq.into(),
-                    packet.header.timestamp,
-                    packet.timestamp,
-                    packet.payload.clone(),
-                )
-                .marker(packet.header.marker)
-                .ext_vals(ext_vals.clone())
-                // Video answers NACKs from str0m's resend cache; late audio is useless.
-                .nackable(kind == TrackKind::Video),
-            );
+            let mut write = RtpWrite::new(
+                out_pt,
+                seq.into(),
+                time,
+                packet.timestamp,
+                packet.payload.clone(),
+            )
+            .marker(packet.header.marker)
+            .ext_vals(ext_vals.clone())
+            // Video answers NACKs from str0m's resend cache; late audio is useless.
+            .nackable(kind == TrackKind::Video);
+            if let Some(patch) = vp8_patch {
+                write = write.vp8_patch(patch);
+            }
+            stream.write_rtp(write);
             self.stats.frames_forwarded += frames;
             mark_dirty(&mut self.dirty, subscriber);
         }
         if needs_keyframe {
-            self.request_keyframe(now, publisher_id, mid, KeyframeRequestKind::Pli);
+            self.request_keyframe(now, publisher_id, mid, layer, KeyframeRequestKind::Pli);
         }
     }
 
-    /// A subscriber asked for a keyframe on one of its m-lines: pass it to the publisher.
+    /// A subscriber asked for a keyframe on one of its m-lines: pass it to the publisher, for
+    /// the layer the subscriber gets.
     fn relay_keyframe_request(
         &mut self,
         now: Instant,
         subscriber_id: ParticipantId,
         request: KeyframeRequest,
     ) {
-        let Some(source) = self.participants.get(&subscriber_id).and_then(|s| {
+        let Some((source, layer)) = self.participants.get(&subscriber_id).and_then(|s| {
             s.subscriptions
                 .iter()
                 .find(|sub| sub.mid() == Some(request.mid))
-                .map(|sub| sub.source)
+                .map(|sub| (sub.source, sub.current.or(sub.target).unwrap_or(0)))
         }) else {
             return;
         };
-        self.request_keyframe(now, source.publisher, source.mid, request.kind);
+        self.request_keyframe(now, source.publisher, source.mid, layer, request.kind);
     }
 
     fn request_keyframe(
@@ -739,6 +818,7 @@ impl Sfu {
         now: Instant,
         publisher_id: ParticipantId,
         mid: Mid,
+        layer: Layer,
         kind: KeyframeRequestKind,
     ) {
         let interval = self.config.keyframe_request_interval;
@@ -748,21 +828,392 @@ impl Sfu {
         let Some(track) = publisher.published.iter_mut().find(|t| t.mid == mid) else {
             return;
         };
-        if track
+        let Some(published) = track.layers.get_mut(usize::from(layer)) else {
+            return;
+        };
+        if published
             .last_keyframe_request
             .is_some_and(|at| now.saturating_duration_since(at) < interval)
         {
             return;
         }
-        track.last_keyframe_request = Some(now);
+        published.last_keyframe_request = Some(now);
+        let rid = published.rid;
         let mut direct = publisher.rtc.direct_api();
-        let Some(stream) = direct.stream_rx_by_mid(mid, None) else {
+        let Some(stream) = direct.stream_rx_by_mid(mid, rid) else {
             return;
         };
         stream.request_keyframe(kind);
         self.stats.keyframe_requests += 1;
         mark_dirty(&mut self.dirty, publisher);
     }
+
+    /// How many layers a published track has (1 when unknown).
+    fn layer_count(&self, publisher: ParticipantId, mid: Mid) -> usize {
+        self.participants
+            .get(&publisher)
+            .and_then(|p| p.published.iter().find(|t| t.mid == mid))
+            .map_or(1, |t| t.layers.len())
+    }
+
+    fn target_layer(&self, subscriber: ParticipantId, source: TrackId) -> Option<Layer> {
+        self.participants
+            .get(&subscriber)?
+            .subscriptions
+            .iter()
+            .find(|s| s.source == source)?
+            .target
+    }
+
+    /// Records how a participant shows the videos it receives (by its own mids) and what it
+    /// wants to receive at most, and chooses its layers again.
+    pub fn set_video_layout(
+        &mut self,
+        now: Instant,
+        id: ParticipantId,
+        tiles: impl IntoIterator<Item = (String, Option<u32>)>,
+        max_receive_bps: Option<u64>,
+    ) -> Result<(), SfuError> {
+        let participant = self
+            .participants
+            .get_mut(&id)
+            .ok_or(SfuError::UnknownParticipant(id))?;
+        participant.max_receive_bps = max_receive_bps;
+        for (mid, height) in tiles {
+            let mid = Mid::from(mid.as_str());
+            if let Some(sub) = participant
+                .subscriptions
+                .iter_mut()
+                .find(|s| s.kind == TrackKind::Video && s.mid() == Some(mid))
+            {
+                sub.tile = height.map_or(TileHint::Hidden, TileHint::Height);
+            }
+        }
+        self.allocate(now, id);
+        self.drive(now);
+        Ok(())
+    }
+
+    /// Chooses, for every video track a participant receives, the layer it gets: from its
+    /// downlink estimate, its tiles, and (in large rooms) who spoke last. A change waits for
+    /// the new layer's keyframe, which is asked for here.
+    fn allocate(&mut self, now: Instant, id: ParticipantId) {
+        let Some(subscriber) = self.participants.get(&id) else {
+            return;
+        };
+        let room_size = self.rooms.get(&subscriber.room).map_or(0, Vec::len);
+        let speakers = self
+            .speakers
+            .get(&subscriber.room)
+            .map(|d| d.speakers(now))
+            .unwrap_or_default();
+        let last_n = (room_size > self.config.last_n_above).then_some(self.config.last_n);
+        let mut picked: Vec<usize> = Vec::new();
+        let mut candidates: Vec<TrackDemand> = Vec::new();
+        let mut audio_bps = 0;
+        for (index, sub) in subscriber.subscriptions.iter().enumerate() {
+            if !matches!(
+                sub.state,
+                SubscriptionState::Open(_) | SubscriptionState::Opening(_)
+            ) {
+                continue;
+            }
+            let Some(track) = self
+                .participants
+                .get(&sub.source.publisher)
+                .and_then(|p| p.published.iter().find(|t| t.mid == sub.source.mid))
+            else {
+                continue;
+            };
+            if sub.kind == TrackKind::Audio {
+                audio_bps += track.layers.first().map_or(0, |l| {
+                    if l.meter.live(now) {
+                        l.meter.rate_or_nominal(0).min(AUDIO_BPS_CAP)
+                    } else {
+                        0
+                    }
+                });
+                continue;
+            }
+            let never_measured = track.layers.iter().all(|l| !l.meter.live(now));
+            let layer_bps = track
+                .layers
+                .iter()
+                .enumerate()
+                .map(|(i, l)| {
+                    let layer = u8::try_from(i).unwrap_or(u8::MAX);
+                    (l.meter.live(now) || l.paused || never_measured)
+                        .then(|| l.meter.rate_or_nominal(layer))
+                })
+                .collect();
+            let top = layers::top_layer(track.layers.len());
+            let mut max_layer = match sub.tile {
+                TileHint::Unknown => Some(top),
+                TileHint::Hidden => None,
+                TileHint::Height(h) => Some(layers::layer_for_height(h, track.layers.len())),
+            };
+            let rank = speakers.iter().position(|p| *p == sub.source.publisher);
+            if let Some(n) = last_n {
+                if track.source != TrackSource::Screen && rank.is_none_or(|r| r >= n) {
+                    max_layer = max_layer.map(|m| m.min(0));
+                }
+            }
+            let priority = match (track.source, rank) {
+                (TrackSource::Screen, _) => 0,
+                (_, Some(r)) => 1 + u32::try_from(r).unwrap_or(u32::MAX - 1),
+                (_, None) => u32::MAX,
+            };
+            picked.push(index);
+            candidates.push(TrackDemand {
+                layer_bps,
+                max_layer,
+                priority,
+            });
+        }
+        let estimate = subscriber
+            .bwe_bps
+            .unwrap_or(self.config.initial_downlink_bps);
+        let budget = subscriber
+            .max_receive_bps
+            .map_or(estimate, |max| max.min(estimate))
+            .saturating_sub(audio_bps);
+        let thumbnail_budget = subscriber
+            .max_receive_bps
+            .map_or(u64::MAX, |max| max.saturating_sub(audio_bps));
+        // Raise layers only with headroom, and lower them only when what flows no longer
+        // fits: an estimate wobbling around a layer's cost must not switch it back and forth.
+        let chosen = layers::allocate(
+            budget / 100 * UPGRADE_HEADROOM_PERCENT,
+            thumbnail_budget,
+            &candidates,
+        );
+        let previous: Vec<Option<Layer>> = picked
+            .iter()
+            .zip(&candidates)
+            .map(|(i, c)| {
+                let target = subscriber.subscriptions[*i].target?;
+                let ok = c.max_layer.is_some_and(|m| target <= m)
+                    && c.layer_bps
+                        .get(usize::from(target))
+                        .is_some_and(Option::is_some);
+                ok.then_some(target)
+            })
+            .collect();
+        let previous_valid = previous
+            .iter()
+            .zip(&picked)
+            .all(|(p, i)| p.is_some() == subscriber.subscriptions[*i].target.is_some());
+        let previous_cost: u64 = previous
+            .iter()
+            .zip(&candidates)
+            .filter_map(|(l, c)| l.and_then(|l| c.layer_bps[usize::from(l)]))
+            .sum();
+        let raises = chosen.iter().zip(&previous).any(|(c, p)| c > p);
+        let hidden_changed = chosen
+            .iter()
+            .zip(&previous)
+            .any(|(c, p)| c.is_none() != p.is_none());
+        let keep = previous_valid
+            && previous_cost <= budget.max(thumbnail_cost(&candidates, &previous))
+            && !raises
+            && !hidden_changed;
+        let desired = layers::wanted_bps(&candidates) + audio_bps;
+        let Some(subscriber) = self.participants.get_mut(&id) else {
+            return;
+        };
+        if subscriber.desired_bps != desired {
+            subscriber.desired_bps = desired;
+            subscriber
+                .rtc
+                .bwe()
+                .set_bitrate(Bitrate::bps(0), Bitrate::bps(desired));
+        }
+        if keep {
+            return;
+        }
+        let mut wanted_keyframes = Vec::new();
+        for (index, layer) in picked.into_iter().zip(chosen) {
+            let sub = &mut subscriber.subscriptions[index];
+            sub.target = layer;
+            match layer {
+                None => sub.current = None,
+                Some(layer) if sub.current != Some(layer) => {
+                    wanted_keyframes.push((sub.source, layer));
+                }
+                Some(_) => {}
+            }
+        }
+        for (source, layer) in wanted_keyframes {
+            self.request_keyframe(
+                now,
+                source.publisher,
+                source.mid,
+                layer,
+                KeyframeRequestKind::Pli,
+            );
+        }
+    }
+
+    /// Tells publishers to stop encoding simulcast layers nobody has needed for a while, and
+    /// to start again the ones somebody needs.
+    fn pause_unneeded_layers(&mut self, now: Instant) {
+        let mut needed: HashMap<TrackId, u32> = HashMap::new();
+        for subscriber in self.participants.values() {
+            for sub in &subscriber.subscriptions {
+                let mask = needed.entry(sub.source).or_default();
+                for layer in [sub.target, sub.current].into_iter().flatten() {
+                    *mask |= 1 << layer.min(31);
+                }
+            }
+        }
+        for publisher in self.participants.values_mut() {
+            for track in publisher.published.iter_mut().filter(|t| t.is_simulcast()) {
+                let mask = needed
+                    .get(&TrackId {
+                        publisher: publisher.id,
+                        mid: track.mid,
+                    })
+                    .copied()
+                    .unwrap_or(0);
+                let mut changed = false;
+                for (i, layer) in track.layers.iter_mut().enumerate() {
+                    if mask & (1 << i.min(31)) != 0 {
+                        layer.unneeded_since = None;
+                        changed |= std::mem::replace(&mut layer.paused, false);
+                    } else {
+                        let since = *layer.unneeded_since.get_or_insert(now);
+                        if !layer.paused && now.saturating_duration_since(since) >= PAUSE_AFTER {
+                            layer.paused = true;
+                            changed = true;
+                        }
+                    }
+                }
+                if changed {
+                    let active = track
+                        .layers
+                        .iter()
+                        .filter(|l| !l.paused)
+                        .filter_map(|l| l.rid.map(|r| r.to_string()))
+                        .collect();
+                    self.outputs.push_back(SfuOutput::Signal {
+                        participant: publisher.id,
+                        event: SfuEvent::PublishLayers {
+                            mid: track.mid.to_string(),
+                            active,
+                        },
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// How often every subscriber's layers are chosen again (estimates and speakers move).
+const ALLOCATION_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
+/// A layer nobody needs this long is paused at its publisher.
+const PAUSE_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
+/// Layers are raised only within this share of the budget.
+const UPGRADE_HEADROOM_PERCENT: u64 = 85;
+/// Opus at its highest sensible rate: a bogus measurement must not starve video.
+const AUDIO_BPS_CAP: u64 = 128_000;
+
+/// What the smallest layers of the tracks given any layer cost: always affordable (see
+/// [`layers::allocate`]).
+fn thumbnail_cost(candidates: &[TrackDemand], given: &[Option<Layer>]) -> u64 {
+    candidates
+        .iter()
+        .zip(given)
+        .filter(|(_, l)| l.is_some())
+        .filter_map(|(c, _)| c.layer_bps.iter().find_map(|b| *b))
+        .sum()
+}
+
+/// The layers of a newly published track, smallest first: RIDs ranked by name (q/h/f), the
+/// others after them in the order the publisher's SDP gave.
+fn simulcast_layers(added: &MediaAdded) -> Vec<PublishedLayer> {
+    let rids: Vec<Rid> = added
+        .simulcast
+        .as_ref()
+        .map(|s| if s.recv.is_empty() { &s.send } else { &s.recv })
+        .map(|layers| layers.iter().map(|l| l.rid).collect())
+        .unwrap_or_default();
+    if rids.is_empty() {
+        return vec![PublishedLayer::default()];
+    }
+    let mut ranked: Vec<(Rid, u8)> = rids
+        .iter()
+        .enumerate()
+        .map(|(i, rid)| {
+            let rank = layers::rid_rank(rid).unwrap_or(3 + u8::try_from(i).unwrap_or(200));
+            (*rid, rank)
+        })
+        .collect();
+    ranked.sort_by_key(|(_, rank)| *rank);
+    ranked
+        .into_iter()
+        .map(|(rid, _)| PublishedLayer {
+            rid: Some(rid),
+            ..PublishedLayer::default()
+        })
+        .collect()
+}
+
+/// A subscriber starts receiving `layer` (its first packet, or a switch at a keyframe):
+/// continue its RTP clock and VP8 picture numbering from where the last layer left them.
+fn continue_stream(
+    sub: &mut Subscription,
+    layer: Layer,
+    packet: &RtpPacket,
+    vp8: Option<&Vp8Descriptor>,
+    now: Instant,
+) {
+    let switching = sub.last_layer.is_some();
+    sub.last_layer = Some(layer);
+    if !switching {
+        return;
+    }
+    if let Some((last, at)) = sub.last_ts {
+        // Layers have unrelated timestamp bases: continue from the last one by the time
+        // that passed (at least one tick, so that the new frame is later).
+        let elapsed = u32::try_from(now.saturating_duration_since(at).as_micros() * 90 / 1000)
+            .unwrap_or(u32::MAX)
+            .max(1);
+        sub.ts_offset = last
+            .wrapping_add(elapsed)
+            .wrapping_sub(packet.header.timestamp);
+    }
+    if let (Some(d), Some((last_pid, last_tl0))) = (vp8, sub.last_picture_id) {
+        if let Some(pid) = d.picture_id() {
+            sub.picture_id_offset = last_pid.wrapping_add(1).wrapping_sub(pid);
+        }
+        if let Some(tl0) = d.tl0_pic_idx() {
+            sub.tl0_offset = last_tl0.wrapping_add(1).wrapping_sub(tl0);
+        }
+    }
+}
+
+/// The VP8 descriptor patch that renumbers this packet for the subscriber (after a layer
+/// switch), and the numbers it ends up with.
+fn renumber(sub: &mut Subscription, d: &Vp8Descriptor) -> Option<str0m::rtp::Vp8Patch> {
+    let pid = d.picture_id()?;
+    let shifted = pid.wrapping_add(sub.picture_id_offset);
+    let out_tl0 = d.tl0_pic_idx().map(|t| t.wrapping_add(sub.tl0_offset));
+    if sub.picture_id_offset == 0 && sub.tl0_offset == 0 {
+        sub.last_picture_id = Some((pid, out_tl0.unwrap_or(0)));
+        return None;
+    }
+    let build = |out_pid: u16| {
+        let mut patch = d.patch().picture_id(out_pid);
+        if let Some(t) = out_tl0 {
+            patch = patch.tl0_pic_idx(t);
+        }
+        patch.build().ok().map(|p| (p, out_pid))
+    };
+    // Picture ids wrap at 2^15, or at 2^7 when the sender uses the short form; the patch
+    // keeps the sender's width, so the 15-bit value is tried first.
+    let (patch, out_pid) = build(shifted & 0x7fff).or_else(|| build(shifted & 0x7f))?;
+    sub.last_picture_id = Some((out_pid, out_tl0.unwrap_or(0)));
+    Some(patch)
 }
 
 /// Whether an RTP payload is the first packet of a keyframe. Under end-to-end encryption the

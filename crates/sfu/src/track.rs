@@ -1,8 +1,9 @@
 use std::time::Instant;
 
 use str0m::format::PayloadParams;
-use str0m::media::{MediaKind, Mid, Pt};
+use str0m::media::{MediaKind, Mid, Pt, Rid};
 
+use crate::layers::{Layer, RateMeter};
 use crate::ParticipantId;
 
 /// Audio or video.
@@ -65,10 +66,42 @@ pub(crate) struct PublishedTrack {
     pub mid: Mid,
     pub kind: TrackKind,
     pub source: TrackSource,
-    pub last_keyframe_request: Option<Instant>,
+    /// Its simulcast layers, smallest first; one layer without a RID when it has none.
+    pub layers: Vec<PublishedLayer>,
     /// The codec of the last payload type seen on this track: looked up in the publisher's
     /// codec config once per payload type, not once per packet.
     pub codec: Option<(Pt, PayloadParams)>,
+}
+
+impl PublishedTrack {
+    /// The layer a packet with this RID belongs to (packets without one: the first).
+    pub fn layer_of(&self, rid: Option<Rid>) -> Option<Layer> {
+        match rid {
+            None => Some(0),
+            Some(rid) => self
+                .layers
+                .iter()
+                .position(|l| l.rid == Some(rid))
+                .and_then(|i| u8::try_from(i).ok()),
+        }
+    }
+
+    pub fn is_simulcast(&self) -> bool {
+        self.layers.len() > 1
+    }
+}
+
+/// One simulcast layer of a published track (or the only stream of a plain one).
+#[derive(Debug, Default)]
+pub(crate) struct PublishedLayer {
+    pub rid: Option<Rid>,
+    pub meter: RateMeter,
+    pub last_keyframe_request: Option<Instant>,
+    /// The publisher was told to stop encoding it (no subscriber needs it).
+    pub paused: bool,
+    /// Since when no subscriber has needed it: paused after a grace period, so that a
+    /// subscriber flipping between layers does not start and stop an encoder each time.
+    pub unneeded_since: Option<Instant>,
 }
 
 /// Where a subscriber's copy of a remote track is in negotiation.
@@ -86,6 +119,17 @@ pub(crate) enum SubscriptionState {
     Stopping(Mid),
 }
 
+/// How a subscriber shows a video track (from its `video_layout`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TileHint {
+    /// Not said: every layer may be sent.
+    Unknown,
+    /// Off screen: nothing is sent.
+    Hidden,
+    /// Rendered this many CSS pixels tall.
+    Height(u32),
+}
+
 /// A subscriber's copy of one remote track.
 #[derive(Debug)]
 pub(crate) struct Subscription {
@@ -93,9 +137,27 @@ pub(crate) struct Subscription {
     pub kind: TrackKind,
     pub track_source: TrackSource,
     pub state: SubscriptionState,
-    /// Video waits for a keyframe before anything is forwarded: delta frames before it are
-    /// undecodable for this subscriber and would only cost bandwidth.
-    pub awaiting_keyframe: bool,
+    /// The layer being forwarded. `None` for video waiting for a keyframe (new, resumed after
+    /// a mute, or switched off): delta frames before it are undecodable for this subscriber
+    /// and would only cost bandwidth.
+    pub current: Option<Layer>,
+    /// The layer the allocator chose; a switch to it happens at its next keyframe, and until
+    /// then `current` keeps flowing. `None`: forward nothing.
+    pub target: Option<Layer>,
+    /// How the subscriber shows this track.
+    pub tile: TileHint,
+    /// The last layer forwarded, which the timestamp and picture id offsets continue from.
+    pub last_layer: Option<Layer>,
+    /// Added to the publisher's RTP timestamps: layers have their own timestamp bases, so a
+    /// switch must continue the subscriber's clock where the last layer left it.
+    pub ts_offset: u32,
+    /// The last timestamp sent and when, for the next switch.
+    pub last_ts: Option<(u32, Instant)>,
+    /// Added to VP8 picture ids and TL0PICIDX after a switch, so that the subscriber's
+    /// decoder sees one continuous stream rather than a jump it may take for reordering.
+    pub picture_id_offset: u16,
+    pub tl0_offset: u8,
+    pub last_picture_id: Option<(u16, u8)>,
     /// The subscriber's payload type for the publisher's last one (payload types are
     /// negotiated per PeerConnection, so they may differ).
     pub pt_map: Option<(Pt, Pt)>,
@@ -119,7 +181,15 @@ impl Subscription {
             kind,
             track_source,
             state: SubscriptionState::ToOpen,
-            awaiting_keyframe: false,
+            current: (kind == TrackKind::Audio).then_some(0),
+            target: Some(0),
+            tile: TileHint::Unknown,
+            last_layer: None,
+            ts_offset: 0,
+            last_ts: None,
+            picture_id_offset: 0,
+            tl0_offset: 0,
+            last_picture_id: None,
             pt_map: None,
             seq_offset: None,
             next_seq: 0,

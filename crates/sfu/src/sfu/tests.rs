@@ -669,7 +669,11 @@ fn two_participants_connect_negotiate_and_exchange_media() {
     h.exchange(&[1, 2], 10);
     // One frame spanning several RTP packets.
     let big = h.send_video(1, 5000);
-    h.run(Duration::from_millis(100));
+    // The subscriber's pacer spreads a large frame over its bandwidth estimate.
+    let arrived = h.run_until(Duration::from_secs(1), |h| {
+        h.peer(2).received.iter().any(|r| r.data == big)
+    });
+    assert!(arrived, "the big frame never arrived: {}", h.describe());
 
     assert_eq!(h.peer(1).sent.len(), 21);
     h.assert_received(2, 1, &sent_by(&h, 1));
