@@ -30,6 +30,14 @@ export interface TrackInfo {
   source: TrackSource;
 }
 
+/** One remote video as this page renders it: CSS pixels, and whether any of it is on screen. */
+export interface VideoTile {
+  mid: string;
+  width: number;
+  height: number;
+  visible: boolean;
+}
+
 export interface LobbyEntry {
   id: number;
   name: string;
@@ -85,7 +93,9 @@ export type ServerMessage =
   | { type: 'mls_message'; from: number; data: string; purpose?: 'control' | 'chat' }
   | { type: 'error'; code: string; reason: string }
   | { type: 'pong' }
-  | { type: 'server_shutdown' };
+  | { type: 'server_shutdown' }
+  /** Which simulcast layers (RIDs) of our own sending video m-line `mid` someone receives. */
+  | { type: 'publish_layers'; mid: string; active: string[] };
 
 export type ClientMessage =
   | {
@@ -112,13 +122,16 @@ export type ClientMessage =
   | { type: 'suspend_all' }
   | { type: 'end_meeting' }
   | { type: 'leave' }
-  | { type: 'ping' };
+  | { type: 'ping' }
+  /** Every remote video m-line this page receives, with its tile's size and visibility. */
+  | { type: 'video_layout'; tiles: VideoTile[]; max_kbps?: number };
 
 /**
- * Server messages the E2EE worker's group session is fed: everything but SDP and keep-alives.
+ * Server messages the E2EE worker's group session is fed: everything but SDP, simulcast layer
+ * choices and keep-alives.
  * It reads what it needs (MLS messages, who joined or left and how, roles, lock state) and
  * ignores the rest.
  */
 export function concernsGroup(msg: ServerMessage): boolean {
-  return msg.type !== 'offer' && msg.type !== 'answer' && msg.type !== 'pong' && msg.type !== 'welcome';
+  return msg.type !== 'offer' && msg.type !== 'answer' && msg.type !== 'pong' && msg.type !== 'welcome' && msg.type !== 'publish_layers';
 }

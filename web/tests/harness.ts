@@ -150,8 +150,11 @@ export interface PageMedia {
   securityCode: string;
   epoch: number;
   phase: string;
-  /** Remote participants by id: name, frames decoded on their camera track, audio received. */
-  remote: Record<string, { name: string; framesDecoded: number; framesReceived: number; audioSamples: number; audioBytes: number }>;
+  /**
+   * Remote participants by id: name, frames decoded on their camera track (and the size of the
+   * last one, so which simulcast layer arrives), audio received.
+   */
+  remote: Record<string, { name: string; framesDecoded: number; framesReceived: number; frameWidth: number; frameHeight: number; audioSamples: number; audioBytes: number }>;
   /** E2EE worker counters: frames opened per sender id. */
   decrypted: Record<string, { audio: number; video: number }>;
   chat: string[];
@@ -165,14 +168,16 @@ export async function pageMedia(page: Page): Promise<PageMedia> {
     if (!meeting) throw new Error('not in a meeting');
     const s = meeting.state;
     const { pc, frames } = meeting.diagnostics();
-    const byTrack = new Map<string, { framesDecoded: number; framesReceived: number; totalSamplesReceived: number; bytesReceived: number }>();
+    const byTrack = new Map<string, { framesDecoded: number; framesReceived: number; frameWidth: number; frameHeight: number; totalSamplesReceived: number; bytesReceived: number }>();
     if (pc) {
       const stats = await pc.getStats();
-      stats.forEach((r: { type: string; trackIdentifier?: string; framesDecoded?: number; framesReceived?: number; totalSamplesReceived?: number; bytesReceived?: number }) => {
+      stats.forEach((r: { type: string; trackIdentifier?: string; framesDecoded?: number; framesReceived?: number; frameWidth?: number; frameHeight?: number; totalSamplesReceived?: number; bytesReceived?: number }) => {
         if (r.type === 'inbound-rtp' && r.trackIdentifier) {
           byTrack.set(r.trackIdentifier, {
             framesDecoded: r.framesDecoded ?? 0,
             framesReceived: r.framesReceived ?? 0,
+            frameWidth: r.frameWidth ?? 0,
+            frameHeight: r.frameHeight ?? 0,
             totalSamplesReceived: r.totalSamplesReceived ?? 0,
             bytesReceived: r.bytesReceived ?? 0,
           });
@@ -187,6 +192,8 @@ export async function pageMedia(page: Page): Promise<PageMedia> {
         name: p.info.name,
         framesDecoded: video?.framesDecoded ?? 0,
         framesReceived: video?.framesReceived ?? 0,
+        frameWidth: video?.frameWidth ?? 0,
+        frameHeight: video?.frameHeight ?? 0,
         audioSamples: audio?.totalSamplesReceived ?? 0,
         audioBytes: audio?.bytesReceived ?? 0,
       };
@@ -202,6 +209,61 @@ export async function pageMedia(page: Page): Promise<PageMedia> {
       ended: s.phase === 'ended' ? s.message : '',
     };
   });
+}
+
+/** Lets a waiting participant in from the host's lobby panel. */
+export async function admit(host: Participant, name: string): Promise<void> {
+  const button = host.page.getByRole('button', { name: `Admit ${name}` });
+  await button.waitFor({ timeout: 30_000 });
+  await button.click();
+}
+
+/** Waits until `p` sees `others` with decoded video and received audio from each. */
+export async function waitForMedia(p: Participant, others: number): Promise<PageMedia> {
+  return waitFor(
+    `${p.name} to decode video and receive audio from ${others} others`,
+    async () => {
+      const m = await pageMedia(p.page);
+      const remote = Object.values(m.remote);
+      // Decoded by the browser, and opened by the E2EE worker with the sender's own key.
+      const ok =
+        remote.length === others &&
+        Object.entries(m.remote).every(([id, r]) => r.framesDecoded > 0 && r.audioSamples > 0 && (m.decrypted[id]?.video ?? 0) > 0 && (m.decrypted[id]?.audio ?? 0) > 0);
+      return ok ? m : null;
+    },
+    90_000,
+    500,
+  );
+}
+
+export interface PageLayers {
+  /** What this page last told the SFU about the remote video `mid` it shows for a participant. */
+  told: { mid: string; width: number; height: number; visible: boolean } | null;
+  /** The layers the SFU last asked this page to send, by its own m-line. */
+  asked: Record<string, string[]>;
+  /** What this page's camera sends, layer by layer (outbound-rtp by RID). */
+  sending: Array<{ rid: string; frameWidth: number; frameHeight: number; framesEncoded: number; active: boolean }>;
+}
+
+/** Simulcast as one page sees it: its tile hint for `participantId`, and its own layers. */
+export async function pageLayers(page: Page, participantId: string | null): Promise<PageLayers> {
+  return page.evaluate(async (id) => {
+    const meeting = (window as unknown as { conclave?: { meeting: MeetingController } }).conclave?.meeting;
+    if (!meeting) throw new Error('not in a meeting');
+    const { pc, videoLayout, activeLayers } = meeting.diagnostics();
+    const camera = id === null ? undefined : meeting.state.participants.get(Number(id))?.camera;
+    const mid = camera ? pc?.getTransceivers().find((t) => t.receiver.track === camera)?.mid : undefined;
+    const sending: PageLayers['sending'] = [];
+    if (pc) {
+      const stats = await pc.getStats();
+      stats.forEach((r: { type: string; kind?: string; rid?: string; frameWidth?: number; frameHeight?: number; framesEncoded?: number; active?: boolean }) => {
+        if (r.type === 'outbound-rtp' && r.kind === 'video' && r.rid) {
+          sending.push({ rid: r.rid, frameWidth: r.frameWidth ?? 0, frameHeight: r.frameHeight ?? 0, framesEncoded: r.framesEncoded ?? 0, active: r.active ?? true });
+        }
+      });
+    }
+    return { told: videoLayout.find((t) => t.mid === mid) ?? null, asked: activeLayers, sending };
+  }, participantId);
 }
 
 export interface Bot {

@@ -3,32 +3,7 @@
 import { expect, test } from '@playwright/test';
 import { mkdirSync } from 'node:fs';
 import { join as joinPath } from 'node:path';
-import { join, openBrowser, pageMedia, startBot, startServer, testOutput, waitFor, type Bot, type Participant, type RunningServer } from './harness';
-
-/** Lets a waiting participant in from the host's lobby panel. */
-async function admit(host: Participant, name: string): Promise<void> {
-  const button = host.page.getByRole('button', { name: `Admit ${name}` });
-  await button.waitFor({ timeout: 30_000 });
-  await button.click();
-}
-
-/** Waits until `p` sees `others` with decoded video and received audio from each. */
-async function waitForMedia(p: Participant, others: number): Promise<Awaited<ReturnType<typeof pageMedia>>> {
-  return waitFor(
-    `${p.name} to decode video and receive audio from ${others} others`,
-    async () => {
-      const m = await pageMedia(p.page);
-      const remote = Object.values(m.remote);
-      // Decoded by the browser, and opened by the E2EE worker with the sender's own key.
-      const ok =
-        remote.length === others &&
-        Object.entries(m.remote).every(([id, r]) => r.framesDecoded > 0 && r.audioSamples > 0 && (m.decrypted[id]?.video ?? 0) > 0 && (m.decrypted[id]?.audio ?? 0) > 0);
-      return ok ? m : null;
-    },
-    90_000,
-    500,
-  );
-}
+import { admit, join, openBrowser, pageMedia, startBot, startServer, testOutput, waitFor, waitForMedia, type Bot, type Participant, type RunningServer } from './harness';
 
 test.describe.serial('a meeting of three browsers and a native bot', () => {
   let server: RunningServer;

@@ -12,7 +12,9 @@ use proto::{
 };
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::format::Codec;
-use str0m::media::{Direction, Frequency, MediaKind, MediaTime, Mid};
+use str0m::media::{
+    Direction, Frequency, MediaKind, MediaTime, Mid, Rid, Simulcast, SimulcastLayer,
+};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::{AbsCaptureTime, Extension, ExtensionMap};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
@@ -38,6 +40,10 @@ const HOLD_FOR_KEYS: Duration = Duration::from_secs(1);
 const MAX_HELD_FRAMES: usize = 512;
 /// How often the MLS state machine looks for commits to make.
 const GROUP_TICK: Duration = Duration::from_millis(100);
+/// A silent bot's audio: one frame in this many (every 400 ms), like Opus DTX.
+const SILENT_AUDIO_EVERY: u64 = 20;
+/// Simulcast layers by RID, smallest first, and the clip each plays.
+const SIMULCAST_LAYERS: [(&str, u32); 3] = [("q", 150), ("h", 500), ("f", 1500)];
 
 #[derive(Debug, Clone)]
 pub struct BotOptions {
@@ -49,8 +55,14 @@ pub struct BotOptions {
     pub admit_all: bool,
     /// An emulated bottleneck, delay and loss on what the bot receives.
     pub downlink: Option<DownlinkShape>,
-    /// Whether the bot's audio says it is speaking (RFC 6464 level) or silent.
+    /// Whether the bot's audio says it is speaking (RFC 6464 level) or silent. A silent bot
+    /// sends a comfort-noise frame every 400 ms, as Opus DTX does, instead of 50 a second.
     pub speaking: bool,
+    /// Publish the camera in three simulcast layers (RIDs q, h, f: the 150, 500 and
+    /// 1500 kbps clips) instead of one stream at `video_kbps`.
+    pub simulcast: bool,
+    /// The most the bot asks to receive in total (`video_layout.max_kbps`).
+    pub max_receive_kbps: Option<u32>,
 }
 
 impl BotOptions {
@@ -64,6 +76,8 @@ impl BotOptions {
             admit_all: false,
             downlink: None,
             speaking: true,
+            simulcast: false,
+            max_receive_kbps: None,
         }
     }
 }
@@ -211,6 +225,8 @@ struct Session {
     clip_start: u64,
     /// A subscriber asked for a keyframe: start the clip over at the next frame.
     keyframe_requested: bool,
+    /// Simulcast layers the SFU said nobody receives: not encoded (sent) until named again.
+    paused_layers: std::collections::HashSet<String>,
     /// The emulated downlink every received datagram passes through, if one is set.
     downlink: Option<Downlink>,
     /// When the downlink next delivers a datagram.
@@ -306,8 +322,15 @@ impl Bot {
             let mut change = session.rtc.sdp_api();
             session.audio_mid =
                 change.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
+            let simulcast = self.options.simulcast.then(|| {
+                let mut layers = Simulcast::new();
+                for (rid, _) in SIMULCAST_LAYERS {
+                    layers.add_send_layer(SimulcastLayer::new(rid));
+                }
+                layers
+            });
             session.video_mid =
-                change.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
+                change.add_media(MediaKind::Video, Direction::SendOnly, None, None, simulcast);
             let (offer, pending) = change
                 .apply()
                 .ok_or_else(|| BotError::Media("no offer to make".into()))?;
@@ -328,6 +351,16 @@ impl Bot {
             },
         )
         .await?;
+        if let Some(max_kbps) = self.options.max_receive_kbps {
+            send(
+                &mut ws,
+                &ClientMessage::VideoLayout {
+                    tiles: Vec::new(),
+                    max_kbps: Some(max_kbps),
+                },
+            )
+            .await?;
+        }
         let end = self.drive(&mut ws, &mut session).await;
         self.downlink_dropped += session.downlink.as_ref().map_or(0, Downlink::dropped);
         let finished = session.group.report();
@@ -377,6 +410,7 @@ impl Bot {
             video_sent: 0,
             clip_start: 0,
             keyframe_requested: false,
+            paused_layers: std::collections::HashSet::new(),
             downlink: self
                 .options
                 .downlink
@@ -529,16 +563,17 @@ impl Bot {
                 None
             }
         };
-        let (from, kind) = (frame.from, frame.kind);
+        let (from, kind, started) = (frame.from, frame.kind, self.started);
         let name = s
             .names
             .get(&from)
             .cloned()
             .unwrap_or_else(|| format!("p{from}"));
-        let receiver = self
-            .receivers
-            .entry((from, kind))
-            .or_insert_with(|| TrackReceiver::new(name, from, kind));
+        let receiver = self.receivers.entry((from, kind)).or_insert_with(|| {
+            let mut receiver = TrackReceiver::new(name, from, kind);
+            receiver.started = started;
+            receiver
+        });
         match opened {
             // The sender named by the key that opened the frame must be the participant the
             // server says publishes this track.
@@ -582,22 +617,47 @@ impl Bot {
                 s.audio_sent * clip::AUDIO_TICKS_PER_FRAME,
                 Frequency::FORTY_EIGHT_KHZ,
             );
-            if send_sealed(s, TrackKind::Audio, time, &audio.frames[index as usize]) {
+            let dtx_skip = !s.speaking && !s.audio_sent.is_multiple_of(SILENT_AUDIO_EVERY);
+            if !dtx_skip
+                && send_sealed(
+                    s,
+                    TrackKind::Audio,
+                    None,
+                    time,
+                    &audio.frames[index as usize],
+                )
+            {
                 self.sent.audio += 1;
             }
             s.audio_sent += 1;
         }
         while start + clip::VIDEO_FRAME_INTERVAL * s.video_sent as u32 <= now {
-            let clip = self.video_clip;
             if std::mem::take(&mut s.keyframe_requested) {
                 s.clip_start = s.video_sent;
             }
-            let index = (s.video_sent - s.clip_start) % clip.frames.len() as u64;
             let time = MediaTime::new(
                 s.video_sent * clip::VIDEO_TICKS_PER_FRAME,
                 Frequency::NINETY_KHZ,
             );
-            if send_sealed(s, TrackKind::Video, time, &clip.frames[index as usize]) {
+            let position = s.video_sent - s.clip_start;
+            let mut sent = false;
+            if self.options.simulcast {
+                // Every layer plays its own clip from the same position, so that a receiver
+                // switched between layers finds its place by the keyframe.
+                for (rid, kbps) in SIMULCAST_LAYERS {
+                    if s.paused_layers.contains(rid) {
+                        continue;
+                    }
+                    let clip = clip::video(kbps);
+                    let frame = &clip.frames[(position % clip.frames.len() as u64) as usize];
+                    sent |= send_sealed(s, TrackKind::Video, Some(rid), time, frame);
+                }
+            } else {
+                let clip = self.video_clip;
+                let frame = &clip.frames[(position % clip.frames.len() as u64) as usize];
+                sent = send_sealed(s, TrackKind::Video, None, time, frame);
+            }
+            if sent {
                 self.sent.video += 1;
             }
             s.video_sent += 1;
@@ -677,6 +737,18 @@ impl Bot {
                     },
                 )
                 .await?;
+            }
+            ServerMessage::PublishLayers { mid, active }
+                if Mid::from(mid.as_str()) == s.video_mid =>
+            {
+                s.paused_layers = SIMULCAST_LAYERS
+                    .iter()
+                    .map(|(rid, _)| *rid)
+                    .filter(|rid| !active.iter().any(|a| a == rid))
+                    .map(String::from)
+                    .collect();
+                // A resumed encoder starts with a keyframe.
+                s.keyframe_requested = true;
             }
             ServerMessage::ParticipantJoined { participant, .. } => {
                 s.names.insert(participant.id.0, participant.name);
@@ -760,7 +832,13 @@ impl Bot {
 
 /// Encrypts a frame for the group and writes it on our track of that kind. False if nothing
 /// was sent: not in the group yet (never a plaintext fallback), or no negotiated codec.
-fn send_sealed(s: &mut Session, kind: TrackKind, time: MediaTime, frame: &[u8]) -> bool {
+fn send_sealed(
+    s: &mut Session,
+    kind: TrackKind,
+    rid: Option<&str>,
+    time: MediaTime,
+    frame: &[u8],
+) -> bool {
     let (mid, codec, media_kind) = match kind {
         TrackKind::Audio => (s.audio_mid, Codec::Opus, e2ee::MediaKind::Opus),
         TrackKind::Video => (s.video_mid, Codec::Vp8, e2ee::MediaKind::Vp8),
@@ -782,7 +860,10 @@ fn send_sealed(s: &mut Session, kind: TrackKind, time: MediaTime, frame: &[u8]) 
         capture_time: SystemTime::now(),
         clock_offset: None,
     };
-    let writer = writer.abs_capture_time(capture);
+    let mut writer = writer.abs_capture_time(capture);
+    if let Some(rid) = rid {
+        writer = writer.rid(Rid::from(rid));
+    }
     // RFC 6464 audio level, in the clear beside the encrypted frame: the SFU finds active
     // speakers from it. A speaking bot talks at -30 dBov, a silent one sends silence.
     let writer = match kind {

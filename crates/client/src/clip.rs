@@ -61,10 +61,17 @@ pub fn audio() -> &'static Clip {
     })
 }
 
-/// Which video clip a received frame belongs to, if any: receivers do not know the
-/// sender's bitrate in advance.
+/// Every video clip, smallest bitrate first.
 pub fn video_clips() -> impl Iterator<Item = &'static Clip> {
     VIDEO_KBPS.iter().map(|k| video(*k))
+}
+
+/// The clip (and its bitrate) a keyframe starts, if it is one of ours.
+pub fn identify_keyframe(frame: &[u8]) -> Option<(u32, &'static Clip)> {
+    VIDEO_KBPS
+        .iter()
+        .map(|k| (*k, video(*k)))
+        .find(|(_, c)| c.frames[0].as_ref() == frame)
 }
 
 /// Reads the frames of an IVF file (32-byte header, then 12-byte frame headers).

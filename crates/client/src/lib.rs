@@ -9,4 +9,4 @@ pub mod receive;
 pub mod report;
 
 pub use bot::{run, BotError, BotOptions};
-pub use report::{ReceivedTrack, Report};
+pub use report::{LayerChange, ReceivedTrack, Report};

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant, SystemTime};
 use proto::TrackKind;
 
 use crate::clip::{self, Clip};
-use crate::report::ReceivedTrack;
+use crate::report::{LayerChange, ReceivedTrack};
 
 /// Gap between decodable video frames counted as a freeze.
 const FREEZE: Duration = Duration::from_millis(500);
@@ -21,9 +21,16 @@ pub struct TrackReceiver {
     out_of_order: u64,
     freezes: u64,
     latencies_us: Vec<u64>,
+    /// Audio: the clip position of the last frame. Video: its RTP time.
     last_position: Option<u64>,
-    /// Video: the clip and the frame position of its last keyframe; deltas follow from there.
-    anchor: Option<(&'static Clip, u64)>,
+    /// Video: the clip (and its bitrate) and the RTP time of its last keyframe; deltas follow
+    /// from there. Relative to the keyframe, because an SFU that switches simulcast layers
+    /// continues the RTP clock by elapsed time, not by the sender's frame count.
+    anchor: Option<(&'static Clip, u32, u64)>,
+    /// Video: when the received layer (the clip's bitrate) changed, and to what.
+    layer_changes: Vec<(Instant, u32)>,
+    /// The clock `layer_changes` are reported against (the bot's start).
+    pub started: Instant,
     last_decodable: Option<Instant>,
     /// Video delta frames before the first keyframe: no decoder can use them, so they are
     /// not counted as received; the receiver asks for a keyframe instead.
@@ -53,6 +60,8 @@ impl TrackReceiver {
             latencies_us: Vec::new(),
             last_position: None,
             anchor: None,
+            layer_changes: Vec::new(),
+            started: Instant::now(),
             last_decodable: None,
             skipped_before_keyframe: 0,
             removed: false,
@@ -91,14 +100,13 @@ impl TrackReceiver {
         if let Some(latency) = capture_time.and_then(|t| SystemTime::now().duration_since(t).ok()) {
             self.latencies_us.push(latency.as_micros() as u64);
         }
-        let ticks = match self.kind {
-            TrackKind::Audio => clip::AUDIO_TICKS_PER_FRAME,
-            TrackKind::Video => clip::VIDEO_TICKS_PER_FRAME,
+        let position = match self.kind {
+            TrackKind::Audio if !rtp_time.is_multiple_of(clip::AUDIO_TICKS_PER_FRAME) => {
+                return false
+            }
+            TrackKind::Audio => rtp_time / clip::AUDIO_TICKS_PER_FRAME,
+            TrackKind::Video => rtp_time,
         };
-        if !rtp_time.is_multiple_of(ticks) {
-            return false;
-        }
-        let position = rtp_time / ticks;
         if self.last_position.is_some_and(|last| position <= last) {
             self.out_of_order += 1;
             return false;
@@ -109,7 +117,7 @@ impl TrackReceiver {
                 let clip = clip::audio();
                 clip.frames[(position % clip.frames.len() as u64) as usize].as_ref() == data
             }
-            TrackKind::Video => self.verify_video(position, data),
+            TrackKind::Video => self.verify_video(now, rtp_time, data),
         };
         if verified {
             self.verified += 1;
@@ -126,18 +134,26 @@ impl TrackReceiver {
         verified
     }
 
-    fn verify_video(&mut self, position: u64, data: &[u8]) -> bool {
+    fn verify_video(&mut self, now: Instant, rtp_time: u64, data: &[u8]) -> bool {
         if clip::is_vp8_keyframe(data) {
-            // Senders restart their clip at a keyframe; find which clip it is.
-            self.anchor = clip::video_clips()
-                .find(|c| c.frames[0].as_ref() == data)
-                .map(|c| (c, position));
+            // Senders restart their clip at a keyframe; find which clip (layer) it is.
+            let previous = self.anchor.map(|(_, kbps, _)| kbps);
+            self.anchor = clip::identify_keyframe(data).map(|(kbps, c)| (c, kbps, rtp_time));
+            if let Some((_, kbps, _)) = self.anchor {
+                if previous != Some(kbps) {
+                    self.layer_changes.push((now, kbps));
+                }
+            }
             return self.anchor.is_some();
         }
-        let Some((clip, start)) = self.anchor else {
+        let Some((clip, _, start)) = self.anchor else {
             return false;
         };
-        let index = ((position - start) % clip.frames.len() as u64) as usize;
+        let since = rtp_time - start;
+        if !since.is_multiple_of(clip::VIDEO_TICKS_PER_FRAME) {
+            return false;
+        }
+        let index = ((since / clip::VIDEO_TICKS_PER_FRAME) % clip.frames.len() as u64) as usize;
         clip.frames[index].as_ref() == data
     }
 
@@ -161,6 +177,14 @@ impl TrackReceiver {
             freezes: self.freezes,
             skipped_before_keyframe: self.skipped_before_keyframe,
             removed: self.removed,
+            layer_changes: self
+                .layer_changes
+                .iter()
+                .map(|(at, kbps)| LayerChange {
+                    at_ms: at.saturating_duration_since(self.started).as_millis() as u64,
+                    kbps: *kbps,
+                })
+                .collect(),
         }
     }
 }
@@ -252,6 +276,35 @@ mod tests {
         assert!(rx.on_frame(t0 + Duration::from_millis(33), 3000, &clip.frames[1], None));
         assert!(rx.on_frame(t0 + Duration::from_millis(900), 6000, &clip.frames[2], None));
         assert_eq!(rx.summary().freezes, 1);
+    }
+
+    #[test]
+    fn a_layer_switch_at_a_keyframe_verifies_and_is_recorded() {
+        let low = clip::video(150);
+        let high = clip::video(1500);
+        let mut rx = TrackReceiver::new("a".into(), 1, TrackKind::Video);
+        let t0 = rx.started;
+        assert!(rx.on_frame(t0, 3000, &low.frames[0], None));
+        assert!(rx.on_frame(t0, 6000, &low.frames[1], None));
+        // The SFU continued the clock by elapsed time: not a multiple of the frame interval.
+        let at = t0 + Duration::from_millis(100);
+        assert!(rx.on_frame(at, 6000 + 2917, &high.frames[0], None));
+        assert!(rx.on_frame(at, 6000 + 2917 + 3000, &high.frames[1], None));
+        assert!(!rx.on_frame(at, 6000 + 2917 + 6000, &low.frames[2], None));
+        let summary = rx.summary();
+        assert_eq!(
+            summary.layer_changes,
+            [
+                LayerChange {
+                    at_ms: 0,
+                    kbps: 150
+                },
+                LayerChange {
+                    at_ms: 100,
+                    kbps: 1500
+                }
+            ]
+        );
     }
 
     #[test]

@@ -50,4 +50,16 @@ pub struct ReceivedTrack {
     pub skipped_before_keyframe: u64,
     /// The SFU removed this track (its sender left).
     pub removed: bool,
+    /// Video only: the simulcast layer received (the sender's clip bitrate) each time it
+    /// changed, first one included.
+    #[serde(default)]
+    pub layer_changes: Vec<LayerChange>,
+}
+
+/// The received layer changed (found at a keyframe).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LayerChange {
+    /// Milliseconds since the bot started.
+    pub at_ms: u64,
+    pub kbps: u32,
 }

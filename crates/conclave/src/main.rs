@@ -160,9 +160,16 @@ struct BotArgs {
     /// benchmarks, where no person sits at the host's screen).
     #[arg(long)]
     admit_all: bool,
-    /// Send silence (RFC 6464 level -127) instead of speech-level audio.
+    /// Send silence (RFC 6464 level -127, one comfort-noise frame every 400 ms as Opus DTX
+    /// does) instead of speech-level audio.
     #[arg(long)]
     silent: bool,
+    /// Publish the camera in three simulcast layers (RIDs q/h/f: 150, 500 and 1500 kbps).
+    #[arg(long)]
+    simulcast: bool,
+    /// Ask the SFU to send at most this much in total (kbps).
+    #[arg(long)]
+    max_receive_kbps: Option<u32>,
     /// Emulated downlink: bottleneck rate in kbps (with a ~200 ms queue).
     #[arg(long)]
     downlink_kbps: Option<u64>,
@@ -501,6 +508,8 @@ async fn bot(args: BotArgs) -> Result<()> {
         video_kbps: args.video_kbps,
         admit_all: args.admit_all,
         speaking: !args.silent,
+        simulcast: args.simulcast,
+        max_receive_kbps: args.max_receive_kbps,
         downlink: Some(client::downlink::DownlinkShape {
             kbps: args.downlink_kbps,
             loss: args.downlink_loss,

@@ -68,6 +68,79 @@ async fn five_percent_loss_on_one_subscriber_keeps_its_video_decoding_and_spares
     t.server.shutdown().await.unwrap();
 }
 
+/// The received layer of `sender`'s video over time, and the freezes.
+fn layers_from(report: &Report, sender: &str) -> (Vec<client::LayerChange>, u64, u64, u64) {
+    report
+        .received
+        .iter()
+        .find(|t| t.from == sender && t.kind == "video")
+        .map(|t| (t.layer_changes.clone(), t.frames, t.verified, t.freezes))
+        .unwrap_or_else(|| panic!("{} got no video from {sender}: {report:#?}", report.name))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_limited_downlink_gets_the_low_layer_and_climbs_to_the_high_one_when_it_lifts() {
+    const LIFT_AFTER: Duration = Duration::from_secs(10);
+    let t = start_server().await;
+    let links = create_meeting(&t.server).await;
+    let sender = client::BotOptions {
+        simulcast: true,
+        ..bot(&links.host, "sender", 24.0)
+    };
+    // 700 kbps fits the sender's 150 kbps layer beside the other bot's 150 kbps video and
+    // both audio tracks, not the 500 or 1500 kbps layers.
+    let limited = client::BotOptions {
+        downlink: Some(DownlinkShape {
+            kbps: Some(700),
+            loss: 0.0,
+            delay: Duration::from_millis(10),
+            lift_after: Some(LIFT_AFTER),
+        }),
+        ..bot(&links.join, "limited", 22.0)
+    };
+    let clear = bot(&links.join, "clear", 22.0);
+    let reports = run_bots(vec![sender, limited, clear]).await;
+    let by_name = |name: &str| reports.iter().find(|r| r.name == name).unwrap();
+    let (changes, frames, verified, freezes) = layers_from(by_name("limited"), "sender");
+    println!(
+        "limited subscriber's layers: {changes:?}; {verified}/{frames} frames, {freezes} freezes"
+    );
+    assert_eq!(verified, frames, "{:#?}", by_name("limited"));
+    // Before the limit lifts the subscriber settles on the 150 kbps layer...
+    let lift_ms = LIFT_AFTER.as_millis() as u64;
+    let before: Vec<&client::LayerChange> = changes.iter().filter(|c| c.at_ms < lift_ms).collect();
+    assert_eq!(
+        before.last().map(|c| c.kbps),
+        Some(150),
+        "still on a layer over the limit when it lifted: {changes:?}"
+    );
+    // ...and within 10 s of the lift it is on the 1500 kbps one.
+    let climbed = changes
+        .iter()
+        .find(|c| c.at_ms >= lift_ms && c.kbps == 1500)
+        .unwrap_or_else(|| panic!("never climbed to the high layer: {changes:?}"));
+    let climb_ms = climbed.at_ms - lift_ms;
+    println!("climbed to the high layer {climb_ms} ms after the limit lifted");
+    assert!(climb_ms <= 10_000, "took {climb_ms} ms: {changes:?}");
+    assert_eq!(
+        freezes,
+        0,
+        "a switch froze the video: {:#?}",
+        by_name("limited")
+    );
+    // The unlimited subscriber had the high layer throughout (after its first choice).
+    let (clear_changes, clear_frames, clear_verified, clear_freezes) =
+        layers_from(by_name("clear"), "sender");
+    assert_eq!(clear_verified, clear_frames);
+    assert_eq!(clear_freezes, 0, "{clear_changes:?}");
+    assert_eq!(
+        clear_changes.last().map(|c| c.kbps),
+        Some(1500),
+        "{clear_changes:?}"
+    );
+    t.server.shutdown().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn active_speakers_come_from_the_audio_levels_and_leave_out_the_silent() {
     let t = start_server().await;

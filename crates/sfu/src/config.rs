@@ -33,7 +33,7 @@ impl SfuConfig {
             media_timeout: Duration::from_secs(6),
             connect_timeout: Duration::from_secs(15),
             keyframe_request_interval: Duration::from_millis(500),
-            initial_downlink_bps: 5_000_000,
+            initial_downlink_bps: 1_000_000,
             last_n: 4,
             last_n_above: 8,
         }

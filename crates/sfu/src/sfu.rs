@@ -735,6 +735,11 @@ impl Sfu {
                     needs_keyframe = true;
                     continue;
                 }
+                if subscription.current.is_some() && subscription.mid_frame {
+                    // The old layer's last frame is cut short: leave a gap in the sequence
+                    // so that the subscriber drops it instead of gluing it to this keyframe.
+                    subscription.next_seq += 1;
+                }
                 subscription.current = Some(layer);
                 took_over = true;
             }
@@ -766,6 +771,7 @@ impl Sfu {
             }
             let time = packet.header.timestamp.wrapping_add(subscription.ts_offset);
             subscription.last_ts = Some((time, now));
+            subscription.mid_frame = kind == TrackKind::Video && !packet.header.marker;
             let vp8_patch = vp8.as_ref().and_then(|d| renumber(subscription, d));
             let mut direct = subscriber.rtc.direct_api();
             let Some(stream) = direct.stream_tx_by_mid(out_mid, None) else {
@@ -955,7 +961,7 @@ impl Sfu {
             let rank = speakers.iter().position(|p| *p == sub.source.publisher);
             if let Some(n) = last_n {
                 if track.source != TrackSource::Screen && rank.is_none_or(|r| r >= n) {
-                    max_layer = max_layer.map(|m| m.min(0));
+                    max_layer = max_layer.map(|_| 0);
                 }
             }
             let priority = match (track.source, rank) {

@@ -158,6 +158,8 @@ pub(crate) struct Subscription {
     pub picture_id_offset: u16,
     pub tl0_offset: u8,
     pub last_picture_id: Option<(u16, u8)>,
+    /// The last packet forwarded did not end its frame.
+    pub mid_frame: bool,
     /// The subscriber's payload type for the publisher's last one (payload types are
     /// negotiated per PeerConnection, so they may differ).
     pub pt_map: Option<(Pt, Pt)>,
@@ -190,6 +192,7 @@ impl Subscription {
             picture_id_offset: 0,
             tl0_offset: 0,
             last_picture_id: None,
+            mid_frame: false,
             pt_map: None,
             seq_offset: None,
             next_seq: 0,

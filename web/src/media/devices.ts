@@ -33,12 +33,15 @@ export function explainMediaError(error: unknown, device: 'camera' | 'microphone
   }
 }
 
+/**
+ * 720p, so that the camera's simulcast layers (a quarter, half and full size) come out at about
+ * 180p, 360p and 720p. `ideal`: a camera that cannot do it still opens.
+ */
+const CAMERA_CAPTURE: MediaTrackConstraints = { width: { ideal: 1280 }, height: { ideal: 720 }, frameRate: { ideal: 24 } };
+
 async function open(kind: 'audio' | 'video', deviceId: string | undefined): Promise<MediaStreamTrack> {
-  const constraints: MediaTrackConstraints | boolean = deviceId
-    ? { deviceId: { exact: deviceId } }
-    : kind === 'video'
-      ? { width: { ideal: 640 }, height: { ideal: 360 }, frameRate: { ideal: 24 } }
-      : true;
+  const device: MediaTrackConstraints = deviceId ? { deviceId: { exact: deviceId } } : {};
+  const constraints: MediaTrackConstraints | boolean = kind === 'video' ? { ...CAMERA_CAPTURE, ...device } : deviceId ? device : true;
   const stream = await navigator.mediaDevices.getUserMedia(kind === 'audio' ? { audio: constraints } : { video: constraints });
   const track = stream.getTracks()[0];
   if (!track) throw new DOMException('no track', 'NotFoundError');

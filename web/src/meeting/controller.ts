@@ -6,8 +6,9 @@ import type { E2eeReport, FrameCounters } from '../e2ee/messages';
 import { deviceId, type MeetingLink } from '../links';
 import { MediaPeer, type RemoteTrack } from '../media/peer';
 import { explainMediaError } from '../media/devices';
-import { concernsGroup, type ClientMessage, type LobbyEntry, type MeetingState, type ParticipantInfo, type Role, type ServerMessage, type TrackSource } from '../protocol';
+import { concernsGroup, type ClientMessage, type VideoTile, type LobbyEntry, type MeetingState, type ParticipantInfo, type Role, type ServerMessage, type TrackSource } from '../protocol';
 import { SignalingClient } from '../signaling';
+import { TileHints } from './tile-hints';
 
 export type Phase = 'connecting' | 'lobby' | 'meeting' | 'reconnecting' | 'ended';
 
@@ -87,6 +88,8 @@ export class MeetingController {
   private screenTrack: MediaStreamTrack | null = null;
   private lastFrames: FrameCounters | null = null;
   private lastReport: E2eeReport | null = null;
+  /** What the meeting view tells the SFU about its remote tiles (sizes, visibility). */
+  readonly tileHints = new TileHints((tiles) => this.send({ type: 'video_layout', tiles }));
 
   constructor(
     private readonly link: MeetingLink,
@@ -142,9 +145,24 @@ export class MeetingController {
     return this.screenTrack;
   }
 
-  /** For tests and diagnostics: the live peer connection and E2EE counters. */
-  diagnostics(): { pc: RTCPeerConnection | null; report: E2eeReport | null; frames: FrameCounters | null } {
-    return { pc: this.peer?.pc ?? null, report: this.lastReport, frames: this.lastFrames };
+  /**
+   * For tests and diagnostics: the live peer connection, E2EE counters, the tile layout last
+   * sent to the SFU and the simulcast layers it last asked of each of our m-lines.
+   */
+  diagnostics(): {
+    pc: RTCPeerConnection | null;
+    report: E2eeReport | null;
+    frames: FrameCounters | null;
+    videoLayout: VideoTile[];
+    activeLayers: Record<string, string[]>;
+  } {
+    return {
+      pc: this.peer?.pc ?? null,
+      report: this.lastReport,
+      frames: this.lastFrames,
+      videoLayout: this.tileHints.lastLayout,
+      activeLayers: Object.fromEntries(this.peer?.activeLayers ?? []),
+    };
   }
 
   join(): void {
@@ -256,6 +274,12 @@ export class MeetingController {
       case 'offer':
         this.peer?.onOffer(msg.sdp, msg.tracks);
         break;
+      case 'publish_layers':
+        // Nothing on the page changes; a malformed message is ignored rather than thrown on.
+        if (typeof msg.mid === 'string' && Array.isArray(msg.active)) {
+          this.peer?.setActiveLayers(msg.mid, msg.active.filter((rid): rid is string => typeof rid === 'string'));
+        }
+        return;
       case 'error':
         this.onError(msg.code, msg.reason);
         return;
@@ -288,6 +312,7 @@ export class MeetingController {
   private startMedia(): void {
     if (!this.e2ee) return;
     this.peer?.close();
+    this.tileHints.reset();
     const peer = new MediaPeer(this.e2ee, {
       send: (m) => this.send(m),
       tracks: (tracks) => this.onRemoteTracks(tracks),
@@ -326,6 +351,7 @@ export class MeetingController {
       else p.camera = track;
     }
     this.changed();
+    this.tileHints.setReceived(tracks.filter((t) => t.info.kind === 'video').map((t) => ({ mid: t.info.mid, track: t.track })));
   }
 
   private onMediaChanged(id: number, source: TrackSource, muted: boolean, blocked: boolean): void {
@@ -357,6 +383,12 @@ export class MeetingController {
       return;
     }
     if (code === 'stale_epoch') return;
+    // A server older than this page refusing a newer message (say `video_layout`): nothing the
+    // person can act on, and the meeting goes on without it.
+    if (code === 'unknown_type') {
+      console.info('server does not know:', reason);
+      return;
+    }
     if (code === 'not_permitted') this.notice(`Not permitted: ${reason}`, 'warning');
     else this.notice(reason || code, 'warning');
     this.changed();
@@ -388,6 +420,7 @@ export class MeetingController {
   private teardownMedia(): void {
     this.peer?.close();
     this.peer = null;
+    this.tileHints.reset();
     this.e2ee?.stopSession();
     this.state.encrypted = false;
     for (const p of this.state.participants.values()) {
@@ -405,6 +438,7 @@ export class MeetingController {
     this.teardownMedia();
     this.e2ee?.terminate();
     this.e2ee = null;
+    this.tileHints.close();
     if (this.speakerTimer !== null) clearInterval(this.speakerTimer);
     this.changed();
   }

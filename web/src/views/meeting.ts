@@ -105,6 +105,7 @@ export class MeetingView {
     }
     for (const [key, tile] of this.tiles) {
       if (!wanted.has(key)) {
+        this.meeting.tileHints.forget(tile.video);
         tile.video.srcObject = null;
         if (tile.audio) tile.audio.srcObject = null;
         tile.element.remove();
@@ -124,6 +125,8 @@ export class MeetingView {
       if (tile.shown !== want.video) {
         tile.shown = want.video;
         tile.video.srcObject = want.video ? new MediaStream([want.video]) : null;
+        // Only remote videos come from the SFU; their tiles tell it which layer fits.
+        this.meeting.tileHints.show(tile.video, want.local ? null : want.video);
       }
       if (tile.heard !== want.audio) {
         tile.heard = want.audio;
