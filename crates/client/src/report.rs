@@ -21,6 +21,9 @@ pub struct Report {
     /// The last active speakers the server named (by signaling name), most recent first.
     #[serde(default)]
     pub active_speakers: Vec<String>,
+    /// What arrived over the media connection while it was up (all sessions), in kbps.
+    #[serde(default)]
+    pub received_kbps: Option<f64>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]

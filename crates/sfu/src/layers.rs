@@ -92,11 +92,12 @@ pub(crate) struct TrackDemand {
     pub priority: u32,
 }
 
-/// Chooses a layer per candidate: everyone shown first gets its smallest layer, in priority
-/// order while it fits in `thumbnail_budget_bps` (the first always does, so a subscriber never
-/// goes all dark), then each is raised in priority order as far as its tile needs and
-/// `budget_bps` (less the thumbnails) allows. Returns the layer per candidate (`None`: forward
-/// nothing).
+/// Chooses a layer per candidate. Featured tracks (screen shares and recent speakers: any
+/// priority below [`UNFEATURED`]) come first: each gets its smallest layer, then each is raised
+/// in priority order as far as its tile needs and `budget_bps` allows. Then the rest get their
+/// smallest layer while `thumbnail_budget_bps` lasts, and are raised with what is left. The
+/// first shown track always gets at least its smallest layer, so a subscriber never goes all
+/// dark. Returns the layer per candidate (`None`: forward nothing).
 ///
 /// Two budgets because a bandwidth estimate only grows by probing beyond what is sent: an
 /// estimate taken while only thumbnails flow says little about whether they fit, so only a
@@ -108,29 +109,51 @@ pub(crate) fn allocate(
 ) -> Vec<Option<Layer>> {
     let mut order: Vec<usize> = (0..candidates.len()).collect();
     order.sort_by_key(|i| candidates[*i].priority);
+    let (featured, rest): (Vec<usize>, Vec<usize>) = order
+        .iter()
+        .partition(|i| candidates[**i].priority < UNFEATURED);
+    let mut budget = Budget {
+        upgrades: budget_bps,
+        thumbnails: thumbnail_budget_bps,
+        first: true,
+    };
     let mut chosen: Vec<Option<Layer>> = vec![None; candidates.len()];
-    let mut remaining = budget_bps;
-    let mut thumbnails_left = thumbnail_budget_bps;
-    let mut first = true;
-    for &i in &order {
-        let c = &candidates[i];
-        if c.max_layer.is_none() {
-            continue;
+    for group in [&featured, &rest] {
+        for &i in group {
+            chosen[i] = budget.thumbnail(&candidates[i]);
         }
-        let Some((layer, bps)) = lowest(c) else {
-            continue;
-        };
-        if bps <= thumbnails_left || first {
-            thumbnails_left = thumbnails_left.saturating_sub(bps);
-            remaining = remaining.saturating_sub(bps);
-            chosen[i] = Some(layer);
-            first = false;
+        for &i in group {
+            chosen[i] = chosen[i].map(|at| budget.raise(&candidates[i], at));
         }
     }
-    for &i in &order {
-        let c = &candidates[i];
-        let (Some(mut at), Some(max)) = (chosen[i], c.max_layer) else {
-            continue;
+    chosen
+}
+
+/// Priorities from here on are not featured.
+pub(crate) const UNFEATURED: u32 = u32::MAX;
+
+struct Budget {
+    upgrades: u64,
+    thumbnails: u64,
+    first: bool,
+}
+
+impl Budget {
+    fn thumbnail(&mut self, c: &TrackDemand) -> Option<Layer> {
+        c.max_layer?;
+        let (layer, bps) = lowest(c)?;
+        if bps > self.thumbnails && !self.first {
+            return None;
+        }
+        self.first = false;
+        self.thumbnails = self.thumbnails.saturating_sub(bps);
+        self.upgrades = self.upgrades.saturating_sub(bps);
+        Some(layer)
+    }
+
+    fn raise(&mut self, c: &TrackDemand, mut at: Layer) -> Layer {
+        let Some(max) = c.max_layer else {
+            return at;
         };
         let mut at_bps = c.layer_bps[usize::from(at)].unwrap_or(0);
         for layer in at + 1..=max {
@@ -138,16 +161,16 @@ pub(crate) fn allocate(
                 continue;
             };
             let extra = bps.saturating_sub(at_bps);
-            if extra > remaining {
+            if extra > self.upgrades {
                 break;
             }
-            remaining -= extra;
+            self.upgrades -= extra;
+            self.thumbnails = self.thumbnails.saturating_sub(extra);
             at = layer;
             at_bps = bps;
         }
-        chosen[i] = Some(at);
+        at
     }
-    chosen
 }
 
 fn lowest(c: &TrackDemand) -> Option<(Layer, u64)> {
@@ -217,6 +240,21 @@ mod tests {
         let c = [three(Some(2), 2), three(Some(2), 0), three(Some(2), 1)];
         assert_eq!(allocate(320_000, 320_000, &c), [None, Some(0), Some(0)]);
         assert_eq!(allocate(1_000, 1_000, &c), [None, Some(0), None]);
+    }
+
+    #[test]
+    fn featured_tracks_are_raised_before_the_rest_get_thumbnails() {
+        let c = [
+            three(Some(2), UNFEATURED),
+            three(Some(2), 1),
+            three(Some(2), UNFEATURED),
+            three(Some(2), 2),
+        ];
+        // Two speakers at 1.5 Mbps, then one thumbnail of the rest fits in 3.2 Mbps.
+        assert_eq!(
+            allocate(3_200_000, 3_200_000, &c),
+            [Some(0), Some(2), None, Some(2)]
+        );
     }
 
     #[test]

@@ -641,7 +641,9 @@ impl Sfu {
             return;
         };
         if let Some(published) = track.layers.get_mut(usize::from(layer)) {
-            published.meter.record(now, packet.payload.len());
+            published
+                .meter
+                .record(now, packet.payload.len() + RTP_OVERHEAD_BYTES);
         }
         let pt = packet.header.payload_type;
         let params = match track.codec {
@@ -967,7 +969,7 @@ impl Sfu {
             let priority = match (track.source, rank) {
                 (TrackSource::Screen, _) => 0,
                 (_, Some(r)) => 1 + u32::try_from(r).unwrap_or(u32::MAX - 1),
-                (_, None) => u32::MAX,
+                (_, None) => layers::UNFEATURED,
             };
             picked.push(index);
             candidates.push(TrackDemand {
@@ -979,13 +981,12 @@ impl Sfu {
         let estimate = subscriber
             .bwe_bps
             .unwrap_or(self.config.initial_downlink_bps);
-        let budget = subscriber
-            .max_receive_bps
+        // A budget the subscriber set is kept with a margin for keyframes and retransmissions.
+        let max_receive = subscriber.max_receive_bps.map(|max| max / 100 * 95);
+        let budget = max_receive
             .map_or(estimate, |max| max.min(estimate))
             .saturating_sub(audio_bps);
-        let thumbnail_budget = subscriber
-            .max_receive_bps
-            .map_or(u64::MAX, |max| max.saturating_sub(audio_bps));
+        let thumbnail_budget = max_receive.map_or(u64::MAX, |max| max.saturating_sub(audio_bps));
         // Raise layers only with headroom, and lower them only when what flows no longer
         // fits: an estimate wobbling around a layer's cost must not switch it back and forth.
         let chosen = layers::allocate(
@@ -1114,6 +1115,10 @@ impl Sfu {
     }
 }
 
+/// What a forwarded packet costs on the subscriber's link beyond its payload: RTP header,
+/// header extensions and the SRTP tag. Budgets are what clients measure, so layers are
+/// costed with it.
+const RTP_OVERHEAD_BYTES: usize = 48;
 /// How often every subscriber's layers are chosen again (estimates and speakers move).
 const ALLOCATION_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
 /// A layer nobody needs this long is paused at its publisher.
