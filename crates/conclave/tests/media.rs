@@ -165,7 +165,8 @@ async fn a_killed_bot_process_is_removed_and_its_tracks_unpublished() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_bots_each_receive_all_nineteen_others() {
-    let t = start_server().await;
+    // Twenty debug-build bots saturate both cores; see the helper for why no estimation.
+    let t = start_server_without_downlink_estimation().await;
     let links = create_meeting(&t.server).await;
     let names: Vec<String> = (0..20).map(|i| format!("bot-{i:02}")).collect();
     // The first bot is the host: it creates the MLS group and admits the others.

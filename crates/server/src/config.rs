@@ -37,6 +37,10 @@ pub struct ServerConfig {
     pub meeting_creation: MeetingCreation,
     /// Serve HTTPS and WSS with this certificate chain and key (PEM files); plain HTTP if None.
     pub tls: Option<TlsFiles>,
+    /// Estimate each participant's downlink from TWCC feedback (and pace what it is sent to
+    /// fit): simulcast layers then follow what each link carries. Off, layers follow only
+    /// tiles, last-N and `max_kbps`.
+    pub downlink_estimation: bool,
 }
 
 /// Who may create meetings through `POST /api/meetings`.
@@ -96,6 +100,7 @@ impl Default for ServerConfig {
             media_tap: None,
             meeting_creation: MeetingCreation::Anyone,
             tls: None,
+            downlink_estimation: true,
         }
     }
 }

@@ -107,6 +107,7 @@ impl Server {
             media_bind,
             config.public_ip,
             config.media_tap.clone(),
+            config.downlink_estimation,
             hub.clone(),
             metrics.clone(),
             shutdown_rx.clone(),

@@ -161,6 +161,7 @@ pub async fn start(
     bind: SocketAddr,
     public_ip: std::net::IpAddr,
     tap: Option<crate::MediaTap>,
+    downlink_estimation: bool,
     hub: Arc<Hub>,
     metrics: Arc<Metrics>,
     shutdown: watch::Receiver<bool>,
@@ -168,7 +169,10 @@ pub async fn start(
     let socket = bind_udp(bind, MEDIA_SOCKET_BUFFER)?;
     let local = socket.local_addr()?;
     let candidate = SocketAddr::new(public_ip, local.port());
-    let mut sfu = Sfu::new(SfuConfig::new(candidate, local));
+    let mut sfu = Sfu::new(SfuConfig {
+        downlink_estimation,
+        ..SfuConfig::new(candidate, local)
+    });
     if let Some(tap) = &tap {
         let frames = tap.0.clone();
         sfu.set_frame_tap(Box::new(move |frame| frames(frame)));

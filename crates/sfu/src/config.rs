@@ -17,6 +17,10 @@ pub struct SfuConfig {
     /// Minimum spacing of keyframe requests sent to one publisher's track, so that many
     /// subscribers asking at once cost the publisher one keyframe.
     pub keyframe_request_interval: Duration,
+    /// Estimate each subscriber's downlink from its TWCC feedback (str0m's estimator, which
+    /// also paces what it is sent). Without it a subscriber's link is taken to carry what it
+    /// asks for (its tiles, last-N and its own `max_kbps` still apply).
+    pub downlink_estimation: bool,
     /// A subscriber's downlink estimate before its TWCC feedback says otherwise.
     pub initial_downlink_bps: u64,
     /// In rooms of more than `last_n_above` participants, only the `last_n` most recent
@@ -33,6 +37,7 @@ impl SfuConfig {
             media_timeout: Duration::from_secs(6),
             connect_timeout: Duration::from_secs(15),
             keyframe_request_interval: Duration::from_millis(500),
+            downlink_estimation: true,
             initial_downlink_bps: 1_000_000,
             last_n: 4,
             last_n_above: 8,

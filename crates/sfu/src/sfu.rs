@@ -102,20 +102,24 @@ impl Sfu {
         }
         let mut extensions = ExtensionMap::standard();
         extensions.set(ABS_CAPTURE_TIME_EXT_ID, Extension::AbsoluteCaptureTime);
-        let mut rtc = Rtc::builder()
+        let rtc = Rtc::builder()
             .set_ice_lite(true)
             .clear_codecs()
             .enable_opus(true, false)
             .enable_vp8(true)
             .enable_h264(true)
             .set_extension_map(extensions)
-            // Each subscriber's downlink estimate (TWCC feedback) decides its layers.
-            .enable_bwe(Some(Bitrate::bps(self.config.initial_downlink_bps)))
             // Forward RTP packets as they come (SSRC, sequence number and payload type
             // rewritten by str0m per subscriber, payload shared by reference count) instead of
             // depacketizing every frame and packetizing it again for each subscriber.
-            .set_rtp_mode(true)
-            .build(now);
+            .set_rtp_mode(true);
+        // Each subscriber's downlink estimate (TWCC feedback) decides its layers.
+        let rtc = if self.config.downlink_estimation {
+            rtc.enable_bwe(Some(Bitrate::bps(self.config.initial_downlink_bps)))
+        } else {
+            rtc
+        };
+        let mut rtc = rtc.build(now);
         let candidate = Candidate::host(self.config.candidate_addr, "udp")
             .map_err(|e| SfuError::SdpRejected(format!("bad candidate address: {e}")))?;
         rtc.add_local_candidate(candidate);
@@ -978,9 +982,13 @@ impl Sfu {
                 priority,
             });
         }
-        let estimate = subscriber
-            .bwe_bps
-            .unwrap_or(self.config.initial_downlink_bps);
+        // Without estimation a link is taken to carry whatever the subscriber asks for.
+        let estimate = match self.config.downlink_estimation {
+            true => subscriber
+                .bwe_bps
+                .unwrap_or(self.config.initial_downlink_bps),
+            false => u64::MAX,
+        };
         // A budget the subscriber set is kept with a margin for keyframes and retransmissions.
         let max_receive = subscriber.max_receive_bps.map(|max| max / 100 * 95);
         let budget = max_receive

@@ -19,6 +19,24 @@ pub async fn start_server() -> TestServer {
     TestServer { server, data_dir }
 }
 
+/// A server whose SFU does not estimate downlinks: for load tests that overload this 2-core
+/// machine on purpose, where the receiving bots read datagrams late and a delay-based estimate
+/// would (rightly) throttle them.
+pub async fn start_server_without_downlink_estimation() -> TestServer {
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let config = ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        media_port: 0,
+        media_bind_ip: "127.0.0.1".parse().unwrap(),
+        data_dir: data_dir.path().to_owned(),
+        downlink_estimation: false,
+        ..ServerConfig::default()
+    };
+    let server = Server::start(config).await.expect("server starts");
+    TestServer { server, data_dir }
+}
+
 pub async fn start_in(dir: &std::path::Path) -> Server {
     // The TLS test builds reqwest with rustls and no built-in provider: every HTTP client in
     // the test binaries then needs a process-wide one.
