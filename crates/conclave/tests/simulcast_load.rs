@@ -61,7 +61,8 @@ async fn thirty_bots_with_simulcast_stay_within_budget_and_see_the_speakers_in_h
                 report.name
             );
         }
-        // Everyone else is a thumbnail or nothing (last-N and the budget).
+        // Everyone else ends as a thumbnail or nothing (last-N and the budget; while the room
+        // is still under last-N's size, early joiners may see each other larger).
         for track in report.received.iter().filter(|t| t.kind == "video") {
             // Thirty bots and the SFU on two cores overload this machine (p99 latency over a
             // second): a few frames arrive incomplete and fail authentication, which the
@@ -76,7 +77,7 @@ async fn thirty_bots_with_simulcast_stay_within_budget_and_see_the_speakers_in_h
             // purpose. The downlink test in media_quality.rs asserts switches never freeze.
             if !speakers.contains(&track.from.as_str()) {
                 assert!(
-                    track.layer_changes.iter().all(|c| c.kbps == 150),
+                    track.layer_changes.last().is_none_or(|c| c.kbps == 150),
                     "{} gets {} above a thumbnail: {track:?}",
                     report.name,
                     track.from
