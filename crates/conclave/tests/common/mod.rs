@@ -24,30 +24,26 @@ pub async fn start_server() -> TestServer {
 /// would (rightly) throttle them.
 pub async fn start_server_without_downlink_estimation() -> TestServer {
     let data_dir = tempfile::tempdir().expect("temp dir");
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let config = ServerConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        media_port: 0,
-        media_bind_ip: "127.0.0.1".parse().unwrap(),
-        data_dir: data_dir.path().to_owned(),
-        downlink_estimation: false,
-        ..ServerConfig::default()
-    };
-    let server = Server::start(config).await.expect("server starts");
+    let server = start_configured(data_dir.path(), |c| c.downlink_estimation = false).await;
     TestServer { server, data_dir }
 }
 
 pub async fn start_in(dir: &std::path::Path) -> Server {
+    start_configured(dir, |_| {}).await
+}
+
+async fn start_configured(dir: &std::path::Path, adjust: impl FnOnce(&mut ServerConfig)) -> Server {
     // The TLS test builds reqwest with rustls and no built-in provider: every HTTP client in
     // the test binaries then needs a process-wide one.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let config = ServerConfig {
+    let mut config = ServerConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         media_port: 0,
         media_bind_ip: "127.0.0.1".parse().unwrap(),
         data_dir: dir.to_owned(),
         ..ServerConfig::default()
     };
+    adjust(&mut config);
     Server::start(config).await.expect("server starts")
 }
 
