@@ -22,7 +22,7 @@ use tokio::net::UdpSocket;
 use tokio_tungstenite::tungstenite::Message;
 use tracing::{debug, info, warn};
 
-use crate::clip::{self, Clip};
+use crate::clip;
 use crate::downlink::{Datagram, Downlink, DownlinkShape};
 use crate::join_url::{JoinLink, JoinLinkError};
 use crate::receive::{FrameCheck, TrackReceiver};
@@ -108,7 +108,6 @@ enum SessionEnd {
 pub struct Bot {
     options: BotOptions,
     link: JoinLink,
-    video_clip: &'static Clip,
     deadline: Instant,
     receivers: HashMap<(u64, TrackKind), TrackReceiver>,
     errors: Vec<String>,
@@ -139,7 +138,6 @@ pub struct Bot {
 pub async fn run(options: BotOptions) -> Result<Report, BotError> {
     let link = JoinLink::parse(&options.join)?;
     let mut bot = Bot {
-        video_clip: clip::video(options.video_kbps),
         deadline: Instant::now() + options.duration,
         link,
         options,
@@ -584,11 +582,10 @@ impl Bot {
             .get(&from)
             .cloned()
             .unwrap_or_else(|| format!("p{from}"));
-        let receiver = self.receivers.entry((from, kind)).or_insert_with(|| {
-            let mut receiver = TrackReceiver::new(name, from, kind);
-            receiver.started = started;
-            receiver
-        });
+        let receiver = self
+            .receivers
+            .entry((from, kind))
+            .or_insert_with(|| TrackReceiver::new(name, from, kind, started));
         match opened {
             // The sender named by the key that opened the frame must be the participant the
             // server says publishes this track.
@@ -655,22 +652,23 @@ impl Bot {
                 Frequency::NINETY_KHZ,
             );
             let position = s.video_sent - s.clip_start;
-            let mut sent = false;
-            if self.options.simulcast {
-                // Every layer plays its own clip from the same position, so that a receiver
-                // switched between layers finds its place by the keyframe.
-                for (rid, kbps) in SIMULCAST_LAYERS {
-                    if s.paused_layers.contains(rid) {
-                        continue;
-                    }
-                    let clip = clip::video(kbps);
-                    let frame = &clip.frames[(position % clip.frames.len() as u64) as usize];
-                    sent |= send_sealed(s, TrackKind::Video, Some(rid), time, frame);
-                }
+            // Every layer plays its own clip from the same position, so that a receiver
+            // switched between simulcast layers finds its place by the keyframe.
+            let single = [(None, self.options.video_kbps)];
+            let simulcast = SIMULCAST_LAYERS.map(|(rid, kbps)| (Some(rid), kbps));
+            let layers: &[(Option<&str>, u32)] = if self.options.simulcast {
+                &simulcast
             } else {
-                let clip = self.video_clip;
+                &single
+            };
+            let mut sent = false;
+            for &(rid, kbps) in layers {
+                if rid.is_some_and(|rid| s.paused_layers.contains(rid)) {
+                    continue;
+                }
+                let clip = clip::video(kbps);
                 let frame = &clip.frames[(position % clip.frames.len() as u64) as usize];
-                sent = send_sealed(s, TrackKind::Video, None, time, frame);
+                sent |= send_sealed(s, TrackKind::Video, rid, time, frame);
             }
             if sent {
                 self.sent.video += 1;

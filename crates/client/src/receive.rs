@@ -30,7 +30,7 @@ pub struct TrackReceiver {
     /// Video: when the received layer (the clip's bitrate) changed, and to what.
     layer_changes: Vec<(Instant, u32)>,
     /// The clock `layer_changes` are reported against (the bot's start).
-    pub started: Instant,
+    started: Instant,
     last_decodable: Option<Instant>,
     /// Video delta frames before the first keyframe: no decoder can use them, so they are
     /// not counted as received; the receiver asks for a keyframe instead.
@@ -48,7 +48,8 @@ pub enum FrameCheck {
 }
 
 impl TrackReceiver {
-    pub fn new(from: String, participant_id: u64, kind: TrackKind) -> Self {
+    /// A receiver whose layer changes are timed from `started`.
+    pub fn new(from: String, participant_id: u64, kind: TrackKind, started: Instant) -> Self {
         TrackReceiver {
             from,
             participant_id,
@@ -61,7 +62,7 @@ impl TrackReceiver {
             last_position: None,
             anchor: None,
             layer_changes: Vec::new(),
-            started: Instant::now(),
+            started,
             last_decodable: None,
             skipped_before_keyframe: 0,
             removed: false,
@@ -205,7 +206,7 @@ mod tests {
     #[test]
     fn video_verifies_from_a_keyframe_in_order() {
         let clip = clip::video(500);
-        let mut rx = TrackReceiver::new("a".into(), 1, TrackKind::Video);
+        let mut rx = TrackReceiver::new("a".into(), 1, TrackKind::Video, Instant::now());
         let now = Instant::now();
         // A delta before any keyframe cannot be checked.
         assert!(!rx.on_frame(now, 3000 * 7, &clip.frames[3], None));
@@ -227,7 +228,7 @@ mod tests {
     fn audio_verifies_by_position_and_counts_freezes_only_for_video() {
         let clip = clip::audio();
         let len = clip.frames.len() as u64;
-        let mut rx = TrackReceiver::new("a".into(), 1, TrackKind::Audio);
+        let mut rx = TrackReceiver::new("a".into(), 1, TrackKind::Audio, Instant::now());
         let now = Instant::now();
         assert!(rx.on_frame(now, 960 * (len + 1), &clip.frames[1], None));
         assert!(!rx.on_frame(now, 960 * (len + 2), b"tampered", None));
@@ -238,7 +239,7 @@ mod tests {
     #[test]
     fn video_before_the_first_keyframe_asks_for_one_and_is_not_counted() {
         let clip = clip::video(500);
-        let mut rx = TrackReceiver::new("a".into(), 1, TrackKind::Video);
+        let mut rx = TrackReceiver::new("a".into(), 1, TrackKind::Video, Instant::now());
         let now = Instant::now();
         assert_eq!(
             rx.check(now, 3000, &clip.frames[1], None),
@@ -270,7 +271,7 @@ mod tests {
     #[test]
     fn freezes_are_gaps_over_half_a_second() {
         let clip = clip::video(150);
-        let mut rx = TrackReceiver::new("a".into(), 1, TrackKind::Video);
+        let mut rx = TrackReceiver::new("a".into(), 1, TrackKind::Video, Instant::now());
         let t0 = Instant::now();
         assert!(rx.on_frame(t0, 0, &clip.frames[0], None));
         assert!(rx.on_frame(t0 + Duration::from_millis(33), 3000, &clip.frames[1], None));
@@ -282,7 +283,7 @@ mod tests {
     fn a_layer_switch_at_a_keyframe_verifies_and_is_recorded() {
         let low = clip::video(150);
         let high = clip::video(1500);
-        let mut rx = TrackReceiver::new("a".into(), 1, TrackKind::Video);
+        let mut rx = TrackReceiver::new("a".into(), 1, TrackKind::Video, Instant::now());
         let t0 = rx.started;
         assert!(rx.on_frame(t0, 3000, &low.frames[0], None));
         assert!(rx.on_frame(t0, 6000, &low.frames[1], None));

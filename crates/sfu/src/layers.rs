@@ -92,6 +92,13 @@ pub(crate) struct TrackDemand {
     pub priority: u32,
 }
 
+impl TrackDemand {
+    /// What `layer` costs, if it can be had.
+    fn bps(&self, layer: Layer) -> Option<u64> {
+        self.layer_bps.get(usize::from(layer)).copied().flatten()
+    }
+}
+
 /// Chooses a layer per candidate. Featured tracks (screen shares and recent speakers: any
 /// priority below [`UNFEATURED`]) come first: each gets its smallest layer, then each is raised
 /// in priority order as far as its tile needs and `budget_bps` allows. Then the rest get their
@@ -155,9 +162,9 @@ impl Budget {
         let Some(max) = c.max_layer else {
             return at;
         };
-        let mut at_bps = c.layer_bps[usize::from(at)].unwrap_or(0);
+        let mut at_bps = c.bps(at).unwrap_or(0);
         for layer in at + 1..=max {
-            let Some(bps) = c.layer_bps.get(usize::from(layer)).copied().flatten() else {
+            let Some(bps) = c.bps(layer) else {
                 continue;
             };
             let extra = bps.saturating_sub(at_bps);
@@ -178,6 +185,34 @@ fn lowest(c: &TrackDemand) -> Option<(Layer, u64)> {
         .iter()
         .enumerate()
         .find_map(|(i, bps)| bps.map(|b| (u8::try_from(i).unwrap_or(u8::MAX), b)))
+}
+
+/// Whether a subscriber keeps the layers it was given (`previous`) rather than take the fresh
+/// choice (`chosen`, made with upgrade headroom): yes while every previous layer is still
+/// wanted and available, the fresh choice raises nothing and shows and hides the same tracks,
+/// and what flows still fits `budget_bps` (or is only thumbnails, which always may flow). So
+/// layers go up with headroom and down only when they no longer fit: an estimate wobbling
+/// around a layer's cost does not switch it back and forth.
+pub(crate) fn keep_previous(
+    previous: &[Option<Layer>],
+    chosen: &[Option<Layer>],
+    demands: &[TrackDemand],
+    budget_bps: u64,
+) -> bool {
+    let still_valid = previous.iter().zip(demands).all(|(layer, d)| {
+        layer.is_none_or(|l| d.max_layer.is_some_and(|max| l <= max) && d.bps(l).is_some())
+    });
+    let same_or_lower = chosen
+        .iter()
+        .zip(previous)
+        .all(|(c, p)| c <= p && c.is_some() == p.is_some());
+    if !still_valid || !same_or_lower {
+        return false;
+    }
+    let shown = || previous.iter().zip(demands).filter(|(l, _)| l.is_some());
+    let cost: u64 = shown().filter_map(|(l, d)| d.bps((*l)?)).sum();
+    let thumbnails: u64 = shown().filter_map(|(_, d)| lowest(d).map(|(_, b)| b)).sum();
+    cost <= budget_bps.max(thumbnails)
 }
 
 /// What the subscriber would receive if its budget were unlimited: what it asks its
@@ -255,6 +290,44 @@ mod tests {
             allocate(3_200_000, 3_200_000, &c),
             [Some(0), Some(2), None, Some(2)]
         );
+    }
+
+    #[test]
+    fn layers_stay_while_they_fit_and_move_when_raised_hidden_or_over_budget() {
+        let c = [three(Some(2), 0), three(Some(2), 1)];
+        let previous = [Some(2), Some(0)];
+        // A fresh choice with headroom would lower the first, but 1.65 Mbps still fits.
+        assert!(keep_previous(&previous, &[Some(1), Some(0)], &c, 1_700_000));
+        // It no longer fits: take the fresh choice.
+        assert!(!keep_previous(
+            &previous,
+            &[Some(1), Some(0)],
+            &c,
+            1_500_000
+        ));
+        // The fresh choice raises a layer, or hides a tile.
+        assert!(!keep_previous(
+            &previous,
+            &[Some(2), Some(1)],
+            &c,
+            10_000_000
+        ));
+        assert!(!keep_previous(&previous, &[Some(2), None], &c, 10_000_000));
+        // A tile shrank below the layer it had.
+        let shrunk = [three(Some(1), 0), three(Some(2), 1)];
+        assert!(!keep_previous(
+            &previous,
+            &[Some(1), Some(0)],
+            &shrunk,
+            10_000_000
+        ));
+        // Thumbnails alone always fit.
+        assert!(keep_previous(
+            &[Some(0), Some(0)],
+            &[Some(0), Some(0)],
+            &c,
+            1_000
+        ));
     }
 
     #[test]

@@ -1004,34 +1004,9 @@ impl Sfu {
         );
         let previous: Vec<Option<Layer>> = picked
             .iter()
-            .zip(&candidates)
-            .map(|(i, c)| {
-                let target = subscriber.subscriptions[*i].target?;
-                let ok = c.max_layer.is_some_and(|m| target <= m)
-                    && c.layer_bps
-                        .get(usize::from(target))
-                        .is_some_and(Option::is_some);
-                ok.then_some(target)
-            })
+            .map(|i| subscriber.subscriptions[*i].target)
             .collect();
-        let previous_valid = previous
-            .iter()
-            .zip(&picked)
-            .all(|(p, i)| p.is_some() == subscriber.subscriptions[*i].target.is_some());
-        let previous_cost: u64 = previous
-            .iter()
-            .zip(&candidates)
-            .filter_map(|(l, c)| l.and_then(|l| c.layer_bps[usize::from(l)]))
-            .sum();
-        let raises = chosen.iter().zip(&previous).any(|(c, p)| c > p);
-        let hidden_changed = chosen
-            .iter()
-            .zip(&previous)
-            .any(|(c, p)| c.is_none() != p.is_none());
-        let keep = previous_valid
-            && previous_cost <= budget.max(thumbnail_cost(&candidates, &previous))
-            && !raises
-            && !hidden_changed;
+        let keep = layers::keep_previous(&previous, &chosen, &candidates, budget);
         let desired = layers::wanted_bps(&candidates) + audio_bps;
         let Some(subscriber) = self.participants.get_mut(&id) else {
             return;
@@ -1136,17 +1111,6 @@ const UPGRADE_HEADROOM_PERCENT: u64 = 85;
 /// Opus at its highest sensible rate: a bogus measurement must not starve video.
 const AUDIO_BPS_CAP: u64 = 128_000;
 
-/// What the smallest layers of the tracks given any layer cost: always affordable (see
-/// [`layers::allocate`]).
-fn thumbnail_cost(candidates: &[TrackDemand], given: &[Option<Layer>]) -> u64 {
-    candidates
-        .iter()
-        .zip(given)
-        .filter(|(_, l)| l.is_some())
-        .filter_map(|(c, _)| c.layer_bps.iter().find_map(|b| *b))
-        .sum()
-}
-
 /// The layers of a newly published track, smallest first: RIDs ranked by name (q/h/f), the
 /// others after them in the order the publisher's SDP gave.
 fn simulcast_layers(added: &MediaAdded) -> Vec<PublishedLayer> {
@@ -1248,38 +1212,10 @@ fn starts_keyframe(params: &PayloadParams, payload: &[u8]) -> bool {
 }
 
 /// VP8 (RFC 7741): the payload descriptor's S bit and partition index 0 mark a frame start;
-/// the P bit of the VP8 payload header that follows is 0 for a keyframe.
+/// the P bit of the VP8 payload header after the descriptor is 0 for a keyframe. str0m's
+/// descriptor parser (the one layer switching uses) reads it.
 fn vp8_starts_keyframe(payload: &[u8]) -> bool {
-    let Some(&first) = payload.first() else {
-        return false;
-    };
-    let start_of_partition = first & 0x10 != 0;
-    let partition_index = first & 0x07;
-    if !start_of_partition || partition_index != 0 {
-        return false;
-    }
-    let mut at = 1;
-    if first & 0x80 != 0 {
-        // X: an extension byte follows, announcing picture ID (I), TL0PICIDX (L) and
-        // TID/KEYIDX (T, K).
-        let Some(&ext) = payload.get(at) else {
-            return false;
-        };
-        at += 1;
-        if ext & 0x80 != 0 {
-            let Some(&picture_id) = payload.get(at) else {
-                return false;
-            };
-            at += if picture_id & 0x80 != 0 { 2 } else { 1 };
-        }
-        if ext & 0x40 != 0 {
-            at += 1;
-        }
-        if ext & 0x30 != 0 {
-            at += 1;
-        }
-    }
-    payload.get(at).is_some_and(|header| header & 0x01 == 0)
+    Vp8Descriptor::parse(payload).is_ok_and(|d| d.starts_keyframe(payload))
 }
 
 /// H.264 (RFC 6184): an IDR slice or SPS, alone, first in a STAP-A, or starting an FU-A.
