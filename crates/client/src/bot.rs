@@ -127,6 +127,7 @@ pub struct Bot {
     downlink_dropped: u64,
     /// Media bytes received (UDP payloads, after the emulated downlink) and over how long.
     received_bytes: u64,
+    received_datagrams: u64,
     receiving_for: Duration,
     /// The last active speakers the server named, most recent first.
     speakers: Vec<String>,
@@ -153,6 +154,7 @@ pub async fn run(options: BotOptions) -> Result<Report, BotError> {
         admitting: Default::default(),
         downlink_dropped: 0,
         received_bytes: 0,
+        received_datagrams: 0,
         receiving_for: Duration::ZERO,
         speakers: Vec::new(),
         device_id: {
@@ -228,8 +230,9 @@ struct Session {
     clip_start: u64,
     /// A subscriber asked for a keyframe: start the clip over at the next frame.
     keyframe_requested: bool,
-    /// Bytes of every datagram delivered to the WebRTC stack.
+    /// Bytes and count of every datagram delivered to the WebRTC stack.
     received_bytes: u64,
+    received_datagrams: u64,
     /// Simulcast layers the SFU said nobody receives: not encoded (sent) until named again.
     paused_layers: std::collections::HashSet<String>,
     /// The emulated downlink every received datagram passes through, if one is set.
@@ -268,6 +271,7 @@ impl Bot {
             e2ee: self.e2ee_done.clone(),
             downlink_dropped: self.downlink_dropped,
             active_speakers: self.speakers.clone(),
+            received_datagrams: self.received_datagrams,
             received_kbps: (!self.receiving_for.is_zero()).then(|| {
                 self.received_bytes as f64 * 8.0 / self.receiving_for.as_secs_f64() / 1000.0
             }),
@@ -373,6 +377,7 @@ impl Bot {
         self.downlink_dropped += session.downlink.as_ref().map_or(0, Downlink::dropped);
         if let Some(connected) = session.connected_at {
             self.received_bytes += session.received_bytes;
+            self.received_datagrams += session.received_datagrams;
             self.receiving_for += connected.elapsed();
         }
         let finished = session.group.report();
@@ -424,6 +429,7 @@ impl Bot {
             keyframe_requested: false,
             paused_layers: std::collections::HashSet::new(),
             received_bytes: 0,
+            received_datagrams: 0,
             downlink: self
                 .options
                 .downlink
@@ -940,6 +946,7 @@ async fn wait_welcome(ws: &mut Ws, deadline: Instant) -> Result<ServerMessage, B
 /// Hands a datagram to the WebRTC stack.
 fn receive_datagram(s: &mut Session, source: SocketAddr, bytes: &[u8]) {
     s.received_bytes += bytes.len() as u64;
+    s.received_datagrams += 1;
     if let Ok(contents) = bytes.try_into() {
         let input = Input::Receive(
             Instant::now(),

@@ -21,6 +21,9 @@ pub struct Report {
     /// The last active speakers the server named (by signaling name), most recent first.
     #[serde(default)]
     pub active_speakers: Vec<String>,
+    /// Datagrams that arrived over the media connection (all sessions).
+    #[serde(default)]
+    pub received_datagrams: u64,
     /// What arrived over the media connection while it was up (all sessions), in kbps.
     #[serde(default)]
     pub received_kbps: Option<f64>,

@@ -23,6 +23,10 @@ pub struct SfuConfig {
     pub downlink_estimation: bool,
     /// A subscriber's downlink estimate before its TWCC feedback says otherwise.
     pub initial_downlink_bps: u64,
+    /// Thumbnails (smallest layers) are sent within the downlink estimate, but never cut
+    /// below this much: the estimate grows only by probing, which takes a few seconds after a
+    /// join.
+    pub thumbnail_floor_bps: u64,
     /// In rooms of more than `last_n_above` participants, only the `last_n` most recent
     /// speakers' cameras are sent above the smallest layer (screen shares always may be).
     pub last_n: usize,
@@ -39,6 +43,7 @@ impl SfuConfig {
             keyframe_request_interval: Duration::from_millis(500),
             downlink_estimation: true,
             initial_downlink_bps: 1_000_000,
+            thumbnail_floor_bps: 1_000_000,
             last_n: 4,
             last_n_above: 8,
         }

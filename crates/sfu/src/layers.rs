@@ -106,9 +106,8 @@ impl TrackDemand {
 /// first shown track always gets at least its smallest layer, so a subscriber never goes all
 /// dark. Returns the layer per candidate (`None`: forward nothing).
 ///
-/// Two budgets because a bandwidth estimate only grows by probing beyond what is sent: an
-/// estimate taken while only thumbnails flow says little about whether they fit, so only a
-/// budget the subscriber set itself cuts thumbnails.
+/// Two budgets because thumbnails and upgrades trust the estimate differently: the caller
+/// keeps a floor under the thumbnail budget (see `SfuConfig::thumbnail_floor_bps`).
 pub(crate) fn allocate(
     budget_bps: u64,
     thumbnail_budget_bps: u64,
@@ -188,31 +187,33 @@ fn lowest(c: &TrackDemand) -> Option<(Layer, u64)> {
 }
 
 /// Whether a subscriber keeps the layers it was given (`previous`) rather than take the fresh
-/// choice (`chosen`, made with upgrade headroom): yes while every previous layer is still
-/// wanted and available, the fresh choice raises nothing and shows and hides the same tracks,
-/// and what flows still fits `budget_bps` (or is only thumbnails, which always may flow). So
-/// layers go up with headroom and down only when they no longer fit: an estimate wobbling
-/// around a layer's cost does not switch it back and forth.
+/// choice (`chosen`, made with headroom): yes while every previous layer is still wanted and
+/// available, the fresh choice shows and raises nothing new, and what flows still fits
+/// `budget_bps` with its thumbnails within `thumbnail_budget_bps` (a single track always may
+/// flow). So tracks appear and layers go up with headroom, and disappear or go down only when
+/// they no longer fit: an estimate wobbling around a cost does not switch it back and forth.
 pub(crate) fn keep_previous(
     previous: &[Option<Layer>],
     chosen: &[Option<Layer>],
     demands: &[TrackDemand],
     budget_bps: u64,
+    thumbnail_budget_bps: u64,
 ) -> bool {
     let still_valid = previous.iter().zip(demands).all(|(layer, d)| {
         layer.is_none_or(|l| d.max_layer.is_some_and(|max| l <= max) && d.bps(l).is_some())
     });
-    let same_or_lower = chosen
-        .iter()
-        .zip(previous)
-        .all(|(c, p)| c <= p && c.is_some() == p.is_some());
-    if !still_valid || !same_or_lower {
+    // `None` (not shown) orders below every layer.
+    let nothing_new = chosen.iter().zip(previous).all(|(c, p)| c <= p);
+    if !still_valid || !nothing_new {
         return false;
     }
     let shown = || previous.iter().zip(demands).filter(|(l, _)| l.is_some());
+    if shown().count() <= 1 {
+        return true;
+    }
     let cost: u64 = shown().filter_map(|(l, d)| d.bps((*l)?)).sum();
     let thumbnails: u64 = shown().filter_map(|(_, d)| lowest(d).map(|(_, b)| b)).sum();
-    cost <= budget_bps.max(thumbnails)
+    thumbnails <= thumbnail_budget_bps && cost <= budget_bps.max(thumbnails)
 }
 
 /// What the subscriber would receive if its budget were unlimited: what it asks its
@@ -293,40 +294,47 @@ mod tests {
     }
 
     #[test]
-    fn layers_stay_while_they_fit_and_move_when_raised_hidden_or_over_budget() {
+    fn layers_stay_while_they_fit_and_move_when_raised_shown_or_over_budget() {
         let c = [three(Some(2), 0), three(Some(2), 1)];
         let previous = [Some(2), Some(0)];
+        let keep = |chosen: &[Option<Layer>], c: &[TrackDemand], budget, thumbnails| {
+            keep_previous(&previous, chosen, c, budget, thumbnails)
+        };
         // A fresh choice with headroom would lower the first, but 1.65 Mbps still fits.
-        assert!(keep_previous(&previous, &[Some(1), Some(0)], &c, 1_700_000));
-        // It no longer fits: take the fresh choice.
+        assert!(keep(&[Some(1), Some(0)], &c, 1_700_000, 1_700_000));
+        // ...or leave the second out: it still fits, so it stays.
+        assert!(keep(&[Some(2), None], &c, 1_700_000, 1_700_000));
+        // It no longer fits, or its thumbnails do not: take the fresh choice.
+        assert!(!keep(&[Some(1), Some(0)], &c, 1_500_000, 1_700_000));
+        assert!(!keep(&[Some(1), Some(0)], &c, 1_700_000, 200_000));
+        // The fresh choice raises a layer, or shows a track that was not.
+        assert!(!keep(&[Some(2), Some(1)], &c, 10_000_000, 10_000_000));
         assert!(!keep_previous(
-            &previous,
-            &[Some(1), Some(0)],
+            &[Some(2), None],
+            &[Some(2), Some(0)],
             &c,
-            1_500_000
-        ));
-        // The fresh choice raises a layer, or hides a tile.
-        assert!(!keep_previous(
-            &previous,
-            &[Some(2), Some(1)],
-            &c,
+            10_000_000,
             10_000_000
         ));
-        assert!(!keep_previous(&previous, &[Some(2), None], &c, 10_000_000));
-        // A tile shrank below the layer it had.
+        // A tile shrank below the layer it had, or was hidden.
         let shrunk = [three(Some(1), 0), three(Some(2), 1)];
-        assert!(!keep_previous(
-            &previous,
-            &[Some(1), Some(0)],
-            &shrunk,
-            10_000_000
+        assert!(!keep(&[Some(1), Some(0)], &shrunk, 10_000_000, 10_000_000));
+        let hidden = [three(Some(2), 0), three(None, 1)];
+        assert!(!keep(&[Some(2), None], &hidden, 10_000_000, 10_000_000));
+        // One track alone always may flow; thumbnails within their budget always fit.
+        assert!(keep_previous(
+            &[Some(2), None],
+            &[Some(0), None],
+            &c,
+            1_000,
+            1_000
         ));
-        // Thumbnails alone always fit.
         assert!(keep_previous(
             &[Some(0), Some(0)],
             &[Some(0), Some(0)],
             &c,
-            1_000
+            1_000,
+            300_000
         ));
     }
 

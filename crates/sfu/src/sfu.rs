@@ -991,23 +991,26 @@ impl Sfu {
         };
         // A budget the subscriber set is kept with a margin for keyframes and retransmissions.
         let max_receive = subscriber.max_receive_bps.map(|max| max / 100 * 95);
-        let budget = max_receive
-            .map_or(estimate, |max| max.min(estimate))
+        let limit = max_receive.unwrap_or(u64::MAX);
+        let budget = limit.min(estimate).saturating_sub(audio_bps);
+        // Thumbnails follow the estimate too, but not below a floor: an estimate grows only by
+        // probing beyond what flows, so a subscriber that just joined is not left with empty
+        // tiles while it does.
+        let thumbnail_budget = limit
+            .min(estimate.max(self.config.thumbnail_floor_bps))
             .saturating_sub(audio_bps);
-        let thumbnail_budget = max_receive.map_or(u64::MAX, |max| max.saturating_sub(audio_bps));
-        // Raise layers only with headroom, and lower them only when what flows no longer
+        // Show and raise only with headroom, and cut or lower only when what flows no longer
         // fits: an estimate wobbling around a layer's cost must not switch it back and forth.
-        let chosen = layers::allocate(
-            budget / 100 * UPGRADE_HEADROOM_PERCENT,
-            thumbnail_budget,
-            &candidates,
-        );
+        let headroom = |bps: u64| bps / 100 * HEADROOM_PERCENT;
+        let chosen = layers::allocate(headroom(budget), headroom(thumbnail_budget), &candidates);
         let previous: Vec<Option<Layer>> = picked
             .iter()
             .map(|i| subscriber.subscriptions[*i].target)
             .collect();
-        let keep = layers::keep_previous(&previous, &chosen, &candidates, budget);
-        let desired = layers::wanted_bps(&candidates) + audio_bps;
+        let keep = layers::keep_previous(&previous, &chosen, &candidates, budget, thumbnail_budget);
+        // Probing beyond what the subscriber accepts would only send padding it cannot use.
+        let desired =
+            (layers::wanted_bps(&candidates) + audio_bps).min(max_receive.unwrap_or(u64::MAX));
         let Some(subscriber) = self.participants.get_mut(&id) else {
             return;
         };
@@ -1106,8 +1109,8 @@ const RTP_OVERHEAD_BYTES: usize = 48;
 const ALLOCATION_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
 /// A layer nobody needs this long is paused at its publisher.
 const PAUSE_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
-/// Layers are raised only within this share of the budget.
-const UPGRADE_HEADROOM_PERCENT: u64 = 85;
+/// Tracks are shown and layers raised only within this share of the budget.
+const HEADROOM_PERCENT: u64 = 85;
 /// Opus at its highest sensible rate: a bogus measurement must not starve video.
 const AUDIO_BPS_CAP: u64 = 128_000;
 
