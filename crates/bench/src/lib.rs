@@ -13,6 +13,7 @@ mod rtcpeer;
 mod run;
 mod scenario;
 mod shared;
+mod simulcast;
 mod sys;
 
 use std::ffi::OsString;
@@ -65,6 +66,13 @@ struct Cli {
     /// Write BENCHMARKS.md even in quick mode (quick runs only write their JSON by default).
     #[arg(long)]
     write_md: bool,
+    /// Instead of the side-by-side scenarios: a meeting of real bots with simulcast and
+    /// last-N against Conclave (egress per subscriber, CPU per packet, layer-switch time).
+    #[arg(long)]
+    simulcast: bool,
+    /// Meeting sizes for `--simulcast`, comma-separated.
+    #[arg(long, value_delimiter = ',', default_values_t = [20, 30, 50])]
+    simulcast_participants: Vec<usize>,
 }
 
 #[derive(Subcommand)]
@@ -190,6 +198,9 @@ pub fn main_with(
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    if cli.simulcast {
+        return simulcast_main(&cli, program, &args, &root, &opts, &pinning, runtime);
+    }
     let local = tokio::task::LocalSet::new();
     let plan: Vec<(Scenario, TargetKind)> = scenarios
         .iter()
@@ -276,6 +287,59 @@ pub fn main_with(
         report::write_markdown(&md_path, &report)?;
         println!("wrote {}", md_path.display());
     }
+    Ok(())
+}
+
+/// `--simulcast`: one meeting of real bots, its section of BENCHMARKS.md and its JSON.
+fn simulcast_main(
+    cli: &Cli,
+    program: &str,
+    args: &[OsString],
+    root: &std::path::Path,
+    opts: &run::RunOptions,
+    pinning: &str,
+    runtime: tokio::runtime::Runtime,
+) -> Result<()> {
+    let bin = conclave::find_or_build(cli.conclave_bin.as_deref())?;
+    let mut results = Vec::new();
+    for &participants in &cli.simulcast_participants {
+        let options = simulcast::SimulcastOptions {
+            participants,
+            ..simulcast::SimulcastOptions::default()
+        };
+        eprintln!(
+            "meeting-{participants} with simulcast and last-N: {:.0} s of real bots...",
+            (options.lift_after + options.after_lift).as_secs_f64()
+        );
+        results.push(runtime.block_on(simulcast::run(&bin, opts.placement, &options))?);
+    }
+    let m = report::machine();
+    let machine = format!(
+        "{} ({} cores, {:.0} GiB, Linux {})",
+        m.cpu, m.cores, m.memory_gib, m.kernel
+    );
+    let command = format!(
+        "{program}{}",
+        args.iter()
+            .skip(1)
+            .map(|a| format!(" {}", a.to_string_lossy()))
+            .collect::<String>()
+    );
+    let md = simulcast::markdown(&results, &report::utc_now(), &command, &machine, pinning);
+    println!("{md}");
+    std::fs::create_dir_all(root)?;
+    let json_path = root.join("bench-simulcast.json");
+    std::fs::write(&json_path, serde_json::to_string_pretty(&results)? + "\n")?;
+    println!("wrote {}", json_path.display());
+    let md_path = root.join("BENCHMARKS.md");
+    report::write_section(
+        &md_path,
+        "Simulcast and last-N (meeting-20/30/50)",
+        report::SIMULCAST_START,
+        report::SIMULCAST_END,
+        &md,
+    )?;
+    println!("wrote {}", md_path.display());
     Ok(())
 }
 

@@ -286,18 +286,26 @@ pub fn targets(report: &Report) -> Vec<String> {
 
 pub const START: &str = "<!-- bench:results:start -->";
 pub const END: &str = "<!-- bench:results:end -->";
+pub const SIMULCAST_START: &str = "<!-- bench:simulcast:start -->";
+pub const SIMULCAST_END: &str = "<!-- bench:simulcast:end -->";
 
 /// Writes the results between the markers of `path` (creating the file if needed).
 pub fn write_markdown(path: &Path, report: &Report) -> Result<()> {
-    let body = format!("{START}\n{}{END}", markdown(report));
+    write_section(path, "Results", START, END, &markdown(report))
+}
+
+/// Replaces what stands between `start` and `end` in `path` with `body`; without the markers,
+/// appends a `heading` section holding them (creating the file if needed).
+pub fn write_section(path: &Path, heading: &str, start: &str, end: &str, body: &str) -> Result<()> {
+    let body = format!("{start}\n{body}{end}");
     let text = match std::fs::read_to_string(path) {
-        Ok(old) => match (old.find(START), old.find(END)) {
+        Ok(old) => match (old.find(start), old.find(end)) {
             (Some(a), Some(b)) if b > a => {
-                format!("{}{}{}", &old[..a], body, &old[b + END.len()..])
+                format!("{}{}{}", &old[..a], body, &old[b + end.len()..])
             }
-            _ => format!("{old}\n## Results\n\n{body}\n"),
+            _ => format!("{old}\n## {heading}\n\n{body}\n"),
         },
-        Err(_) => format!("# Benchmarks\n\n## Results\n\n{body}\n"),
+        Err(_) => format!("# Benchmarks\n\n## {heading}\n\n{body}\n"),
     };
     std::fs::write(path, text)?;
     Ok(())
