@@ -47,6 +47,17 @@ pub(crate) struct Participant {
     pub max_receive_bps: Option<u64>,
     /// What the participant's bandwidth estimator was last told to probe for.
     pub desired_bps: u64,
+    /// Probes asked of str0m for this participant's downlink.
+    pub probe: ProbeRequests,
+}
+
+/// When the SFU last asked str0m to probe a downlink, and how long it waits before the next.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct ProbeRequests {
+    pub requested_at: Option<Instant>,
+    /// The estimate when it asked: a probe that did not raise it backs the next one off.
+    pub estimate_before: Option<u64>,
+    pub interval: std::time::Duration,
 }
 
 impl Participant {
@@ -70,6 +81,7 @@ impl Participant {
             bwe_bps: None,
             max_receive_bps: None,
             desired_bps: 0,
+            probe: ProbeRequests::default(),
         }
     }
 

@@ -1014,12 +1014,40 @@ impl Sfu {
         let Some(subscriber) = self.participants.get_mut(&id) else {
             return;
         };
-        if subscriber.desired_bps != desired {
-            subscriber.desired_bps = desired;
+        // str0m probes when the desired rate rises (and every 5 s while the link is idle).
+        // While the estimate is short of what the tiles want, the desired rate is lowered a
+        // little and raised again, so that a link that got better is found within seconds;
+        // a probe that did not raise the estimate doubles the wait for the next (a link that
+        // is really that narrow is not flooded with probes).
+        let probe = &subscriber.probe;
+        let short = self.config.downlink_estimation && estimate < desired;
+        let probe_due = probe
+            .requested_at
+            .is_none_or(|at| now.saturating_duration_since(at) >= probe.interval);
+        let ask = if short && probe_due && subscriber.desired_bps == desired {
+            desired.saturating_sub(PROBE_REARM_BPS)
+        } else {
+            desired
+        };
+        if subscriber.desired_bps != ask {
+            if ask > subscriber.desired_bps {
+                let probe = &mut subscriber.probe;
+                let gained = probe
+                    .estimate_before
+                    .is_some_and(|before| estimate > before);
+                probe.interval = if gained || probe.requested_at.is_none() {
+                    PROBE_INTERVAL
+                } else {
+                    (probe.interval * 2).min(PROBE_INTERVAL_MAX)
+                };
+                probe.requested_at = Some(now);
+                probe.estimate_before = Some(estimate);
+            }
+            subscriber.desired_bps = ask;
             subscriber
                 .rtc
                 .bwe()
-                .set_bitrate(Bitrate::bps(0), Bitrate::bps(desired));
+                .set_bitrate(Bitrate::bps(0), Bitrate::bps(ask));
         }
         if keep {
             return;
@@ -1107,6 +1135,12 @@ impl Sfu {
 const RTP_OVERHEAD_BYTES: usize = 48;
 /// How often every subscriber's layers are chosen again (estimates and speakers move).
 const ALLOCATION_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
+/// How often a subscriber whose estimate is short of what its tiles want asks for a probe,
+/// at first and at most.
+const PROBE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
+const PROBE_INTERVAL_MAX: std::time::Duration = std::time::Duration::from_secs(16);
+/// How far the desired rate dips so that restoring it counts as a rise.
+const PROBE_REARM_BPS: u64 = 1000;
 /// A layer nobody needs this long is paused at its publisher.
 const PAUSE_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
 /// Tracks are shown and layers raised only within this share of the budget.
