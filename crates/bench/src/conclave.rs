@@ -60,7 +60,11 @@ pub fn find_or_build(explicit: Option<&Path>) -> Result<PathBuf> {
 }
 
 impl Conclave {
-    pub async fn start(bin: &Path, placement: sys::Placement) -> Result<Self> {
+    pub async fn start(
+        bin: &Path,
+        placement: sys::Placement,
+        downlink_estimation: bool,
+    ) -> Result<Self> {
         let data = tempfile::tempdir()?;
         let http = sys::free_tcp_port()?;
         let media = sys::free_udp_port()?;
@@ -69,6 +73,7 @@ impl Conclave {
             .args(["--listen", &format!("127.0.0.1:{http}")])
             .args(["--media-port", &media.to_string()])
             .args(["--public-ip", "127.0.0.1"])
+            .args(["--downlink-estimation", &downlink_estimation.to_string()])
             .arg("--data-dir")
             .arg(data.path())
             .env("RUST_LOG", "warn")

@@ -145,7 +145,10 @@ pub fn main_with(
     }
     let duration =
         Duration::from_secs_f64(cli.duration.unwrap_or(if cli.quick { 5.0 } else { 10.0 }));
-    let conclave_bin = if targets.contains(&TargetKind::Conclave) {
+    let conclave_bin = if targets
+        .iter()
+        .any(|t| matches!(t, TargetKind::Conclave | TargetKind::ConclaveBwe))
+    {
         conclave::find_or_build(cli.conclave_bin.as_deref())?
     } else {
         PathBuf::new()

@@ -111,8 +111,11 @@ pub async fn run(
     }
     tick("starting server");
     let started = match target {
-        TargetKind::Conclave => {
-            Started::Conclave(conclave::Conclave::start(&opts.conclave_bin, opts.placement).await?)
+        TargetKind::Conclave | TargetKind::ConclaveBwe => {
+            let estimation = target == TargetKind::ConclaveBwe;
+            Started::Conclave(
+                conclave::Conclave::start(&opts.conclave_bin, opts.placement, estimation).await?,
+            )
         }
         TargetKind::Janus => Started::Janus(janus::Janus::start(opts.placement).await?),
         TargetKind::Floor => Started::Floor(floor::Floor::start(opts.placement).await?),

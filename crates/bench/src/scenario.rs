@@ -90,9 +90,14 @@ impl fmt::Display for Scenario {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
+#[serde(rename_all = "kebab-case")]
 pub enum TargetKind {
+    /// `conclave serve --downlink-estimation false`: forwards every subscribed track, as
+    /// Janus VideoRoom does (it has no downlink estimator deciding what a subscriber gets).
     Conclave,
+    /// `conclave serve` as installed: each subscriber's TWCC downlink estimate decides which
+    /// tracks it gets, and str0m paces what it sends.
+    ConclaveBwe,
     Janus,
     Floor,
 }
@@ -101,6 +106,7 @@ impl TargetKind {
     pub fn parse(s: &str) -> Option<TargetKind> {
         match s {
             "conclave" => Some(TargetKind::Conclave),
+            "conclave-bwe" => Some(TargetKind::ConclaveBwe),
             "janus" => Some(TargetKind::Janus),
             "floor" => Some(TargetKind::Floor),
             _ => None,
@@ -112,6 +118,7 @@ impl fmt::Display for TargetKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             TargetKind::Conclave => "conclave",
+            TargetKind::ConclaveBwe => "conclave-bwe",
             TargetKind::Janus => "janus",
             TargetKind::Floor => "floor",
         })

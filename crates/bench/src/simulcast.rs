@@ -95,7 +95,7 @@ pub async fn run(
             "simulcast meeting: speakers and limited bots must be distinct and fit in the meeting"
         );
     }
-    let server = Conclave::start(bin, placement).await?;
+    let server = Conclave::start(bin, placement, true).await?;
     let links: serde_json::Value = reqwest::Client::new()
         .post(format!("{}/api/meetings", server.base))
         .json(&serde_json::json!({}))

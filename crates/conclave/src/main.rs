@@ -70,6 +70,11 @@ struct ServeArgs {
     /// Who may create meetings: `anyone`, or only logged-in `accounts`.
     #[arg(long, env = "CONCLAVE_MEETING_CREATION", default_value = "anyone")]
     meeting_creation: server::MeetingCreation,
+    /// Estimate each participant's downlink (TWCC) and choose simulcast layers and paused
+    /// tracks to fit it. `false` forwards every track a participant subscribes to whatever
+    /// its link carries, as an SFU without congestion control does.
+    #[arg(long, env = "CONCLAVE_DOWNLINK_ESTIMATION", default_value_t = true, action = clap::ArgAction::Set)]
+    downlink_estimation: bool,
 }
 
 #[derive(Args)]
@@ -256,6 +261,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         data_dir: args.data_dir,
         meeting_creation: args.meeting_creation,
         tls,
+        downlink_estimation: args.downlink_estimation,
         ..server::ServerConfig::default()
     };
     let running = server::Server::start(config)

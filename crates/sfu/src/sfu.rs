@@ -535,8 +535,20 @@ impl Sfu {
         // Vec would cost an allocation each time.
         let mut events = std::mem::take(&mut self.events);
         let mut alive = true;
+        let mut due_rounds = 0;
         loop {
             match participant.rtc.poll_output() {
+                // str0m asks for a timeout that is already due when media was just queued
+                // (its send queues are snapshot on timeouts). Handling it here sends the
+                // packets in this drive, in the same `sendmmsg` batch, instead of one trip
+                // around the media loop (and a scan of every participant) later. Bounded, so
+                // a timer str0m keeps due cannot spin.
+                Ok(Output::Timeout(t)) if t <= now && due_rounds < DUE_TIMEOUT_ROUNDS => {
+                    due_rounds += 1;
+                    if let Err(e) = participant.rtc.handle_input(Input::Timeout(now)) {
+                        debug!(participant = id.0, "timeout input refused: {e}");
+                    }
+                }
                 Ok(Output::Timeout(t)) => {
                     participant.next_rtc_timeout = t;
                     break;
@@ -1134,6 +1146,9 @@ impl Sfu {
 /// costed with it.
 const RTP_OVERHEAD_BYTES: usize = 48;
 /// How often every subscriber's layers are chosen again (estimates and speakers move).
+/// How many already-due str0m timeouts one poll of a participant handles before leaving the
+/// rest to [`Sfu::handle_timeout`]: one snapshots freshly queued media; more are rare.
+const DUE_TIMEOUT_ROUNDS: u32 = 4;
 const ALLOCATION_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
 /// How often a subscriber whose estimate is short of what its tiles want asks for a probe,
 /// at first and at most.
