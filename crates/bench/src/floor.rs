@@ -230,6 +230,9 @@ pub async fn bot(
                     for i in 0..n {
                         let (data, _) = batch.get(i);
                         shared.on_datagram(data);
+                        if shared.only_counts(idx, data) {
+                            continue;
+                        }
                         if data.len() < RTP_HEADER + NONCE_LEN + TAG_LEN {
                             continue;
                         }
@@ -305,7 +308,7 @@ pub async fn bot(
                             b.extend_from_slice(tag.as_ref());
                         });
                     }
-                    shared.on_sent(kind, sent_ns);
+                    shared.on_sent(kind, idx, sent_ns);
                 }
                 out.flush(&socket);
             }

@@ -170,6 +170,27 @@ pub fn markdown(report: &Report) -> String {
             r.participants,
         );
     }
+    let sampled: Vec<String> = report
+        .results
+        .iter()
+        .filter(|r| r.verifying_bots < r.participants)
+        .map(|r| format!("{} / {}", r.scenario, r.target))
+        .collect();
+    if !sampled.is_empty() {
+        let _ = writeln!(
+            s,
+            "\nLatency and loss of {} come from the bots that verify every frame ({} per run; \
+             the others count RTP datagrams once the window opens, see `Scenario::verifying_bots`).",
+            sampled.join(", "),
+            report
+                .results
+                .iter()
+                .filter(|r| r.verifying_bots < r.participants)
+                .map(|r| r.verifying_bots)
+                .max()
+                .unwrap_or(0),
+        );
+    }
     s.push_str("\n| scenario | CPU/pkt Conclave ÷ Janus | CPU/pkt Conclave ÷ floor | p99 Conclave − floor (ms) | p99 Conclave ÷ Janus |\n");
     s.push_str("|---|---:|---:|---:|---:|\n");
     for r in &report.ratios {

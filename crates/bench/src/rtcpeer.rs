@@ -140,6 +140,9 @@ impl Peer {
                         for i in 0..n {
                             let (data, source) = batch.get(i);
                             self.shared.on_datagram(data);
+                            if self.shared.only_counts(self.bot, data) {
+                                continue;
+                            }
                             let Ok(contents) = data.try_into() else { continue };
                             let input = Input::Receive(Instant::now(), Receive {
                                 proto: Protocol::Udp, source, destination: self.local, contents,
@@ -281,7 +284,7 @@ impl Peer {
         let sent_ns = payload::now_ns();
         let frame = payload::make(publisher, kind, seq, sent_ns);
         if writer.write(pt, Instant::now(), time, frame).is_ok() {
-            self.shared.on_sent(kind, sent_ns);
+            self.shared.on_sent(kind, self.bot, sent_ns);
         }
     }
 }

@@ -22,6 +22,9 @@ pub struct RunResult {
     pub window_s: f64,
     /// Bots that received every publisher they should before the window opened.
     pub ready_bots: usize,
+    /// Bots that decrypted and verified every frame in the window; latency and loss are
+    /// theirs. The rest only counted RTP datagrams (forwarded packets/s counts all bots).
+    pub verifying_bots: usize,
     /// RTP packets delivered to the bots per second (= forwarded by the server).
     pub forwarded_pps: f64,
     pub server_cpu_s: f64,
@@ -105,7 +108,11 @@ pub async fn run(
 ) -> Result<RunResult> {
     let _ = payload::epoch();
     let n = scenario.participants();
-    let shared = Rc::new(Shared::new(n, scenario.publishers()));
+    let shared = Rc::new(Shared::new(
+        n,
+        scenario.publishers(),
+        scenario.verifying_bots(),
+    ));
     for (i, b) in shared.bots.borrow_mut().iter_mut().enumerate() {
         b.expect = scenario.expected_publishers(i);
     }
@@ -253,8 +260,7 @@ async fn drive(
     let server_cpu = cpu1 - cpu0;
     let rtp = shared.rtp_rx.get();
     let forwarded_pps = rtp as f64 / window;
-    let expected = (shared.frames_sent_audio.get() + shared.frames_sent_video.get())
-        * scenario.fanout() as u64;
+    let expected = shared.frames_expected();
     let received = shared.frames_rx.get();
     let mut lat: Vec<f64> = shared
         .latency_us
@@ -286,6 +292,7 @@ async fn drive(
         participants: n,
         window_s: window,
         ready_bots,
+        verifying_bots: shared.verifying,
         forwarded_pps,
         server_cpu_s: server_cpu,
         server_cores: server_cpu / window,

@@ -30,6 +30,12 @@ pub struct Shared {
     pub frames_rx: Cell<u64>,
     pub frames_sent_audio: Cell<u64>,
     pub frames_sent_video: Cell<u64>,
+    /// Frames sent in the window by publishers that are themselves verifying receivers.
+    pub frames_sent_by_verifiers: Cell<u64>,
+    /// Bots `0..verifying` decrypt and verify every frame; the others (large meetings only,
+    /// see [`crate::scenario::Scenario::verifying_bots`]) count RTP datagrams in the window
+    /// without handing them to their PeerConnection.
+    pub verifying: usize,
     pub bad_frames: Cell<u64>,
     /// Frames sent at any time (also outside the window).
     pub sent_total: Cell<u64>,
@@ -42,7 +48,7 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(bots: usize, publishers: usize) -> Self {
+    pub fn new(bots: usize, publishers: usize, verifying: usize) -> Self {
         Shared {
             window_start: Cell::new(u64::MAX),
             window_end: Cell::new(u64::MAX),
@@ -51,6 +57,8 @@ impl Shared {
             frames_rx: Cell::new(0),
             frames_sent_audio: Cell::new(0),
             frames_sent_video: Cell::new(0),
+            frames_sent_by_verifiers: Cell::new(0),
+            verifying,
             bad_frames: Cell::new(0),
             sent_total: Cell::new(0),
             latency_us: RefCell::new(Vec::with_capacity(1 << 20)),
@@ -102,10 +110,31 @@ impl Shared {
         }
     }
 
-    /// A publisher sent a frame.
-    pub fn on_sent(&self, kind: Kind, sent_ns: u64) {
+    /// Whether bot `bot` only counts the RTP datagram `d` instead of decrypting and verifying
+    /// it: a counting bot, once the window opened (before, it joins and verifies like any
+    /// other, so join times and readiness cover every bot).
+    #[inline]
+    pub fn only_counts(&self, bot: usize, d: &[u8]) -> bool {
+        bot >= self.verifying
+            && self.window_start.get() <= payload::now_ns()
+            && crate::sys::is_rtp(d)
+    }
+
+    /// Frames the verifying bots should receive, given what was sent in the window: each
+    /// frame reaches every verifying bot but its own publisher.
+    pub fn frames_expected(&self) -> u64 {
+        let sent = self.frames_sent_audio.get() + self.frames_sent_video.get();
+        (sent * self.verifying as u64).saturating_sub(self.frames_sent_by_verifiers.get())
+    }
+
+    /// Publisher `publisher` (a bot index) sent a frame.
+    pub fn on_sent(&self, kind: Kind, publisher: usize, sent_ns: u64) {
         self.sent_total.set(self.sent_total.get() + 1);
         if self.in_window(sent_ns) {
+            if publisher < self.verifying {
+                self.frames_sent_by_verifiers
+                    .set(self.frames_sent_by_verifiers.get() + 1);
+            }
             let c = match kind {
                 Kind::Audio => &self.frames_sent_audio,
                 Kind::Video => &self.frames_sent_video,
