@@ -76,11 +76,25 @@ impl Conclave {
             .args(["--downlink-estimation", &downlink_estimation.to_string()])
             .arg("--data-dir")
             .arg(data.path())
-            .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
             .kill_on_drop(true);
+        // For looking into a run: BENCH_SERVER_LOG=<file> keeps the server's log (at
+        // BENCH_SERVER_RUST_LOG, default `warn`).
+        match std::env::var_os("BENCH_SERVER_LOG") {
+            Some(path) => {
+                let log = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&path)
+                    .with_context(|| format!("open {}", path.to_string_lossy()))?;
+                let level = std::env::var("BENCH_SERVER_RUST_LOG").unwrap_or("warn".into());
+                cmd.env("RUST_LOG", level).stderr(log);
+            }
+            None => {
+                cmd.env("RUST_LOG", "warn").stderr(Stdio::null());
+            }
+        }
         let child = cmd.spawn().context("start conclave serve")?;
         let pid = child.id().context("conclave has no pid")?;
         let base = format!("http://127.0.0.1:{http}");

@@ -137,6 +137,10 @@ impl Peer {
                         let n = match got { Ok(n) => n, Err(_) => break };
                         dbg_reads += 1;
                         dbg_dgrams += n as u64;
+                        // Arrival time is when the batch was read, not when each datagram's
+                        // turn came: the TWCC feedback these times go into would otherwise
+                        // report the generator's own processing as network queueing.
+                        let arrived = Instant::now();
                         for i in 0..n {
                             let (data, source) = batch.get(i);
                             self.shared.on_datagram(data);
@@ -144,7 +148,7 @@ impl Peer {
                                 continue;
                             }
                             let Ok(contents) = data.try_into() else { continue };
-                            let input = Input::Receive(Instant::now(), Receive {
+                            let input = Input::Receive(arrived, Receive {
                                 proto: Protocol::Udp, source, destination: self.local, contents,
                             });
                             if self.rtc.handle_input(input).is_err() { continue; }
