@@ -595,7 +595,11 @@ impl Sfu {
             }
             Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. }) => {
                 if let Some(p) = self.participants.get_mut(&id) {
-                    debug!(participant = id.0, bps = estimate.as_u64(), "downlink estimate");
+                    debug!(
+                        participant = id.0,
+                        bps = estimate.as_u64(),
+                        "downlink estimate"
+                    );
                     p.bwe_bps = Some(estimate.as_u64());
                 }
             }

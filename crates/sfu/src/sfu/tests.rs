@@ -1152,7 +1152,12 @@ fn malformed_answer_leaves_offer_pending() {
 #[test]
 fn subscriber_keyframe_request_reaches_publisher() {
     let mut h = Harness::new();
+    // The publisher is connected before anyone subscribes: a keyframe request sent while its
+    // own DTLS handshake is still finishing could not be decrypted by it (the SFU's side of
+    // the handshake completes first), and a client that just connected sends a keyframe
+    // anyway.
     h.join(1, 1);
+    h.connect_all();
     h.join(1, 2);
     h.connect_all();
     h.exchange(&[1, 2], 5);
@@ -1534,4 +1539,90 @@ fn active_speakers_follow_the_audio_levels_and_reach_every_member() {
     h.peer_mut(1).audio_level = Some(-127);
     h.exchange(&[1, 2, 3], 40);
     assert_eq!(speakers_seen_by(&h, 3), Some(vec![ParticipantId(2)]));
+}
+
+/// Polls a client's PeerConnection at `now` (handling timeouts already due, as the SFU does)
+/// and returns the datagrams it sends.
+fn client_datagrams(rtc: &mut Rtc, now: Instant) -> Vec<(SocketAddr, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut due_rounds = 0;
+    loop {
+        match rtc.poll_output().expect("client poll") {
+            Output::Timeout(t) if t <= now && due_rounds < 4 => {
+                due_rounds += 1;
+                rtc.handle_input(Input::Timeout(now))
+                    .expect("client timeout");
+            }
+            Output::Timeout(_) => return out,
+            Output::Transmit(t) => out.push((t.source, t.contents.to_vec())),
+            Output::Event(_) => {}
+        }
+    }
+}
+
+#[test]
+fn forwarded_media_leaves_in_the_drive_that_brought_it() {
+    // Without a downlink estimator str0m does not pace, so nothing but the SFU's own polling
+    // stands between a publisher's packet and its copies: they must be out by the time
+    // `handle_receive` returns, with no `handle_timeout` (another trip around the media loop).
+    let mut h = Harness::with_config(SfuConfig {
+        downlink_estimation: false,
+        ..SfuConfig::new(sfu_addr(), sfu_addr())
+    });
+    h.join(1, 1);
+    h.join(1, 2);
+    h.connect_all();
+    h.exchange(&[1], 5);
+    h.run(Duration::from_millis(100));
+    while h.sfu.poll_output().is_some() {}
+
+    let frame = h.send_audio(1);
+    let now = h.now;
+    let datagrams = client_datagrams(&mut h.peer_mut(1).rtc, now);
+    assert!(!datagrams.is_empty(), "the publisher sent nothing");
+    for (source, bytes) in &datagrams {
+        h.sfu
+            .handle_receive(now, *source, sfu_addr(), bytes)
+            .expect("SFU takes the publisher's datagram");
+    }
+    let mut to_subscriber = Vec::new();
+    while let Some(output) = h.sfu.poll_output() {
+        if let SfuOutput::Transmit {
+            destination,
+            contents,
+            ..
+        } = output
+        {
+            if destination == peer_addr(2) {
+                to_subscriber.push(contents);
+            }
+        }
+    }
+    assert!(
+        !to_subscriber.is_empty(),
+        "the forwarded packet waits for a timeout"
+    );
+    let subscriber = &mut h.peer_mut(2).rtc;
+    for contents in &to_subscriber {
+        subscriber
+            .handle_input(Input::Receive(
+                now,
+                Receive {
+                    proto: Protocol::Udp,
+                    source: sfu_addr(),
+                    destination: peer_addr(2),
+                    contents: contents.as_slice().try_into().expect("SFU datagram"),
+                },
+            ))
+            .expect("subscriber takes the datagram");
+    }
+    let mut got = Vec::new();
+    loop {
+        match subscriber.poll_output().expect("subscriber poll") {
+            Output::Event(Event::MediaData(data)) => got.push(data.data.to_vec()),
+            Output::Timeout(_) => break,
+            _ => {}
+        }
+    }
+    assert!(got.contains(&frame), "the subscriber did not get the frame");
 }
