@@ -181,3 +181,52 @@ impl Shared {
             .count()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An RTP header (version 2, payload type 96) and a little payload.
+    const RTP: [u8; 16] = [0x80, 96, 0, 1, 0, 0, 0, 1, 0, 0, 0, 7, 1, 2, 3, 4];
+    /// An RTCP sender report header.
+    const RTCP: [u8; 8] = [0x80, 200, 0, 1, 0, 0, 0, 7];
+
+    #[test]
+    fn expected_frames_count_only_verifying_receivers() {
+        // Three bots, the first two verify. Publisher 0 (a verifier) reaches one other
+        // verifier, publisher 2 (counting only) reaches both.
+        let shared = Shared::new(3, 3, 2);
+        shared.start_window(0);
+        let t = payload::now_ns();
+        for _ in 0..10 {
+            shared.on_sent(Kind::Video, 0, t);
+            shared.on_sent(Kind::Audio, 2, t);
+        }
+        assert_eq!(shared.frames_expected(), 10 + 20);
+
+        // Without sampling every frame reaches every bot but its publisher.
+        let all = Shared::new(3, 3, 3);
+        all.start_window(0);
+        for publisher in 0..3 {
+            all.on_sent(Kind::Video, publisher, t);
+        }
+        assert_eq!(all.frames_expected(), 3 * 2);
+    }
+
+    #[test]
+    fn counting_bots_skip_rtp_only_once_the_window_opens() {
+        let shared = Shared::new(3, 3, 2);
+        assert!(
+            !shared.only_counts(2, &RTP),
+            "before the window every bot verifies"
+        );
+        shared.start_window(payload::now_ns());
+        assert!(shared.only_counts(2, &RTP));
+        assert!(!shared.only_counts(2, &RTCP), "RTCP still goes to str0m");
+        assert!(
+            !shared.only_counts(0, &RTP),
+            "verifying bots see everything"
+        );
+        assert!(!shared.only_counts(1, &RTP));
+    }
+}
