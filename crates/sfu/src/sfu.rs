@@ -1026,8 +1026,14 @@ impl Sfu {
             .collect();
         let keep = layers::keep_previous(&previous, &chosen, &candidates, budget, thumbnail_budget);
         // Probing beyond what the subscriber accepts would only send padding it cannot use.
-        let desired =
-            (layers::wanted_bps(&candidates) + audio_bps).min(max_receive.unwrap_or(u64::MAX));
+        let accepted = max_receive.unwrap_or(u64::MAX);
+        let wanted = (layers::wanted_bps(&candidates) + audio_bps).min(accepted);
+        // str0m caps every probe at twice the desired rate, and its first probes set the
+        // estimate outright. A subscriber whose first tracks are only audio (its video
+        // m-lines open a moment later) would otherwise probe at 80 kbps and start from an
+        // estimate far below the initial one, cutting the video that follows for seconds.
+        // So the desired rate never goes below the initial estimate.
+        let desired = wanted.max(self.config.initial_downlink_bps.min(accepted));
         let Some(subscriber) = self.participants.get_mut(&id) else {
             return;
         };
@@ -1037,7 +1043,7 @@ impl Sfu {
         // a probe that did not raise the estimate doubles the wait for the next (a link that
         // is really that narrow is not flooded with probes).
         let probe = &subscriber.probe;
-        let short = self.config.downlink_estimation && estimate < desired;
+        let short = self.config.downlink_estimation && estimate < wanted;
         let probe_due = probe
             .requested_at
             .is_none_or(|at| now.saturating_duration_since(at) >= probe.interval);

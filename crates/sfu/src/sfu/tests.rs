@@ -14,7 +14,7 @@ use str0m::net::{DatagramRecv, Protocol, Receive};
 use str0m::rtp::{Extension, ExtensionMap};
 use str0m::{Candidate, Event, Input, Output, Rtc};
 
-use super::Sfu;
+use super::{Sfu, PROBE_REARM_BPS};
 use crate::TrackSource;
 use crate::{
     ParticipantId, RoomId, SfuConfig, SfuError, SfuEvent, SfuOutput, TrackKind, TrackSummary,
@@ -329,8 +329,17 @@ impl Harness {
                         .handle_input(Input::Timeout(now))
                         .expect("peer timeout");
                 }
+                // Like the SFU, a client handles timeouts that are already due (str0m asks
+                // for one right after media is written) before it settles.
+                let mut due_rounds = 0;
                 loop {
                     match peer.rtc.poll_output().expect("peer poll") {
+                        Output::Timeout(t) if t <= now && due_rounds < 4 => {
+                            due_rounds += 1;
+                            peer.rtc
+                                .handle_input(Input::Timeout(now))
+                                .expect("peer timeout");
+                        }
                         Output::Timeout(t) => {
                             peer.next_timeout = t;
                             break;
@@ -1625,4 +1634,31 @@ fn forwarded_media_leaves_in_the_drive_that_brought_it() {
         }
     }
     assert!(got.contains(&frame), "the subscriber did not get the frame");
+}
+
+#[test]
+fn probing_starts_from_the_initial_estimate_not_from_the_first_tracks() {
+    // str0m caps its probes at twice the desired rate and its first probes set the
+    // estimate. A subscriber's first allocation sees little (audio, a video track not yet
+    // measured): the rate it asks str0m for must not fall below the initial estimate, or
+    // the start-up probes would pull the estimate down and cut the video that follows.
+    let config = SfuConfig::new(sfu_addr(), sfu_addr());
+    let initial = config.initial_downlink_bps;
+    let mut h = Harness::with_config(config);
+    h.join(1, 1);
+    h.join(1, 2);
+    h.connect_all();
+    h.exchange(&[1, 2], 3);
+    for id in [1, 2] {
+        let desired = h.sfu.participants[&ParticipantId(id)].desired_bps;
+        assert!(
+            desired + PROBE_REARM_BPS >= initial,
+            "{id} asks str0m for {desired} bps, below the initial {initial}"
+        );
+    }
+    // What the subscriber accepts still caps it: no probing for what it refuses.
+    h.sfu
+        .set_video_layout(h.now, ParticipantId(2), [], Some(300_000))
+        .expect("layout");
+    assert!(h.sfu.participants[&ParticipantId(2)].desired_bps <= 300_000);
 }
