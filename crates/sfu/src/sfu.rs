@@ -1029,10 +1029,10 @@ impl Sfu {
         let accepted = max_receive.unwrap_or(u64::MAX);
         let wanted = (layers::wanted_bps(&candidates) + audio_bps).min(accepted);
         // str0m caps every probe at twice the desired rate, and its first probes set the
-        // estimate outright. A subscriber whose first tracks are only audio (its video
-        // m-lines open a moment later) would otherwise probe at 80 kbps and start from an
-        // estimate far below the initial one, cutting the video that follows for seconds.
-        // So the desired rate never goes below the initial estimate.
+        // estimate outright. A subscriber's first allocations see little (audio, and video
+        // not yet measured, counted at its nominal 150 kbps): its start-up probes went to
+        // about half a megabit and left the estimate there, pausing the video that followed
+        // for seconds. So the desired rate never goes below the initial estimate.
         let desired = wanted.max(self.config.initial_downlink_bps.min(accepted));
         let Some(subscriber) = self.participants.get_mut(&id) else {
             return;
@@ -1156,10 +1156,10 @@ impl Sfu {
 /// header extensions and the SRTP tag. Budgets are what clients measure, so layers are
 /// costed with it.
 const RTP_OVERHEAD_BYTES: usize = 48;
-/// How often every subscriber's layers are chosen again (estimates and speakers move).
 /// How many already-due str0m timeouts one poll of a participant handles before leaving the
 /// rest to [`Sfu::handle_timeout`]: one snapshots freshly queued media; more are rare.
 const DUE_TIMEOUT_ROUNDS: u32 = 4;
+/// How often every subscriber's layers are chosen again (estimates and speakers move).
 const ALLOCATION_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
 /// How often a subscriber whose estimate is short of what its tiles want asks for a probe,
 /// at first and at most.
