@@ -170,25 +170,22 @@ pub fn markdown(report: &Report) -> String {
             r.participants,
         );
     }
-    let sampled: Vec<String> = report
+    let sampled: Vec<&RunResult> = report
         .results
         .iter()
         .filter(|r| r.verifying_bots < r.participants)
-        .map(|r| format!("{} / {}", r.scenario, r.target))
         .collect();
-    if !sampled.is_empty() {
+    if let Some(verifying) = sampled.iter().map(|r| r.verifying_bots).max() {
+        let runs: Vec<String> = sampled
+            .iter()
+            .map(|r| format!("{} / {}", r.scenario, r.target))
+            .collect();
         let _ = writeln!(
             s,
-            "\nLatency and loss of {} come from the bots that verify every frame ({} per run; \
-             the others count RTP datagrams once the window opens, see `Scenario::verifying_bots`).",
-            sampled.join(", "),
-            report
-                .results
-                .iter()
-                .filter(|r| r.verifying_bots < r.participants)
-                .map(|r| r.verifying_bots)
-                .max()
-                .unwrap_or(0),
+            "\nLatency and loss of {} come from the bots that verify every frame ({verifying} per \
+             run; the others count RTP datagrams once the window opens, see \
+             `Scenario::verifying_bots`).",
+            runs.join(", "),
         );
     }
     s.push_str("\n| scenario | CPU/pkt Conclave ÷ Janus | CPU/pkt Conclave ÷ floor | p99 Conclave − floor (ms) | p99 Conclave ÷ Janus |\n");
