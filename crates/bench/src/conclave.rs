@@ -122,18 +122,23 @@ impl Conclave {
     /// Creates a meeting; the bench's bots all join it with its host secret, which lets them
     /// past the lobby (they stand for participants a host already admitted).
     pub async fn create_meeting(&self) -> Result<(MeetingId, String)> {
-        let r: serde_json::Value = reqwest::Client::new()
+        let r = self.create_meeting_links().await?;
+        let id = r["id"].as_str().context("no meeting id")?;
+        let secret = r["host_secret"].as_str().context("no host secret")?;
+        let id = MeetingId::parse(id).ok_or_else(|| anyhow!("bad meeting id {id}"))?;
+        Ok((id, secret.to_owned()))
+    }
+
+    /// `POST /api/meetings`: the new meeting's id, host secret and links, as JSON.
+    pub async fn create_meeting_links(&self) -> Result<serde_json::Value> {
+        Ok(reqwest::Client::new()
             .post(format!("{}/api/meetings", self.base))
             .json(&serde_json::json!({}))
             .send()
             .await?
             .error_for_status()?
             .json()
-            .await?;
-        let id = r["id"].as_str().context("no meeting id")?;
-        let secret = r["host_secret"].as_str().context("no host secret")?;
-        let id = MeetingId::parse(id).ok_or_else(|| anyhow!("bad meeting id {id}"))?;
-        Ok((id, secret.to_owned()))
+            .await?)
     }
 
     pub async fn stop(mut self) {

@@ -254,13 +254,7 @@ pub fn main_with(
     });
     bar.finish_and_clear();
 
-    let command = format!(
-        "{program}{}",
-        args.iter()
-            .skip(1)
-            .map(|a| format!(" {}", a.to_string_lossy()))
-            .collect::<String>()
-    );
+    let command = command_line(program, &args);
     for n in &notes {
         pinning.push_str(&format!("; {n}"));
     }
@@ -321,13 +315,7 @@ fn simulcast_main(
         "{} ({} cores, {:.0} GiB, Linux {})",
         m.cpu, m.cores, m.memory_gib, m.kernel
     );
-    let command = format!(
-        "{program}{}",
-        args.iter()
-            .skip(1)
-            .map(|a| format!(" {}", a.to_string_lossy()))
-            .collect::<String>()
-    );
+    let command = command_line(program, args);
     let md = simulcast::markdown(&results, &report::utc_now(), &command, &machine, pinning);
     println!("{md}");
     std::fs::create_dir_all(root)?;
@@ -353,4 +341,14 @@ fn say(bar: &ProgressBar, line: String) {
     } else {
         bar.println(line);
     }
+}
+
+/// The command as reports show it: `program` and the arguments after the program name.
+fn command_line(program: &str, args: &[OsString]) -> String {
+    let rest: String = args
+        .iter()
+        .skip(1)
+        .map(|a| format!(" {}", a.to_string_lossy()))
+        .collect();
+    format!("{program}{rest}")
 }

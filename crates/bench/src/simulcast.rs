@@ -96,14 +96,7 @@ pub async fn run(
         );
     }
     let server = Conclave::start(bin, placement, true).await?;
-    let links: serde_json::Value = reqwest::Client::new()
-        .post(format!("{}/api/meetings", server.base))
-        .json(&serde_json::json!({}))
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
+    let links = server.create_meeting_links().await?;
     let host = links["host_url"]
         .as_str()
         .context("no host_url")?
