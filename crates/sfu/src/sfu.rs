@@ -1026,14 +1026,13 @@ impl Sfu {
             .collect();
         let keep = layers::keep_previous(&previous, &chosen, &candidates, budget, thumbnail_budget);
         // Probing beyond what the subscriber accepts would only send padding it cannot use.
-        let accepted = max_receive.unwrap_or(u64::MAX);
-        let wanted = (layers::wanted_bps(&candidates) + audio_bps).min(accepted);
+        let wanted = (layers::wanted_bps(&candidates) + audio_bps).min(limit);
         // str0m caps every probe at twice the desired rate, and its first probes set the
         // estimate outright. A subscriber's first allocations see little (audio, and video
         // not yet measured, counted at its nominal 150 kbps): its start-up probes went to
         // about half a megabit and left the estimate there, pausing the video that followed
         // for seconds. So the desired rate never goes below the initial estimate.
-        let desired = wanted.max(self.config.initial_downlink_bps.min(accepted));
+        let desired = wanted.max(self.config.initial_downlink_bps.min(limit));
         let Some(subscriber) = self.participants.get_mut(&id) else {
             return;
         };
