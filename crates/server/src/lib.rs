@@ -162,7 +162,7 @@ impl Server {
                     }
                 }
             };
-            let _ = media_task.await;
+            media_task.stopped().await;
             storage.close().await;
             info!("server stopped");
             served.map_err(ServerError::Http)

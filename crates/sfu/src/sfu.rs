@@ -7,7 +7,9 @@ use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::format::{Codec, PayloadParams};
 use str0m::media::{KeyframeRequest, KeyframeRequestKind, MediaAdded, Mid, Rid};
 use str0m::net::{DatagramRecv, Protocol, Receive};
-use str0m::rtp::{Extension, ExtensionMap, ExtensionValues, RtpPacket, RtpWrite, Vp8Descriptor};
+use str0m::rtp::{
+    Extension, ExtensionMap, ExtensionValues, RtpPacket, RtpWrite, Ssrc, Vp8Descriptor,
+};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 use tracing::{debug, info, warn};
 
@@ -796,8 +798,14 @@ impl Sfu {
             subscription.last_ts = Some((time, now));
             subscription.mid_frame = kind == TrackKind::Video && !packet.header.marker;
             let vp8_patch = vp8.as_ref().and_then(|d| renumber(subscription, d));
+            let Some(ssrc) = send_ssrc(&mut subscriber.rtc, &mut subscription.out_ssrc, out_mid)
+            else {
+                continue;
+            };
             let mut direct = subscriber.rtc.direct_api();
-            let Some(stream) = direct.stream_tx_by_mid(out_mid, None) else {
+            let Some(stream) = direct.stream_tx(&ssrc) else {
+                // Gone since it was remembered: look it up again next time.
+                subscription.out_ssrc = None;
                 continue;
             };
             let mut write = RtpWrite::new(
@@ -1309,6 +1317,18 @@ fn h264_starts_keyframe(payload: &[u8]) -> bool {
             .get(1)
             .is_some_and(|fu| fu & 0x80 != 0 && fu & 0x1f == IDR),
         _ => false,
+    }
+}
+
+/// The SSRC of the subscriber's send stream for `mid`, remembered after the first lookup.
+fn send_ssrc(rtc: &mut Rtc, cached: &mut Option<(Mid, Ssrc)>, mid: Mid) -> Option<Ssrc> {
+    match *cached {
+        Some((known, ssrc)) if known == mid => Some(ssrc),
+        _ => {
+            let ssrc = rtc.direct_api().stream_tx_by_mid(mid, None)?.ssrc();
+            *cached = Some((mid, ssrc));
+            Some(ssrc)
+        }
     }
 }
 

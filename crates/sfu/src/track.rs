@@ -2,6 +2,7 @@ use std::time::Instant;
 
 use str0m::format::PayloadParams;
 use str0m::media::{MediaKind, Mid, Pt, Rid};
+use str0m::rtp::Ssrc;
 
 use crate::layers::{Layer, RateMeter};
 use crate::ParticipantId;
@@ -174,6 +175,10 @@ pub(crate) struct Subscription {
     pub seq_floor: u64,
     /// Forwarding resumes after packets were withheld (a mute): rebase the sequence numbers.
     pub resync: bool,
+    /// The SSRC of the subscriber's send stream on the forwarding m-line, once looked up:
+    /// str0m finds a stream by SSRC in a hash map but by MID only by walking every stream,
+    /// which for every forwarded packet made the cost grow with the meeting's size.
+    pub out_ssrc: Option<(Mid, Ssrc)>,
 }
 
 impl Subscription {
@@ -198,6 +203,7 @@ impl Subscription {
             next_seq: 0,
             seq_floor: 0,
             resync: false,
+            out_ssrc: None,
         }
     }
 
