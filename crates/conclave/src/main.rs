@@ -192,12 +192,6 @@ struct BotArgs {
     report: String,
 }
 
-// The forwarding path allocates and frees a few buffers per packet inside str0m (its SRTP
-// output, received payloads); mimalloc's thread-local free lists make that cheaper than
-// glibc's malloc, which showed up at 5 % of the server's CPU under load.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> Result<()> {
     // The benchmark runs its own single-threaded runtime and pins itself to a core, so it is
     // dispatched before this command builds one.
