@@ -527,6 +527,7 @@ impl Sfu {
         };
         participant.dirty = false;
         if let Some((sdp, tracks)) = participant.offer_if_needed() {
+            debug!(participant = id.0, tracks = tracks.len(), "offering tracks");
             let tracks = tracks.into_iter().collect();
             self.outputs.push_back(SfuOutput::Signal {
                 participant: id,
