@@ -52,7 +52,7 @@ pub enum MediaCommand {
     },
 }
 
-/// How sessions reach the media task.
+/// How sessions reach the media loop.
 #[derive(Clone)]
 pub struct MediaHandle {
     commands: mpsc::Sender<MediaCommand>,
@@ -84,7 +84,7 @@ impl MediaHandle {
             .await
     }
 
-    /// Applies a participant's offer; the media task sends the answer itself, so that it
+    /// Applies a participant's offer; the media loop sends the answer itself, so that it
     /// reaches the participant before any offer the SFU makes next.
     pub async fn offer(
         &self,
@@ -156,7 +156,7 @@ pub fn bind_udp(addr: SocketAddr, buffer: usize) -> std::io::Result<std::net::Ud
     Ok(socket.into())
 }
 
-/// Binds the media socket and starts the media task.
+/// Binds the media socket and starts the media loop on its own thread.
 pub async fn start(
     bind: SocketAddr,
     public_ip: std::net::IpAddr,
@@ -178,9 +178,6 @@ pub async fn start(
         sfu.set_frame_tap(Box::new(move |frame| frames(frame)));
     }
     let (commands, rx) = mpsc::channel(1024);
-    // str0m matches each datagram's destination against its local candidate. The socket may be
-    // bound to a wildcard address (or sit behind a NAT), so every datagram is presented as
-    // addressed to the candidate.
     // The media loop gets a thread and a single-threaded runtime of its own: it waits in
     // epoll itself and runs as soon as datagrams arrive, instead of being woken through the
     // multi-threaded runtime (a handoff between worker threads, measured at about a seventh
@@ -193,6 +190,9 @@ pub async fn start(
         let _entered = runtime.enter();
         UdpSocket::from_std(socket)?
     };
+    // str0m matches each datagram's destination against its local candidate. The socket may be
+    // bound to a wildcard address (or sit behind a NAT), so every datagram is presented as
+    // addressed to the candidate.
     let media_loop = MediaLoop {
         socket,
         candidate,
@@ -227,7 +227,7 @@ impl MediaThread {
 /// How long the media loop sleeps when the SFU has nothing timed (no participants).
 const IDLE_WAKEUP: Duration = Duration::from_millis(500);
 
-/// Everything the media task owns.
+/// Everything the media loop owns.
 struct MediaLoop {
     socket: UdpSocket,
     candidate: SocketAddr,
