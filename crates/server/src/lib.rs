@@ -29,11 +29,10 @@ pub use storage::{
     AuditRecord, Ban, InvitationRecord, MeetingRecord, Storage, StorageError, UserRecord,
 };
 
-use axum::serve::ListenerExt;
 use hub::Hub;
 use media::MediaHandle;
 use tokio::sync::watch;
-use tracing::{debug, info};
+use tracing::info;
 
 /// What every request handler and session shares.
 pub(crate) struct AppContext {
@@ -138,7 +137,6 @@ impl Server {
             let make_service = app.into_make_service_with_connect_info::<SocketAddr>();
             let served = match tls {
                 None => {
-                    let listener = without_nagle(listener);
                     axum::serve(listener, make_service)
                         .with_graceful_shutdown(async move {
                             let _ = stop.changed().await;
@@ -156,9 +154,6 @@ impl Server {
                     match listener.into_std() {
                         Ok(std_listener) => {
                             axum_server::from_tcp_rustls(std_listener, rustls)
-                                .map(|tls| {
-                                    tls.acceptor(axum_server::accept::NoDelayAcceptor::new())
-                                })
                                 .handle(handle)
                                 .serve(make_service)
                                 .await
@@ -203,42 +198,5 @@ impl Server {
     /// A handle that stops the server when told to.
     pub fn stopper(&self) -> watch::Sender<bool> {
         self.shutdown.clone()
-    }
-}
-
-/// The HTTP listener, with TCP_NODELAY on every accepted connection. Without it, a message
-/// written right after another (the SDP answer, then the server's offer of the tracks to
-/// receive) waits for the client's delayed ACK of the first: 40 ms on Linux, up to 200 ms
-/// elsewhere, on every join.
-fn without_nagle(
-    listener: tokio::net::TcpListener,
-) -> axum::serve::TapIo<tokio::net::TcpListener, fn(&mut tokio::net::TcpStream)> {
-    fn set_nodelay(tcp: &mut tokio::net::TcpStream) {
-        if let Err(e) = tcp.set_nodelay(true) {
-            debug!("cannot set TCP_NODELAY: {e}");
-        }
-    }
-    listener.tap_io(set_nodelay as fn(&mut tokio::net::TcpStream))
-}
-
-#[cfg(test)]
-mod tests {
-    use axum::serve::Listener;
-
-    use super::without_nagle;
-
-    #[tokio::test]
-    async fn http_connections_are_accepted_without_nagle() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let mut listener = without_nagle(listener);
-        let (accepted, client) =
-            tokio::join!(listener.accept(), tokio::net::TcpStream::connect(addr));
-        client.unwrap();
-        let (stream, _) = accepted;
-        assert!(
-            stream.nodelay().unwrap(),
-            "accepted connection keeps Nagle's algorithm"
-        );
     }
 }

@@ -36,9 +36,6 @@ pub(crate) struct Participant {
     pub last_input: Option<Instant>,
     /// When str0m wants to be polled next.
     pub next_rtc_timeout: Instant,
-    /// When the SFU must wake for this participant at the latest: `next_rtc_timeout`, or a
-    /// little after it for str0m timers that tolerate lateness (see `timer_slack`).
-    pub wake_by: Instant,
     /// Queued for polling in the current drive.
     pub dirty: bool,
     /// Which m-line (and simulcast layer) each incoming SSRC belongs to: a participant has a
@@ -79,7 +76,6 @@ impl Participant {
             offered_at: None,
             last_input: None,
             next_rtc_timeout: now,
-            wake_by: now,
             dirty: false,
             rx_streams: Vec::new(),
             bwe_bps: None,

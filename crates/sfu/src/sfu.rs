@@ -10,7 +10,7 @@ use str0m::net::{DatagramRecv, Protocol, Receive};
 use str0m::rtp::{
     Extension, ExtensionMap, ExtensionValues, RtpPacket, RtpWrite, Ssrc, Vp8Descriptor,
 };
-use str0m::{Candidate, Event, IceConnectionState, Input, Output, Reason, Rtc};
+use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 use tracing::{debug, info, warn};
 
 use crate::layers::{self, Layer, TrackDemand};
@@ -461,8 +461,8 @@ impl Sfu {
                     self.config.connect_timeout
                 };
                 match p.last_input.or(p.offered_at) {
-                    Some(silent_since) => p.wake_by.min(silent_since + limit),
-                    None => p.wake_by,
+                    Some(silent_since) => p.next_rtc_timeout.min(silent_since + limit),
+                    None => p.next_rtc_timeout,
                 }
             })
             .chain(
@@ -527,7 +527,6 @@ impl Sfu {
         };
         participant.dirty = false;
         if let Some((sdp, tracks)) = participant.offer_if_needed() {
-            debug!(participant = id.0, tracks = tracks.len(), "offering tracks");
             let tracks = tracks.into_iter().collect();
             self.outputs.push_back(SfuOutput::Signal {
                 participant: id,
@@ -554,7 +553,6 @@ impl Sfu {
                 }
                 Ok(Output::Timeout(t)) => {
                     participant.next_rtc_timeout = t;
-                    participant.wake_by = t + timer_slack(participant.rtc.last_timeout_reason());
                     break;
                 }
                 Ok(Output::Transmit(t)) => self.outputs.push_back(SfuOutput::Transmit {
@@ -1168,24 +1166,6 @@ const RTP_OVERHEAD_BYTES: usize = 48;
 /// How many already-due str0m timeouts one poll of a participant handles before leaving the
 /// rest to [`Sfu::handle_timeout`]: one snapshots freshly queued media; more are rare.
 const DUE_TIMEOUT_ROUNDS: u32 = 4;
-
-/// How late the SFU may serve str0m's periodic timers.
-const PERIODIC_TIMER_SLACK: std::time::Duration = std::time::Duration::from_millis(10);
-
-/// How long after str0m's deadline the SFU may wake for it. Each participant checks for
-/// NACKs every 33 ms and sends TWCC feedback every 50 ms, unaligned across participants: in a
-/// small meeting those timers woke the media loop more often than datagrams did. A few ms
-/// late changes nothing for them, and meanwhile they are served by the poll the participant
-/// gets anyway (a datagram from it, media to it), where str0m handles every due timer.
-/// Pacing, probing and handshakes keep their exact deadlines.
-fn timer_slack(reason: Reason) -> std::time::Duration {
-    match reason {
-        Reason::Feedback | Reason::Nack | Reason::Twcc | Reason::PauseCheck | Reason::Stats => {
-            PERIODIC_TIMER_SLACK
-        }
-        _ => std::time::Duration::ZERO,
-    }
-}
 /// How often every subscriber's layers are chosen again (estimates and speakers move).
 const ALLOCATION_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
 /// How often a subscriber whose estimate is short of what its tiles want asks for a probe,
