@@ -145,7 +145,7 @@ impl MediaHandle {
 const MEDIA_SOCKET_BUFFER: usize = 4 * 1024 * 1024;
 
 /// Binds a non-blocking UDP socket with large kernel buffers.
-pub fn bind_udp(addr: SocketAddr, buffer: usize) -> std::io::Result<std::net::UdpSocket> {
+fn bind_udp(addr: SocketAddr, buffer: usize) -> std::io::Result<std::net::UdpSocket> {
     let domain = socket2::Domain::for_address(addr);
     let socket = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
     // Best effort: a smaller buffer than asked still works, just with more loss under bursts.

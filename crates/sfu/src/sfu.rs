@@ -1321,15 +1321,11 @@ fn h264_starts_keyframe(payload: &[u8]) -> bool {
 }
 
 /// The SSRC of the subscriber's send stream for `mid`, remembered after the first lookup.
-fn send_ssrc(rtc: &mut Rtc, cached: &mut Option<(Mid, Ssrc)>, mid: Mid) -> Option<Ssrc> {
-    match *cached {
-        Some((known, ssrc)) if known == mid => Some(ssrc),
-        _ => {
-            let ssrc = rtc.direct_api().stream_tx_by_mid(mid, None)?.ssrc();
-            *cached = Some((mid, ssrc));
-            Some(ssrc)
-        }
+fn send_ssrc(rtc: &mut Rtc, cached: &mut Option<Ssrc>, mid: Mid) -> Option<Ssrc> {
+    if cached.is_none() {
+        *cached = Some(rtc.direct_api().stream_tx_by_mid(mid, None)?.ssrc());
     }
+    *cached
 }
 
 fn mark_dirty(dirty: &mut Vec<ParticipantId>, participant: &mut Participant) {

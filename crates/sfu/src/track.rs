@@ -175,10 +175,11 @@ pub(crate) struct Subscription {
     pub seq_floor: u64,
     /// Forwarding resumes after packets were withheld (a mute): rebase the sequence numbers.
     pub resync: bool,
-    /// The SSRC of the subscriber's send stream on the forwarding m-line, once looked up:
-    /// str0m finds a stream by SSRC in a hash map but by MID only by walking every stream,
-    /// which for every forwarded packet made the cost grow with the meeting's size.
-    pub out_ssrc: Option<(Mid, Ssrc)>,
+    /// The SSRC of the subscriber's send stream on the forwarding m-line (whose MID an open
+    /// subscription keeps), once looked up: str0m finds a stream by SSRC in a hash map but by
+    /// MID only by walking every stream, which for every forwarded packet made the cost grow
+    /// with the meeting's size.
+    pub out_ssrc: Option<Ssrc>,
 }
 
 impl Subscription {
