@@ -1,24 +1,10 @@
-//! Payloads carried inside MLS application messages, and the host set.
+//! Payloads carried inside MLS application messages.
 //!
 //! MLS already gives every application message confidentiality, integrity and an authenticated
 //! sender leaf, so these payloads need no crypto of their own: just an unambiguous encoding.
-//!
-//! ## Host set
-//! Hosts are recorded as Ed25519 signature public keys in a private-use GroupContext extension
-//! ([`HOSTS_EXTENSION_TYPE`]). Putting the set in the GroupContext (rather than in each member's
-//! memory, fed by application messages) is what makes it *identical* for every member: the
-//! GroupContext is hashed into the key schedule, so two members with different host sets cannot
-//! even share an epoch, and a late joiner learns it from the Welcome's signed GroupInfo.
-//! Signature keys rather than leaf indices, because a removed host's leaf index is reused by the
-//! next joiner, who must not inherit the role.
+//! (The host set and the proofs members check are in [`crate::proofs`].)
 
 use crate::error::E2eeError;
-
-/// Private-use (0xF000..=0xFFFF, RFC 9420 §17.3) GroupContext extension holding the host set.
-pub const HOSTS_EXTENSION_TYPE: u16 = 0xF0C1;
-
-/// Length of an Ed25519 public key, the unit of the host set.
-pub(crate) const HOST_KEY_LEN: usize = 32;
 
 const PAYLOAD_V1: u8 = 1;
 const TAG_ADMISSION: u8 = 1;
@@ -84,24 +70,6 @@ impl AppPayload {
     }
 }
 
-/// Host keys, concatenated. Sorted and deduplicated so equal sets encode equally.
-pub(crate) fn encode_hosts(hosts: &[Vec<u8>]) -> Vec<u8> {
-    let mut sorted: Vec<&Vec<u8>> = hosts.iter().collect();
-    sorted.sort();
-    sorted.dedup();
-    sorted.into_iter().flatten().copied().collect()
-}
-
-pub(crate) fn decode_hosts(bytes: &[u8]) -> Result<Vec<Vec<u8>>, E2eeError> {
-    if bytes.is_empty() || !bytes.len().is_multiple_of(HOST_KEY_LEN) {
-        return Err(E2eeError::Malformed("host set extension"));
-    }
-    Ok(bytes
-        .chunks_exact(HOST_KEY_LEN)
-        .map(<[u8]>::to_vec)
-        .collect())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -125,21 +93,5 @@ mod tests {
         assert!(AppPayload::decode(&[1, 9]).is_err());
         assert!(AppPayload::decode(&[1, 4]).is_err());
         assert!(AppPayload::decode(&[1, 4, 2]).is_err());
-    }
-
-    #[test]
-    fn host_set_encoding_is_canonical() {
-        let a = vec![1u8; 32];
-        let b = vec![2u8; 32];
-        assert_eq!(
-            encode_hosts(&[b.clone(), a.clone(), b.clone()]),
-            encode_hosts(&[a.clone(), b.clone()])
-        );
-        assert_eq!(
-            decode_hosts(&encode_hosts(&[a.clone(), b.clone()])).unwrap(),
-            vec![a, b]
-        );
-        assert!(decode_hosts(&[0; 31]).is_err());
-        assert!(decode_hosts(&[]).is_err());
     }
 }

@@ -54,10 +54,24 @@ pub enum E2eeError {
     /// A host-only action (admission, host grant) was attempted or received from a non-host.
     #[error("sender is not a host")]
     NotHost,
-    /// SECURITY ALARM: a commit adds a KeyPackage no host admitted (or adds through an external
-    /// commit). It was refused and not merged; the caller should warn the participants.
-    #[error("commit adds a KeyPackage no host admitted")]
-    UnadmittedAdd,
+    /// SECURITY ALARM: a commit adds a KeyPackage no host admitted and that carries no valid
+    /// proof of a host link or a skip-lobby invitation (or adds through an external commit). It
+    /// was refused and not merged; the caller should warn the participants, naming `name`, the
+    /// display name the refused KeyPackage claims.
+    #[error("commit adds {name:?}, whom no host admitted")]
+    UnadmittedAdd {
+        /// The name in the refused KeyPackage's credential (a claim, not a fact).
+        name: String,
+    },
+    /// An admission proof (host link, invitation) that does not verify: forged, copied from
+    /// another key, or issued under another meeting key.
+    #[error("admission proof refused: {0}")]
+    ForgedProof(&'static str),
+    /// A group a joiner must not enter: its record is not signed by the meeting key, or its
+    /// meeting key is not the one in the joiner's link, or its host set carries a promotion no
+    /// host signed. Refused before joining; an alarm.
+    #[error("refused the group: {0}")]
+    ForgedGroup(&'static str),
     /// A host locked the meeting: no one may be admitted or added until a host unlocks it.
     /// Refused Commits are an alarm like [`E2eeError::UnadmittedAdd`].
     #[error("the meeting is locked: no one may be added")]

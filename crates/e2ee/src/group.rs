@@ -12,13 +12,19 @@
 //! the Commit and stay in their epoch, where the server's listener has no keys. External
 //! commits and standalone proposals are refused for the same reason.
 //!
+//! A KeyPackage may instead carry its own proof (see [`crate::proofs`]): that its holder has
+//! the host link, or an invitation a host's client issued that skips the lobby. Members check
+//! the proof against the meeting key recorded in the group; no Admission is needed for it, and
+//! nothing the server says about how someone came in counts.
+//!
 //! ## Hosts
-//! See [`crate::admission`]: the host set lives in the GroupContext, so all members agree on
-//! it by construction. Granting is a Commit carrying a GroupContextExtensions proposal, which
-//! every member accepts only when the committer is a host and the change only adds current
-//! members (or drops keys of departed ones).
+//! Hosts are the members whose leaf proves the host link, and the co-hosts a host-link holder
+//! promoted (signed entries in the GroupContext's host set, so all members agree on them by
+//! construction: the GroupContext is hashed into the key schedule). Promoting and demoting is a
+//! Commit carrying a GroupContextExtensions proposal, which every member accepts only from a
+//! host-link holder and only with entries the meeting key signed.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use openmls::prelude::{
     tls_codec::{Deserialize, Serialize},
@@ -31,10 +37,15 @@ use openmls::prelude::{
 use openmls_rust_crypto::OpenMlsRustCrypto;
 use openmls_traits::OpenMlsProvider;
 
-use crate::admission::{decode_hosts, encode_hosts, AppPayload, HOSTS_EXTENSION_TYPE};
+use crate::admission::AppPayload;
 use crate::error::{mls, E2eeError};
 use crate::frame::{DecryptedFrame, MediaKind, KEY_LEN};
 use crate::identity::{decode_credential, Identity};
+use crate::link_secrets::{HostLinkSecret, MeetingPublicKey};
+use crate::proofs::{
+    decode_hosts, encode_hosts, verify_proof, EntryProof, GroupRecord, HostEntry, Proven,
+    ADMISSION_PROOF_EXTENSION_TYPE, GROUP_RECORD_EXTENSION_TYPE, HOSTS_EXTENSION_TYPE,
+};
 use crate::security_code;
 use crate::sframe_keys::{MediaKeys, SFRAME_EXPORTER_LABEL};
 
@@ -55,13 +66,16 @@ pub enum Processed {
         /// Leaf of the admitting host.
         by_leaf: u32,
     },
-    /// A host-signed commit made `leaf` a host. The commit is merged: the group is at `epoch`.
-    HostGranted {
-        /// Leaf that became host.
-        leaf: u32,
-        /// Host that granted it.
+    /// A host-link holder promoted or demoted co-hosts. The commit is merged: the group is at
+    /// `epoch`.
+    HostsChanged {
+        /// Leaves that became co-hosts.
+        granted: Vec<u32>,
+        /// Leaves that are hosts no more.
+        revoked: Vec<u32>,
+        /// The host-link holder who committed it.
         by_leaf: u32,
-        /// Epoch after the grant.
+        /// Epoch after the change.
         epoch: u64,
     },
     /// A chat message.
@@ -109,6 +123,9 @@ pub enum Processed {
 pub struct PendingJoin {
     provider: OpenMlsRustCrypto,
     identity: Identity,
+    /// The meeting key from the joiner's own link: a Welcome into a group under another key is
+    /// refused.
+    expected_meeting: Option<MeetingPublicKey>,
 }
 
 /// One participant's view of the meeting group.
@@ -116,6 +133,8 @@ pub struct Member {
     provider: OpenMlsRustCrypto,
     identity: Identity,
     group: MlsGroup,
+    /// The meeting key in the group record: what every proof is checked against.
+    meeting: MeetingPublicKey,
     /// KeyPackageRefs a host admitted, with the admitting host's leaf.
     admitted: HashMap<[u8; 32], u32>,
     /// A host locked the meeting: every Add is refused until a host unlocks. This is the lock
@@ -128,7 +147,11 @@ fn capabilities() -> Capabilities {
     Capabilities::new(
         None,
         Some(&[CIPHERSUITE]),
-        Some(&[ExtensionType::Unknown(HOSTS_EXTENSION_TYPE)]),
+        Some(&[
+            ExtensionType::Unknown(HOSTS_EXTENSION_TYPE),
+            ExtensionType::Unknown(GROUP_RECORD_EXTENSION_TYPE),
+            ExtensionType::Unknown(ADMISSION_PROOF_EXTENSION_TYPE),
+        ]),
         None,
         Some(&[CredentialType::Basic]),
     )
@@ -136,17 +159,55 @@ fn capabilities() -> Capabilities {
 
 /// GroupContext extensions of a Conclave group. OpenMLS only lets a GroupContextExtensions
 /// proposal carry an extension listed in RequiredCapabilities, which also guarantees every
-/// member (and every KeyPackage added later) understands the host set.
-fn hosts_extensions(hosts: &[Vec<u8>]) -> Result<Extensions<GroupContext>, E2eeError> {
+/// member (and every KeyPackage added later) understands the record and the host set.
+fn group_extensions(
+    record: &GroupRecord,
+    hosts: &[HostEntry],
+) -> Result<Extensions<GroupContext>, E2eeError> {
     Extensions::from_vec(vec![
         Extension::RequiredCapabilities(RequiredCapabilitiesExtension::new(
-            &[ExtensionType::Unknown(HOSTS_EXTENSION_TYPE)],
+            &[
+                ExtensionType::Unknown(HOSTS_EXTENSION_TYPE),
+                ExtensionType::Unknown(GROUP_RECORD_EXTENSION_TYPE),
+            ],
             &[],
             &[],
         )),
+        Extension::Unknown(
+            GROUP_RECORD_EXTENSION_TYPE,
+            UnknownExtension(record.encode()),
+        ),
         Extension::Unknown(HOSTS_EXTENSION_TYPE, UnknownExtension(encode_hosts(hosts))),
     ])
     .map_err(mls)
+}
+
+/// The LeafNode extensions carrying `proof` for a leaf whose signature key is `leaf_key`.
+fn proof_extensions(
+    proof: Option<&EntryProof>,
+    leaf_key: &[u8],
+) -> Result<Extensions<openmls::prelude::LeafNode>, E2eeError> {
+    match proof {
+        Some(proof) => Extensions::single(Extension::Unknown(
+            ADMISSION_PROOF_EXTENSION_TYPE,
+            UnknownExtension(proof.encode_for(leaf_key)),
+        ))
+        .map_err(mls),
+        None => Ok(Extensions::empty()),
+    }
+}
+
+/// The admission proof a leaf node carries, checked against the meeting key.
+fn leaf_proof(
+    leaf: &openmls::prelude::LeafNode,
+    meeting: &MeetingPublicKey,
+) -> Option<Result<Proven, E2eeError>> {
+    let proof = leaf.extensions().unknown(ADMISSION_PROOF_EXTENSION_TYPE)?;
+    Some(verify_proof(
+        &proof.0,
+        meeting,
+        leaf.signature_key().as_slice(),
+    ))
 }
 
 fn join_config() -> MlsGroupJoinConfig {
@@ -211,20 +272,44 @@ impl PendingJoin {
         let staged = StagedWelcome::new_from_welcome(&self.provider, &join_config(), welcome, tree)
             .map_err(mls)?;
         let group = staged.into_group(&self.provider).map_err(mls)?;
+        let record = record_of(&group)?;
+        if self
+            .expected_meeting
+            .is_some_and(|expected| expected != record.meeting)
+        {
+            return Err(E2eeError::ForgedGroup(
+                "its meeting key is not the one in this participant's link",
+            ));
+        }
         Member::from_group(self.provider, self.identity, group)
+    }
+
+    /// The KeyPackageRef of the KeyPackage this joiner published.
+    pub fn identity(&self) -> &Identity {
+        &self.identity
     }
 }
 
 impl Member {
-    /// Create a new meeting group; the creator is its first host.
-    pub fn create_group(identity: Identity, group_id: &[u8]) -> Result<Member, E2eeError> {
+    /// Create a new meeting group. Only a host-link holder can: the group's record is signed
+    /// by the meeting key, and the creator's leaf proves the host link, which makes it a host.
+    pub fn create_group(
+        identity: Identity,
+        group_id: &[u8],
+        host_link: &HostLinkSecret,
+    ) -> Result<Member, E2eeError> {
         let provider = OpenMlsRustCrypto::default();
+        let leaf_key = identity.signature_public_key().to_vec();
+        let record = GroupRecord::new(&host_link.meeting_key(), group_id, &leaf_key)?;
         let config = MlsGroupCreateConfig::builder()
             .ciphersuite(CIPHERSUITE)
             .capabilities(capabilities())
-            .with_group_context_extensions(hosts_extensions(&[identity
-                .signature_public_key()
-                .to_vec()])?)
+            .with_group_context_extensions(group_extensions(&record, &[])?)
+            .with_leaf_node_extensions(proof_extensions(
+                Some(&EntryProof::HostLink(host_link)),
+                &leaf_key,
+            )?)
+            .map_err(mls)?
             .use_ratchet_tree_extension(true)
             .max_past_epochs(MAX_PAST_EPOCHS)
             .build();
@@ -239,12 +324,26 @@ impl Member {
         Member::from_group(provider, identity, group)
     }
 
-    /// Make a KeyPackage to post in the lobby. Returns the state to keep until the Welcome
-    /// arrives, and the KeyPackage as MLS-message bytes.
+    /// Make a KeyPackage to post in the lobby, without a proof (a host must admit it) and
+    /// without a meeting key to check the group against. See [`Member::new_pending_with`].
     pub fn new_pending(identity: Identity) -> Result<(PendingJoin, Vec<u8>), E2eeError> {
+        Member::new_pending_with(identity, None, None)
+    }
+
+    /// Make a KeyPackage to post in the lobby. `proof` (from the joiner's link) lets members
+    /// add it without a host's admission; `expected_meeting` (the link's `#k=`) is the only
+    /// meeting key whose group this joiner will enter. Returns the state to keep until the
+    /// Welcome arrives, and the KeyPackage as MLS-message bytes.
+    pub fn new_pending_with(
+        identity: Identity,
+        proof: Option<EntryProof>,
+        expected_meeting: Option<MeetingPublicKey>,
+    ) -> Result<(PendingJoin, Vec<u8>), E2eeError> {
         let provider = OpenMlsRustCrypto::default();
+        let leaf_extensions = proof_extensions(proof.as_ref(), identity.signature_public_key())?;
         let bundle = KeyPackage::builder()
             .leaf_node_capabilities(capabilities())
+            .leaf_node_extensions(leaf_extensions)
             .build(
                 CIPHERSUITE,
                 &provider,
@@ -253,7 +352,14 @@ impl Member {
             )
             .map_err(mls)?;
         let bytes = to_bytes(&MlsMessageOut::from(bundle.key_package().clone()))?;
-        Ok((PendingJoin { provider, identity }, bytes))
+        Ok((
+            PendingJoin {
+                provider,
+                identity,
+                expected_meeting,
+            },
+            bytes,
+        ))
     }
 
     fn from_group(
@@ -261,14 +367,25 @@ impl Member {
         identity: Identity,
         group: MlsGroup,
     ) -> Result<Member, E2eeError> {
-        // A group without a valid host set is not a Conclave group; refuse to join it.
-        hosts_of(&group)?;
+        // A group without a record signed by the meeting key, or with a promotion the meeting
+        // key did not sign, was not opened by a host: refuse to join it.
+        let record = record_of(&group)?;
+        record.verify(group.group_id().as_slice())?;
+        if hosts_of(&group)?
+            .iter()
+            .any(|e| !e.verifies(&record.meeting, group.group_id().as_slice()))
+        {
+            return Err(E2eeError::ForgedGroup(
+                "its host set carries a promotion no host signed",
+            ));
+        }
         let (epoch, base_key, members) = media_inputs(&provider, &group)?;
         let media = MediaKeys::new(group.own_leaf_index().u32(), epoch, base_key, members)?;
         Ok(Member {
             provider,
             identity,
             group,
+            meeting: record.meeting,
             admitted: HashMap::new(),
             locked: false,
             media,
@@ -312,16 +429,65 @@ impl Member {
             .collect()
     }
 
-    /// Leaves of the current hosts.
-    pub fn hosts(&self) -> Vec<u32> {
-        let Ok(hosts) = hosts_of(&self.group) else {
-            return Vec::new();
-        };
+    /// The meeting key this group was opened under (its record's).
+    pub fn meeting_key(&self) -> MeetingPublicKey {
+        self.meeting
+    }
+
+    /// Leaves whose admission proof shows the host link.
+    pub fn link_hosts(&self) -> Vec<u32> {
         self.group
             .members()
-            .filter(|m| hosts.contains(&m.signature_key))
+            .filter(|m| {
+                self.group
+                    .public_group()
+                    .leaf(m.index)
+                    .and_then(|leaf| leaf_proof(leaf, &self.meeting))
+                    == Some(Ok(Proven::HostLink))
+            })
             .map(|m| m.index.u32())
             .collect()
+    }
+
+    /// Leaves of the current hosts: host-link holders and the co-hosts they promoted.
+    pub fn hosts(&self) -> Vec<u32> {
+        let promoted: HashSet<[u8; 32]> = hosts_of(&self.group)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|e| e.verifies(&self.meeting, self.group_id()))
+            .map(|e| e.key)
+            .collect();
+        let link_hosts = self.link_hosts();
+        self.group
+            .members()
+            .filter(|m| {
+                link_hosts.contains(&m.index.u32())
+                    || <[u8; 32]>::try_from(m.signature_key.as_slice())
+                        .is_ok_and(|k| promoted.contains(&k))
+            })
+            .map(|m| m.index.u32())
+            .collect()
+    }
+
+    /// How a KeyPackage (MLS-message bytes) may enter at `now_ms` (Unix milliseconds): by a
+    /// host's Admission of it, or by its own valid proof. `Err` says why not.
+    pub fn admissibility(&self, key_package: &[u8], now_ms: u64) -> Result<(), E2eeError> {
+        let kp = parse_key_package(&self.provider, key_package)?;
+        self.admissible(&kp, now_ms)
+    }
+
+    fn admissible(&self, kp: &KeyPackage, now_ms: u64) -> Result<(), E2eeError> {
+        if self.admitted.contains_key(&kp_ref(&self.provider, kp)?) {
+            return Ok(());
+        }
+        let name = decode_credential(kp.leaf_node().credential())
+            .map(|(name, _)| name)
+            .unwrap_or_default();
+        // A forged, copied, expired or lobby-only proof admits no more than none at all.
+        match leaf_proof(kp.leaf_node(), &self.meeting) {
+            Some(Ok(proven)) if proven.admits(now_ms / 1000) => Ok(()),
+            _ => Err(E2eeError::UnadmittedAdd { name }),
+        }
     }
 
     /// Whether `leaf` is a host in the current epoch.
@@ -418,9 +584,14 @@ impl Member {
     }
 
     /// Commit adding the given KeyPackages (MLS-message bytes). Refuses, before anything is
-    /// built, any KeyPackage no host admitted. Returns (commit, welcome); the commit stays
-    /// pending until [`Member::merge_pending_commit`].
-    pub fn commit_add(&mut self, key_packages: &[&[u8]]) -> Result<(Vec<u8>, Vec<u8>), E2eeError> {
+    /// built, any KeyPackage no host admitted and without a valid proof at `now_ms` (Unix
+    /// milliseconds). Returns (commit, welcome); the commit stays pending until
+    /// [`Member::merge_pending_commit`].
+    pub fn commit_add(
+        &mut self,
+        key_packages: &[&[u8]],
+        now_ms: u64,
+    ) -> Result<(Vec<u8>, Vec<u8>), E2eeError> {
         self.ensure_can_commit()?;
         if key_packages.is_empty() {
             return Err(E2eeError::Malformed("no key packages"));
@@ -431,9 +602,7 @@ impl Member {
         let mut kps = Vec::with_capacity(key_packages.len());
         for bytes in key_packages {
             let kp = parse_key_package(&self.provider, bytes)?;
-            if !self.admitted.contains_key(&kp_ref(&self.provider, &kp)?) {
-                return Err(E2eeError::UnadmittedAdd);
-            }
+            self.admissible(&kp, now_ms)?;
             kps.push(kp);
         }
         let bundle = self
@@ -474,7 +643,7 @@ impl Member {
             self.admitted.insert(kp_ref(&self.provider, &kp)?, u32::MAX);
         }
         let locked = std::mem::take(&mut self.locked);
-        let out = self.commit_add(key_packages);
+        let out = self.commit_add(key_packages, 0);
         self.locked = locked;
         self.admitted.retain(|_, by| *by != u32::MAX);
         out
@@ -521,11 +690,16 @@ impl Member {
         Ok(self.finish_commit(bundle)?.0)
     }
 
-    /// Host only: commit making `leaf` a host too. Keys of hosts no longer in the group are
-    /// dropped on the way, so the set does not grow without bound.
-    pub fn grant_host(&mut self, leaf: u32) -> Result<Vec<u8>, E2eeError> {
-        self.ensure_can_commit()?;
-        if !self.is_host(self.leaf_index()) {
+    /// Host-link holder only: commit promoting `leaf` to co-host, signed with the meeting key
+    /// of `host_link` (which must be this group's). Entries of members who left are dropped on
+    /// the way, so the set does not grow without bound.
+    pub fn grant_host(
+        &mut self,
+        leaf: u32,
+        host_link: &HostLinkSecret,
+    ) -> Result<Vec<u8>, E2eeError> {
+        let meeting_key = host_link.meeting_key();
+        if meeting_key.public() != self.meeting {
             return Err(E2eeError::NotHost);
         }
         let target = self
@@ -533,19 +707,49 @@ impl Member {
             .members()
             .find(|m| m.index.u32() == leaf)
             .ok_or(E2eeError::NoSuchLeaf(leaf))?;
-        let current = hosts_of(&self.group)?;
+        let entry = HostEntry::new(&meeting_key, self.group_id(), &target.signature_key)?;
+        let mut next = self.present_host_entries()?;
+        next.push(entry);
+        self.commit_hosts(next)
+    }
+
+    /// Host-link holder only: commit taking co-host status back from `leaf`. Its later
+    /// Admissions are refused by every member.
+    pub fn revoke_host(&mut self, leaf: u32) -> Result<Vec<u8>, E2eeError> {
+        let target = self
+            .group
+            .members()
+            .find(|m| m.index.u32() == leaf)
+            .ok_or(E2eeError::NoSuchLeaf(leaf))?;
+        let next: Vec<HostEntry> = self
+            .present_host_entries()?
+            .into_iter()
+            .filter(|e| e.key[..] != target.signature_key[..])
+            .collect();
+        self.commit_hosts(next)
+    }
+
+    /// The host set's entries of current members.
+    fn present_host_entries(&self) -> Result<Vec<HostEntry>, E2eeError> {
         let member_keys: BTreeSet<Vec<u8>> =
             self.group.members().map(|m| m.signature_key).collect();
-        let mut next: Vec<Vec<u8>> = current
+        Ok(hosts_of(&self.group)?
             .into_iter()
-            .filter(|k| member_keys.contains(k))
-            .collect();
-        next.push(target.signature_key);
+            .filter(|e| member_keys.contains(&e.key[..]))
+            .collect())
+    }
+
+    fn commit_hosts(&mut self, hosts: Vec<HostEntry>) -> Result<Vec<u8>, E2eeError> {
+        self.ensure_can_commit()?;
+        if !self.link_hosts().contains(&self.leaf_index()) {
+            return Err(E2eeError::NotHost);
+        }
+        let record = record_of(&self.group)?;
         let bundle = self
             .group
             .commit_builder()
             .consume_proposal_store(false)
-            .propose_group_context_extensions(hosts_extensions(&next)?)
+            .propose_group_context_extensions(group_extensions(&record, &hosts)?)
             .map_err(mls)?
             .load_psks(self.provider.storage())
             .map_err(mls)?
@@ -667,10 +871,12 @@ impl Member {
                 let committer = match sender {
                     Sender::Member(l) => l.u32(),
                     // An external commit adds its own sender with no KeyPackage a host saw.
-                    Sender::NewMemberCommit => return Err(E2eeError::UnadmittedAdd),
+                    Sender::NewMemberCommit => {
+                        return Err(E2eeError::UnadmittedAdd { name: sender_name })
+                    }
                     _ => return Err(E2eeError::NotMember),
                 };
-                let summary = self.vet_commit(committer, &staged)?;
+                let summary = self.vet_commit(committer, &staged, now_ms)?;
                 self.group
                     .merge_staged_commit(&self.provider, *staged)
                     .map_err(mls)?;
@@ -691,33 +897,28 @@ impl Member {
         &self,
         committer: u32,
         staged: &StagedCommit,
+        now_ms: u64,
     ) -> Result<CommitSummary, E2eeError> {
         let summary = CommitSummary::of(&self.provider, &self.group, staged)?;
-        if self.locked && !summary.added_refs.is_empty() {
+        if self.locked && !summary.added.is_empty() {
             return Err(E2eeError::Locked);
         }
-        for r in &summary.added_refs {
-            if !self.admitted.contains_key(r) {
-                return Err(E2eeError::UnadmittedAdd);
-            }
+        for kp in &summary.added {
+            self.admissible(kp, now_ms)?;
         }
         if let Some(new_hosts) = &summary.new_hosts {
-            if !self.is_host(committer) {
+            // Only a host-link holder changes the host set, and only with entries the meeting
+            // key signed for this group (a co-host cannot promote or demote anyone).
+            if !self.link_hosts().contains(&committer) {
                 return Err(E2eeError::NotHost);
             }
-            let old = hosts_of(&self.group)?;
-            let member_keys: BTreeSet<Vec<u8>> =
-                self.group.members().map(|m| m.signature_key).collect();
-            // Hosts can be added (from current members) but a present host cannot be demoted.
-            let keeps_present = old
+            if new_hosts
                 .iter()
-                .filter(|k| member_keys.contains(*k))
-                .all(|k| new_hosts.contains(k));
-            let only_members = new_hosts
-                .iter()
-                .all(|k| member_keys.contains(k) || old.contains(k));
-            if !keeps_present || !only_members {
-                return Err(E2eeError::NotHost);
+                .any(|e| !e.verifies(&self.meeting, self.group_id()))
+            {
+                return Err(E2eeError::ForgedProof(
+                    "a promotion the meeting key did not sign",
+                ));
             }
         }
         Ok(summary)
@@ -729,8 +930,8 @@ impl Member {
         committer: u32,
         now_ms: u64,
     ) -> Result<Processed, E2eeError> {
-        for r in &summary.added_refs {
-            self.admitted.remove(r);
+        for kp in &summary.added {
+            self.admitted.remove(&kp_ref(&self.provider, kp)?);
         }
         let epoch = self.epoch();
         if !self.group.is_active() {
@@ -746,10 +947,15 @@ impl Member {
         self.media
             .advance(self.leaf_index(), epoch, base_key, members, now_ms)?;
 
+        let added_keys: Vec<&[u8]> = summary
+            .added
+            .iter()
+            .map(|kp| kp.leaf_node().signature_key().as_slice())
+            .collect();
         let added: Vec<(u32, String)> = self
             .group
             .members()
-            .filter(|m| summary.added_keys.contains(&m.signature_key))
+            .filter(|m| added_keys.contains(&m.signature_key.as_slice()))
             .map(|m| {
                 let name = decode_credential(&m.credential)
                     .map(|(n, _)| n)
@@ -762,17 +968,25 @@ impl Member {
             added.is_empty(),
             summary.removed.is_empty(),
         ) {
-            let granted = self.group.members().find(|m| {
-                new_hosts.contains(&m.signature_key)
-                    && !summary.old_hosts.contains(&m.signature_key)
+            let keys =
+                |set: &[HostEntry]| -> HashSet<[u8; 32]> { set.iter().map(|e| e.key).collect() };
+            let (old, new) = (keys(&summary.old_hosts), keys(new_hosts));
+            let leaves_of = |set: &HashSet<[u8; 32]>, not_in: &HashSet<[u8; 32]>| -> Vec<u32> {
+                self.group
+                    .members()
+                    .filter(|m| {
+                        <[u8; 32]>::try_from(m.signature_key.as_slice())
+                            .is_ok_and(|k| set.contains(&k) && !not_in.contains(&k))
+                    })
+                    .map(|m| m.index.u32())
+                    .collect()
+            };
+            return Ok(Processed::HostsChanged {
+                granted: leaves_of(&new, &old),
+                revoked: leaves_of(&old, &new),
+                by_leaf: committer,
+                epoch,
             });
-            if let Some(m) = granted {
-                return Ok(Processed::HostGranted {
-                    leaf: m.index.u32(),
-                    by_leaf: committer,
-                    epoch,
-                });
-            }
         }
         Ok(Processed::CommitMerged {
             epoch,
@@ -825,41 +1039,34 @@ impl Member {
 
 /// What a commit changes, gathered before merging (afterwards the proposals are gone).
 struct CommitSummary {
-    added_refs: Vec<[u8; 32]>,
-    added_keys: Vec<Vec<u8>>,
+    added: Vec<KeyPackage>,
     removed: Vec<u32>,
-    old_hosts: Vec<Vec<u8>>,
+    old_hosts: Vec<HostEntry>,
     /// Host set after the commit, when it carries a GroupContextExtensions proposal.
-    new_hosts: Option<Vec<Vec<u8>>>,
+    new_hosts: Option<Vec<HostEntry>>,
 }
 
 impl CommitSummary {
     fn of(
-        provider: &OpenMlsRustCrypto,
+        _provider: &OpenMlsRustCrypto,
         group: &MlsGroup,
         staged: &StagedCommit,
     ) -> Result<Self, E2eeError> {
         let mut s = CommitSummary {
-            added_refs: Vec::new(),
-            added_keys: Vec::new(),
+            added: Vec::new(),
             removed: Vec::new(),
             old_hosts: hosts_of(group)?,
             new_hosts: None,
         };
         for queued in staged.queued_proposals() {
             match queued.proposal() {
-                Proposal::Add(add) => {
-                    let kp = add.key_package();
-                    s.added_refs.push(kp_ref(provider, kp)?);
-                    s.added_keys
-                        .push(kp.leaf_node().signature_key().as_slice().to_vec());
-                }
+                Proposal::Add(add) => s.added.push(add.key_package().clone()),
                 Proposal::Remove(r) => s.removed.push(r.removed().u32()),
                 Proposal::Update(_) => {}
                 Proposal::GroupContextExtensions(_) => {
                     let new = staged.group_context().extensions();
                     // The proposal replaces the whole list: anything but the host set changing
-                    // would be an unvetted change to the group.
+                    // (the group record above all) would be an unvetted change to the group.
                     if non_host_extensions(new) != non_host_extensions(group.extensions()) {
                         return Err(E2eeError::UnsupportedProposal);
                     }
@@ -878,15 +1085,23 @@ fn non_host_extensions(ext: &Extensions<GroupContext>) -> Vec<&Extension> {
         .collect()
 }
 
-fn hosts_in(ext: &Extensions<GroupContext>) -> Result<Vec<Vec<u8>>, E2eeError> {
+fn hosts_in(ext: &Extensions<GroupContext>) -> Result<Vec<HostEntry>, E2eeError> {
     let hosts = ext
         .unknown(HOSTS_EXTENSION_TYPE)
         .ok_or(E2eeError::Malformed("missing host set"))?;
     decode_hosts(&hosts.0)
 }
 
-fn hosts_of(group: &MlsGroup) -> Result<Vec<Vec<u8>>, E2eeError> {
+fn hosts_of(group: &MlsGroup) -> Result<Vec<HostEntry>, E2eeError> {
     hosts_in(group.extensions())
+}
+
+fn record_of(group: &MlsGroup) -> Result<GroupRecord, E2eeError> {
+    let record = group
+        .extensions()
+        .unknown(GROUP_RECORD_EXTENSION_TYPE)
+        .ok_or(E2eeError::ForgedGroup("it carries no group record"))?;
+    GroupRecord::decode(&record.0)
 }
 
 fn media_inputs(

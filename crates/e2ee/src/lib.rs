@@ -6,9 +6,11 @@
 //! * **Group keys: MLS (RFC 9420)** via OpenMLS, cipher suite
 //!   `MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519`. Each participant has an Ed25519 key and a
 //!   BasicCredential with display name and participant id ([`Identity`]).
-//! * **Lobby lock**: a Commit adding a KeyPackage that no host admitted is refused by every
-//!   honest member ([`E2eeError::UnadmittedAdd`]), so a malicious server cannot add a silent
-//!   listener. See [`group`] and [`admission`].
+//! * **Lobby lock**: a Commit adding a KeyPackage that no host admitted, and that carries no
+//!   valid proof of a host link or a host-issued invitation, is refused by every honest member
+//!   ([`E2eeError::UnadmittedAdd`]), so a malicious server cannot add a silent listener. Proofs
+//!   and host powers derive from the meeting key that only host links hold. See [`group`],
+//!   [`proofs`] and [`link_secrets`].
 //! * **Media: SFrame (RFC 9605)** `AES_128_GCM_SHA256_128`, keys from the MLS exporter as in
 //!   RFC 9605 §5.2 ([`sframe_keys`]), a codec-aware clear prefix ([`frame`]), replay windows
 //!   and a grace period for the previous epoch.
@@ -64,16 +66,20 @@ pub mod frame;
 pub mod group;
 pub mod identity;
 pub mod inspect;
+pub mod link_secrets;
+pub mod proofs;
 pub mod security_code;
 pub mod sframe_keys;
-#[cfg(target_arch = "wasm32")]
-pub mod wasm;
 
 pub use error::E2eeError;
 pub use frame::{DecryptedFrame, MediaKind};
 pub use group::{key_package_hash, Member, PendingJoin, Processed, CIPHERSUITE};
 pub use identity::Identity;
 pub use inspect::{inspect, MessageKind, MlsMessageInfo};
+pub use link_secrets::{
+    HostLinkSecret, Invitation, InvitationSecret, MeetingKey, MeetingPublicKey,
+};
+pub use proofs::{EntryProof, Proven};
 
 #[cfg(test)]
 mod tests;

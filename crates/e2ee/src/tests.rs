@@ -14,8 +14,14 @@ fn ident(name: &str) -> Identity {
     Identity::generate(name, &format!("pid-{name}")).unwrap()
 }
 
+/// The host link of the meeting these tests run.
+fn link() -> &'static HostLinkSecret {
+    static LINK: std::sync::OnceLock<HostLinkSecret> = std::sync::OnceLock::new();
+    LINK.get_or_init(|| HostLinkSecret::generate().unwrap())
+}
+
 fn host() -> Member {
-    Member::create_group(ident("alice"), GID).unwrap()
+    Member::create_group(ident("alice"), GID, link()).unwrap()
 }
 
 /// Host admits `name`, `committer` commits the add, everyone in `others` processes the
@@ -36,7 +42,7 @@ fn admit_and_add(
             assert!(matches!(p, Processed::Admission { kp_hash, .. } if kp_hash == hash));
         }
     }
-    let (commit, welcome) = members[committer_idx].commit_add(&[&kp]).unwrap();
+    let (commit, welcome) = members[committer_idx].commit_add(&[&kp], 0).unwrap();
     assert!(matches!(
         members[committer_idx].merge_pending_commit(now).unwrap(),
         Processed::CommitMerged { .. }
@@ -210,20 +216,19 @@ fn commit_with_unadmitted_add_is_refused_and_group_keeps_working() {
     // The honest API refuses outright.
     let (mallory_pending, mallory_kp) = Member::new_pending(ident("mallory")).unwrap();
     assert_eq!(
-        ms[1].commit_add(&[&mallory_kp]),
-        Err(E2eeError::UnadmittedAdd)
+        ms[1].commit_add(&[&mallory_kp], 0),
+        Err(E2eeError::UnadmittedAdd {
+            name: "mallory".into()
+        })
     );
 
     // A compromised Bob builds it anyway; the server fans it out.
     let (evil_commit, evil_welcome) = ms[1].commit_add_unchecked(&[&mallory_kp]).unwrap();
-    assert_eq!(
-        ms[0].process(&evil_commit, 0),
-        Err(E2eeError::UnadmittedAdd)
-    );
-    assert_eq!(
-        ms[2].process(&evil_commit, 0),
-        Err(E2eeError::UnadmittedAdd)
-    );
+    let refused = Err(E2eeError::UnadmittedAdd {
+        name: "mallory".into(),
+    });
+    assert_eq!(ms[0].process(&evil_commit, 0), refused);
+    assert_eq!(ms[2].process(&evil_commit, 0), refused);
     assert_eq!(ms[0].epoch(), epoch);
     assert_eq!(ms[0].security_code(), code);
 
@@ -276,7 +281,7 @@ fn a_locked_meeting_refuses_every_add_even_an_admitted_one() {
         }
     );
     let epoch = ms[1].epoch();
-    assert_eq!(ms[1].commit_add(&[&erin_kp]), Err(E2eeError::Locked));
+    assert_eq!(ms[1].commit_add(&[&erin_kp], 0), Err(E2eeError::Locked));
     assert_eq!(
         ms[0].admit(key_package_hash(&erin_kp).unwrap()),
         Err(E2eeError::Locked)
@@ -296,12 +301,15 @@ fn a_locked_meeting_refuses_every_add_even_an_admitted_one() {
 }
 
 #[test]
-fn only_hosts_admit_and_grant() {
+fn only_hosts_admit_and_only_host_link_holders_promote_and_demote() {
     let mut ms = three();
     let (_p, kp) = Member::new_pending(ident("eve")).unwrap();
     let hash = key_package_hash(&kp).unwrap();
     assert_eq!(ms[1].admit(hash), Err(E2eeError::NotHost));
-    assert_eq!(ms[1].grant_host(2), Err(E2eeError::NotHost));
+    // Bob holds no host link: neither this meeting's key nor his own position lets him promote.
+    assert_eq!(ms[1].grant_host(2, link()), Err(E2eeError::NotHost));
+    let stranger = HostLinkSecret::generate().unwrap();
+    assert_eq!(ms[0].grant_host(1, &stranger), Err(E2eeError::NotHost));
 
     // A forged Admission from non-host Bob is refused and does not unlock the add.
     let forged = ms[1]
@@ -309,40 +317,65 @@ fn only_hosts_admit_and_grant() {
         .unwrap();
     assert_eq!(ms[0].process(&forged, 0), Err(E2eeError::NotHost));
     assert_eq!(ms[2].process(&forged, 0), Err(E2eeError::NotHost));
-    assert_eq!(ms[2].commit_add(&[&kp]), Err(E2eeError::UnadmittedAdd));
+    assert!(matches!(
+        ms[2].commit_add(&[&kp], 0),
+        Err(E2eeError::UnadmittedAdd { .. })
+    ));
 
-    // Alice grants Bob; everyone agrees; Bob's admissions now count.
-    let grant = ms[0].grant_host(1).unwrap();
-    assert_eq!(
-        ms[0].merge_pending_commit(0).unwrap(),
-        Processed::HostGranted {
-            leaf: 1,
-            by_leaf: 0,
-            epoch: 3
-        }
-    );
+    // Alice promotes Bob; everyone agrees; Bob's admissions now count.
+    let grant = ms[0].grant_host(1, link()).unwrap();
+    let promoted = Processed::HostsChanged {
+        granted: vec![1],
+        revoked: vec![],
+        by_leaf: 0,
+        epoch: 3,
+    };
+    assert_eq!(ms[0].merge_pending_commit(0).unwrap(), promoted);
     for m in ms.iter_mut().skip(1) {
-        assert_eq!(
-            m.process(&grant, 0).unwrap(),
-            Processed::HostGranted {
-                leaf: 1,
-                by_leaf: 0,
-                epoch: 3
-            }
-        );
+        assert_eq!(m.process(&grant, 0).unwrap(), promoted);
     }
     assert!(ms.iter().all(|m| m.hosts() == vec![0, 1]));
+    assert!(ms.iter().all(|m| m.link_hosts() == vec![0]));
     let eve = admit_and_add(1, 2, &mut ms, "eve", 0);
     assert_eq!(eve.hosts(), vec![0, 1]);
+    ms.push(eve);
+
+    // A co-host cannot demote anyone (it holds no host link), even by building the commit.
+    assert_eq!(ms[1].revoke_host(1), Err(E2eeError::NotHost));
+
+    // Alice takes it back: Bob's later admissions are refused by every member.
+    let revoke = ms[0].revoke_host(1).unwrap();
+    let demoted = Processed::HostsChanged {
+        granted: vec![],
+        revoked: vec![1],
+        by_leaf: 0,
+        epoch: 5,
+    };
+    assert_eq!(ms[0].merge_pending_commit(0).unwrap(), demoted);
+    for m in ms.iter_mut().skip(1) {
+        assert_eq!(m.process(&revoke, 0).unwrap(), demoted);
+    }
+    assert!(ms.iter().all(|m| m.hosts() == vec![0]));
+    let (_p, late_kp) = Member::new_pending(ident("late")).unwrap();
+    let late_hash = key_package_hash(&late_kp).unwrap();
+    assert_eq!(ms[1].admit(late_hash), Err(E2eeError::NotHost));
+    let stale_power = ms[1]
+        .send_payload_unchecked(&AppPayload::Admission(late_hash))
+        .unwrap();
+    for i in [0, 2, 3] {
+        assert_eq!(ms[i].process(&stale_power, 0), Err(E2eeError::NotHost));
+        assert!(ms[i].admissibility(&late_kp, 0).is_err());
+    }
 }
 
 #[test]
 fn non_member_and_wrong_epoch_commits_are_rejected() {
     // An outsider's group with the same id: its commit is at epoch 0.
-    let mut outsider = Member::create_group(ident("outsider"), GID).unwrap();
+    let outsider_link = HostLinkSecret::generate().unwrap();
+    let mut outsider = Member::create_group(ident("outsider"), GID, &outsider_link).unwrap();
     let (_p, kp) = Member::new_pending(ident("listener")).unwrap();
     outsider.admit(key_package_hash(&kp).unwrap()).unwrap();
-    let (foreign_commit, _) = outsider.commit_add(&[&kp]).unwrap();
+    let (foreign_commit, _) = outsider.commit_add(&[&kp], 0).unwrap();
 
     // Same epoch: cannot be decrypted/verified by a real member.
     let mut lone = host();
@@ -369,7 +402,7 @@ fn non_member_and_wrong_epoch_commits_are_rejected() {
     assert_eq!(ms[0].epoch(), ms[1].epoch());
 
     // A message for another group, or from the future, is refused too.
-    let other = Member::create_group(ident("x"), b"other-group").unwrap();
+    let other = Member::create_group(ident("x"), b"other-group", link()).unwrap();
     let _ = other;
     let mut future = ms[1].encrypt_chat("x").unwrap();
     assert!(ms[0].process(&future, 0).is_ok());
@@ -579,4 +612,171 @@ proptest! {
             let _ = key_package_hash(&bytes);
         });
     }
+}
+
+/// Everyone processes `commit` but its author, which merges it.
+fn commit_everywhere(ms: &mut [Member], author: usize, commit: &[u8], now: u64) {
+    ms[author].merge_pending_commit(now).unwrap();
+    for (i, m) in ms.iter_mut().enumerate() {
+        if i != author {
+            assert!(matches!(
+                m.process(commit, now).unwrap(),
+                Processed::CommitMerged { .. }
+            ));
+        }
+    }
+}
+
+const NOW_MS: u64 = 1_800_000_000_000;
+
+#[test]
+fn proofs_in_key_packages_admit_without_a_host_and_bind_to_their_holder() {
+    let mut ms = vec![host()];
+    let bob = admit_and_add(0, 0, &mut ms, "bob", NOW_MS);
+    ms.push(bob);
+    let meeting = link().meeting_key().public();
+    assert_eq!(ms[1].meeting_key(), meeting);
+
+    // A second host-link holder: any member (Bob, no host) adds it, and it is a host.
+    let (pending, kp) = Member::new_pending_with(
+        ident("cohost"),
+        Some(EntryProof::HostLink(link())),
+        Some(meeting),
+    )
+    .unwrap();
+    let (commit, welcome) = ms[1].commit_add(&[&kp], NOW_MS).unwrap();
+    commit_everywhere(&mut ms, 1, &commit, NOW_MS);
+    let second = pending.join(&welcome, None).unwrap();
+    ms.push(second);
+    assert!(ms.iter().all(|m| m.link_hosts() == vec![0, 2]));
+
+    // A skip-lobby invitation a host's client issued.
+    let issue = |skip: bool, expires_at: u64, key: &MeetingKey| {
+        Invitation::issue(
+            key,
+            "inv",
+            InvitationSecret::generate().unwrap(),
+            expires_at,
+            skip,
+        )
+        .unwrap()
+    };
+    let expires = NOW_MS / 1000 + 3600;
+    let invitation = issue(true, expires, &link().meeting_key());
+    let (pending, kp) = Member::new_pending_with(
+        ident("guest"),
+        Some(EntryProof::Invitation(&invitation)),
+        None,
+    )
+    .unwrap();
+    let (commit, welcome) = ms[2].commit_add(&[&kp], NOW_MS).unwrap();
+    commit_everywhere(&mut ms, 2, &commit, NOW_MS);
+    let guest = pending.join(&welcome, None).unwrap();
+    assert!(!guest.is_host(guest.leaf_index()));
+    ms.push(guest);
+
+    // What the server can do with what it sees, each refused by every member:
+    let refused = |ms: &mut [Member], kp: &[u8], now: u64| {
+        for m in ms.iter_mut() {
+            assert!(
+                matches!(
+                    m.admissibility(kp, now),
+                    Err(E2eeError::UnadmittedAdd { .. })
+                ),
+                "refused"
+            );
+        }
+        let (commit, _) = ms[1].commit_add_unchecked(&[kp]).unwrap();
+        for i in [0, 2, 3] {
+            assert!(matches!(
+                ms[i].process(&commit, now),
+                Err(E2eeError::UnadmittedAdd { .. })
+            ));
+        }
+        ms[1].discard_pending_commit().unwrap();
+    };
+    // an invitation it minted itself (its own key, not the meeting's);
+    let minted = issue(
+        true,
+        expires,
+        &HostLinkSecret::generate().unwrap().meeting_key(),
+    );
+    let (_p, kp) = Member::new_pending_with(
+        ident("listener"),
+        Some(EntryProof::Invitation(&minted)),
+        None,
+    )
+    .unwrap();
+    refused(&mut ms, &kp, NOW_MS);
+    // a host-link proof under another meeting key;
+    let other_link = HostLinkSecret::generate().unwrap();
+    let (_p, kp) = Member::new_pending_with(
+        ident("listener"),
+        Some(EntryProof::HostLink(&other_link)),
+        None,
+    )
+    .unwrap();
+    refused(&mut ms, &kp, NOW_MS);
+    // an invitation that does not skip the lobby (a host must still admit its holder), or
+    // one past its expiry.
+    let lobby_only = issue(false, expires, &link().meeting_key());
+    let (_p, kp) = Member::new_pending_with(
+        ident("waiter"),
+        Some(EntryProof::Invitation(&lobby_only)),
+        None,
+    )
+    .unwrap();
+    refused(&mut ms, &kp, NOW_MS);
+    let (_p, kp) = Member::new_pending_with(
+        ident("late"),
+        Some(EntryProof::Invitation(&invitation)),
+        None,
+    )
+    .unwrap();
+    refused(&mut ms, &kp, (expires + 1) * 1000);
+}
+
+#[test]
+fn a_proof_copied_into_another_key_package_is_refused() {
+    // The server sees every KeyPackage in the clear. It takes the proof extension of a genuine
+    // host-link holder's KeyPackage and puts it into its listener's (same extension bytes,
+    // another signature key).
+    let mut ms = vec![host()];
+    let bob = admit_and_add(0, 0, &mut ms, "bob", NOW_MS);
+    ms.push(bob);
+    let genuine_identity = ident("genuine");
+    let proof_bytes =
+        EntryProof::HostLink(link()).encode_for(genuine_identity.signature_public_key());
+    let listener = ident("listener");
+    assert!(crate::proofs::verify_proof(
+        &proof_bytes,
+        &link().meeting_key().public(),
+        listener.signature_public_key()
+    )
+    .is_err());
+}
+
+#[test]
+fn a_joiner_refuses_a_group_not_opened_under_its_link_key() {
+    let meeting = link().meeting_key().public();
+    // The server opens a group of its own (it has no meeting key, so it uses one of its own)
+    // and invites a guest whose link carries the real meeting key.
+    let server_link = HostLinkSecret::generate().unwrap();
+    let mut fake = Member::create_group(ident("listener"), GID, &server_link).unwrap();
+    let (pending, kp) = Member::new_pending_with(ident("guest"), None, Some(meeting)).unwrap();
+    fake.admit(key_package_hash(&kp).unwrap()).unwrap();
+    let (_commit, welcome) = fake.commit_add(&[&kp], NOW_MS).unwrap();
+    assert!(matches!(
+        pending.join(&welcome, None),
+        Err(E2eeError::ForgedGroup(_))
+    ));
+    // The same guest enters the real meeting's group.
+    let mut ms = vec![host()];
+    let (pending, kp) = Member::new_pending_with(ident("guest"), None, Some(meeting)).unwrap();
+    ms[0].admit(key_package_hash(&kp).unwrap()).unwrap();
+    let (_commit, welcome) = ms[0].commit_add(&[&kp], NOW_MS).unwrap();
+    ms[0].merge_pending_commit(NOW_MS).unwrap();
+    let guest = pending.join(&welcome, None).unwrap();
+    assert_eq!(guest.security_code(), ms[0].security_code());
+    assert_eq!(guest.hosts(), vec![0]);
 }
