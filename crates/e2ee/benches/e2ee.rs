@@ -18,7 +18,12 @@ fn ident(name: &str) -> Identity {
 
 /// Host plus one observing member in a group of `n`.
 fn group_of(n: usize) -> (Member, Member) {
-    let mut host = Member::create_group(ident("host"), b"bench").unwrap();
+    let mut host = Member::create_group(
+        ident("host"),
+        b"bench",
+        &e2ee::HostLinkSecret::generate().unwrap(),
+    )
+    .unwrap();
     let (observer_pending, observer_kp) = Member::new_pending(ident("observer")).unwrap();
     let mut kps = vec![observer_kp];
     for i in 2..n {
@@ -28,7 +33,7 @@ fn group_of(n: usize) -> (Member, Member) {
         host.admit(key_package_hash(kp).unwrap()).unwrap();
     }
     let refs: Vec<&[u8]> = kps.iter().map(Vec::as_slice).collect();
-    let (_commit, welcome) = host.commit_add(&refs).unwrap();
+    let (_commit, welcome) = host.commit_add(&refs, 0).unwrap();
     host.merge_pending_commit(0).unwrap();
     let observer = observer_pending.join(&welcome, None).unwrap();
     (host, observer)
@@ -110,7 +115,7 @@ fn mls(c: &mut Criterion) {
         observer.process(&adm, 0).unwrap();
         g.bench_function(BenchmarkId::new("create_commit_welcome", n), |b| {
             b.iter(|| {
-                let out = host.commit_add(&[&kp]).unwrap();
+                let out = host.commit_add(&[&kp], 0).unwrap();
                 host.discard_pending_commit().unwrap();
                 out
             })
@@ -127,7 +132,7 @@ fn mls(c: &mut Criterion) {
                     let (_p, kp) = Member::new_pending(ident(&format!("j{i}"))).unwrap();
                     let adm = host.admit(key_package_hash(&kp).unwrap()).unwrap();
                     observer.process(&adm, 0).unwrap();
-                    let (commit, _w) = host.commit_add(&[&kp]).unwrap();
+                    let (commit, _w) = host.commit_add(&[&kp], 0).unwrap();
                     host.merge_pending_commit(0).unwrap();
                     let t = Instant::now();
                     let p = observer.process(black_box(&commit), 0).unwrap();

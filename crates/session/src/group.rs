@@ -7,10 +7,19 @@
 //! The lowest leaf commits at once; the next one after 1 s if nothing happened, and so on,
 //! so the group keeps re-keying when its first member is slow or gone. The delivery service
 //! accepts one Commit per epoch; a loser discards its own and processes the winner's.
+//!
+//! What the server says about people (who came with the host link, who admitted whom, who is
+//! a co-host) decides nothing here. A host's client signs an admission only for someone its own
+//! user admitted from the lobby; a KeyPackage that proves a host link or a skip-lobby invitation
+//! is added by any member without one; MLS host powers are granted and taken back only when this
+//! client's own user decides ([`GroupSession::set_cohost`]). Times are Unix milliseconds.
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
-use e2ee::{E2eeError, Identity, MediaKind, Member, PendingJoin, Processed};
+use e2ee::{
+    E2eeError, EntryProof, HostLinkSecret, Identity, Invitation, MediaKind, MeetingPublicKey,
+    Member, PendingJoin, Processed,
+};
 use proto::{
     AppMessagePurpose, ClientMessage, Entry, ErrorCode, MeetingState, ParticipantInfo, Role,
     ServerMessage,
@@ -19,6 +28,30 @@ use serde::{Deserialize, Serialize};
 
 /// How long each rank waits for lower-ranked members before committing itself.
 const COMMITTER_FALLBACK_MS: u64 = 1000;
+
+/// What this participant's link gave it: the secrets in its `#fragment` that the server never
+/// sees.
+#[derive(Clone, Default)]
+pub struct LinkSecrets {
+    /// `#host=`: this participant holds the host link (a host of the meeting).
+    pub host_link: Option<HostLinkSecret>,
+    /// `#invite=`: an invitation a host's client issued.
+    pub invitation: Option<Invitation>,
+    /// `#k=` (or the host link's own): the only meeting key whose group this participant
+    /// enters.
+    pub meeting_key: Option<MeetingPublicKey>,
+}
+
+impl LinkSecrets {
+    /// The meeting key to hold the group to: the link's `#k=`, or the host link's own.
+    fn expected_meeting_key(&self) -> Option<MeetingPublicKey> {
+        self.meeting_key.or_else(|| {
+            self.host_link
+                .as_ref()
+                .map(|link| link.meeting_key().public())
+        })
+    }
+}
 
 enum State {
     /// Waiting for a Welcome with the KeyPackage already published.
@@ -68,6 +101,9 @@ pub enum GroupEvent {
         security_emoji: String,
         /// Names in the group, by MLS credential.
         members: Vec<String>,
+        /// Participant ids (from MLS credentials) of the group's hosts: host-link holders and
+        /// the co-hosts they promoted, as every member verified.
+        hosts: Vec<String>,
     },
     Chat {
         from_participant_id: String,
@@ -100,12 +136,17 @@ pub struct GroupSession {
     state: State,
     /// Everyone in the meeting according to signaling, this participant included.
     present: BTreeSet<u64>,
-    /// Roles as the server reports them (to find moderators and chat permissions).
+    /// Roles as the server reports them (for chat permissions only: never for admissions or
+    /// host powers).
     roles: HashMap<u64, Role>,
-    /// Participants this client, if it is an MLS host, vouches for: those it admitted from
-    /// the lobby itself, those a moderator without MLS host powers admitted, and those that
-    /// came with the host link or an invitation that skips the lobby.
+    /// Participants this client, if it is an MLS host, vouches for: those its own user
+    /// admitted from the lobby.
     vouched: HashSet<u64>,
+    /// What this participant's link gave it.
+    secrets: LinkSecrets,
+    /// Co-host promotions (true) and demotions (false) this client's user decided, by
+    /// participant id, not yet committed.
+    host_changes: BTreeMap<u64, bool>,
     meeting_state: MeetingState,
     /// KeyPackages of waiting participants, with their hashes.
     key_packages: HashMap<u64, (Vec<u8>, [u8; 32])>,
@@ -134,6 +175,7 @@ impl GroupSession {
     pub fn from_welcome(
         name: &str,
         welcome: &ServerMessage,
+        secrets: LinkSecrets,
         now_ms: u64,
     ) -> Result<Self, E2eeError> {
         let ServerMessage::Welcome {
@@ -158,6 +200,7 @@ impl GroupSession {
             participant_id.0,
             participants.iter().map(|p| p.id.0),
             group_id.as_deref(),
+            secrets,
             now_ms,
         )?;
         session.auto_admit = false;
@@ -171,11 +214,12 @@ impl GroupSession {
 
     /// Starts with the welcome: either creates the group (`create_group` set, for the first
     /// host) or publishes a KeyPackage and waits to be added.
-    pub fn new(
+    fn new(
         name: &str,
         participant_id: u64,
         others: impl IntoIterator<Item = u64>,
         create_group: Option<&[u8]>,
+        secrets: LinkSecrets,
         now_ms: u64,
     ) -> Result<Self, E2eeError> {
         let mut session = GroupSession {
@@ -185,6 +229,8 @@ impl GroupSession {
             present: others.into_iter().chain([participant_id]).collect(),
             roles: HashMap::new(),
             vouched: HashSet::new(),
+            secrets,
+            host_changes: BTreeMap::new(),
             meeting_state: MeetingState::default(),
             key_packages: HashMap::new(),
             admitted: HashSet::new(),
@@ -213,7 +259,11 @@ impl GroupSession {
     }
 
     fn create(&mut self, group_id: &[u8], now_ms: u64) -> Result<(), E2eeError> {
-        let member = Member::create_group(self.identity()?, group_id)?;
+        // Only a host-link holder can open the group: its record is signed by the meeting key.
+        let Some(host_link) = &self.secrets.host_link else {
+            return Err(E2eeError::NotHost);
+        };
+        let member = Member::create_group(self.identity()?, group_id, host_link)?;
         self.state = State::Member(Box::new(member));
         self.joined_at_ms = Some(now_ms);
         self.commit_pending = false;
@@ -233,6 +283,15 @@ impl GroupSession {
                     .into_iter()
                     .map(|(_, name, _)| name)
                     .collect(),
+                hosts: {
+                    let hosts = member.hosts();
+                    member
+                        .members()
+                        .into_iter()
+                        .filter(|(leaf, _, _)| hosts.contains(leaf))
+                        .map(|(_, _, pid)| pid)
+                        .collect()
+                },
             });
         }
     }
@@ -276,41 +335,43 @@ impl GroupSession {
     fn on_participant_joined(
         &mut self,
         p: &ParticipantInfo,
-        entry: Entry,
+        _entry: Entry,
         admitted_by: Option<u64>,
     ) {
         self.note_participant(p);
-        let vouch = match entry {
-            // Pre-admitted by the server: the host link or an invitation that skips the lobby.
-            // Trusting the server here is the documented gap (see ARCHITECTURE.md).
-            Entry::HostLink | Entry::Invitation => true,
-            Entry::Lobby => match admitted_by {
-                Some(by) if by == self.participant_id => true,
-                // A moderator who is an MLS host signs its own admissions.
-                Some(by) => !self.is_mls_host_participant(by),
-                None => false,
-            },
-        };
-        if vouch {
+        // Only an admission this client's own user made is vouched for. How the server says
+        // someone came in (host link, invitation, another moderator) is not evidence: a joiner
+        // with a host link or a skip-lobby invitation proves it in its KeyPackage, and anyone
+        // else waits for an MLS host's own admission.
+        if admitted_by == Some(self.participant_id) {
             self.vouched.insert(p.id.0);
         } else {
             self.vouched.remove(&p.id.0);
         }
     }
 
-    fn is_mls_host_participant(&self, participant: u64) -> bool {
-        let State::Member(member) = &self.state else {
-            return false;
-        };
-        let hosts = member.hosts();
-        member
-            .members()
-            .iter()
-            .any(|(leaf, _, pid)| hosts.contains(leaf) && pid.parse() == Ok(participant))
+    /// This client's user (a host-link holder) makes `participant` a co-host in the group, or
+    /// takes it back. Committed at the next [`GroupSession::tick`] when this participant holds
+    /// the host link; the server's report of roles never does this by itself.
+    pub fn set_cohost(&mut self, participant: u64, cohost: bool) {
+        if participant != self.participant_id {
+            self.host_changes.insert(participant, cohost);
+        }
+    }
+
+    /// Whether this participant holds the host link.
+    pub fn holds_host_link(&self) -> bool {
+        self.secrets.host_link.is_some()
     }
 
     fn wait_for_welcome(&mut self) -> Result<(), E2eeError> {
-        let (pending, key_package) = Member::new_pending(self.identity()?)?;
+        let proof = match (&self.secrets.host_link, &self.secrets.invitation) {
+            (Some(link), _) => Some(EntryProof::HostLink(link)),
+            (None, Some(invitation)) => Some(EntryProof::Invitation(invitation)),
+            (None, None) => None,
+        };
+        let (pending, key_package) =
+            Member::new_pending_with(self.identity()?, proof, self.secrets.expected_meeting_key())?;
         self.state = State::Waiting(Box::new(pending));
         self.out.push_back(ClientMessage::MlsKeyPackage {
             key_package: proto::b64_encode(&key_package),
@@ -335,6 +396,7 @@ impl GroupSession {
         self.key_packages.remove(&id);
         self.vouched.remove(&id);
         self.roles.remove(&id);
+        self.host_changes.remove(&id);
     }
 
     pub fn report(&self) -> E2eeReport {
@@ -417,6 +479,9 @@ impl GroupSession {
         let locked = self.meeting_state.locked;
         let member = self.member()?;
         if vouched && !locked && member.is_host(member.leaf_index()) {
+            // A KeyPackage may prove its own admission, in which case no signature is needed;
+            // signing anyway is harmless, and it keeps a lobby admission by this host working
+            // for a joiner whose proof has just expired.
             let admission = member.admit(hash)?;
             self.admitted.insert(hash);
             self.out.push_back(ClientMessage::MlsMessage {
@@ -431,7 +496,20 @@ impl GroupSession {
         let bytes = proto::b64_decode(encoded).ok_or(E2eeError::Malformed("not base64"))?;
         match std::mem::replace(&mut self.state, State::Outside) {
             State::Waiting(pending) => {
-                let member = pending.join(&bytes, None)?;
+                let member = match pending.join(&bytes, None) {
+                    Ok(member) => member,
+                    Err(e) => {
+                        if let E2eeError::ForgedGroup(why) = &e {
+                            self.alarm(format!(
+                                "refused to join a group the server offered: {why}; someone is trying to make this meeting look like another"
+                            ));
+                        }
+                        // The KeyPackage's keys went into the refused Welcome: publish a
+                        // fresh one, so that the meeting's real group can still add us.
+                        self.wait_for_welcome()?;
+                        return Err(e);
+                    }
+                };
                 self.joined_epoch = member.epoch();
                 self.state = State::Member(Box::new(member));
                 self.joined_at_ms = Some(now_ms);
@@ -467,11 +545,17 @@ impl GroupSession {
                 self.keys_changed();
                 Ok(())
             }
-            Err(E2eeError::UnadmittedAdd) => {
-                self.alarm(
-                    "refused a Commit that adds someone no host admitted; the meeting stays on its current keys".into(),
-                );
-                Err(E2eeError::UnadmittedAdd)
+            Err(E2eeError::UnadmittedAdd { name }) => {
+                self.alarm(format!(
+                    "the server tried to add someone no host admitted (calling themselves \"{name}\"); they were refused and the meeting stays on its current keys"
+                ));
+                Err(E2eeError::UnadmittedAdd { name })
+            }
+            Err(e @ (E2eeError::NotHost | E2eeError::ForgedProof(_))) => {
+                self.alarm(format!(
+                    "refused a change of hosts that no holder of the host link signed ({e})"
+                ));
+                Err(e)
             }
             Err(E2eeError::Locked) => {
                 self.alarm(
@@ -514,7 +598,16 @@ impl GroupSession {
             // Sent to the group before this participant was in it.
             return Ok(());
         }
-        let processed = self.member()?.process(&bytes, now_ms)?;
+        let processed = match self.member()?.process(&bytes, now_ms) {
+            Err(E2eeError::NotHost) => {
+                self.alarm(
+                    "refused an admission or a lock from a member who is not a host: nobody gets in on it"
+                        .into(),
+                );
+                return Err(E2eeError::NotHost);
+            }
+            other => other?,
+        };
         let sender = |leaf: u32, this: &mut Self| -> Option<(String, String)> {
             let member = this.member().ok()?;
             member
@@ -577,14 +670,14 @@ impl GroupSession {
         Ok(())
     }
 
-    /// Commits outstanding adds and removals when it is this member's turn.
+    /// Commits outstanding adds and removals when it is this member's turn, and the co-host
+    /// changes this client's user decided.
     pub fn tick(&mut self, now_ms: u64) {
         if self.commit_pending {
             return;
         }
         self.readmit_in_new_epoch();
         self.mirror_lock();
-        let roles = &self.roles;
         let State::Member(member) = &mut self.state else {
             return;
         };
@@ -601,42 +694,52 @@ impl GroupSession {
             })
             .map(|(leaf, _, _)| *leaf)
             .collect();
+        // Admitted by a host's Admission, or proving its own admission (host link, skip-lobby
+        // invitation); `commit_add` checks again, and every member vets the Commit.
         let additions: Vec<&Vec<u8>> = self
             .key_packages
             .iter()
-            .filter(|(pid, (_, hash))| {
+            .filter(|(pid, (kp, hash))| {
                 self.present.contains(pid)
                     && !in_group.contains(pid)
-                    && self.admitted.contains(hash)
+                    && (self.admitted.contains(hash) || member.admissibility(kp, now_ms).is_ok())
             })
             .map(|(_, (kp, _))| kp)
             .collect();
-        // Moderators (hosts and co-hosts by the server's word) become MLS hosts so that they
-        // can sign their own admissions; only an MLS host can grant it, and never revoke it.
+        // Co-host changes this user decided: only a host-link holder can sign them, and each
+        // is committed by that holder alone (no rank: nobody else could).
         let hosts = member.hosts();
-        let i_am_host = hosts.contains(&member.leaf_index());
-        let grant = members
+        let host_change = match &self.secrets.host_link {
+            Some(_) => self.host_changes.iter().find_map(|(pid, cohost)| {
+                let leaf = members
+                    .iter()
+                    .find(|(_, _, p)| p.parse() == Ok(*pid))
+                    .map(|(leaf, _, _)| *leaf)?;
+                (hosts.contains(&leaf) != *cohost).then_some((leaf, *cohost))
+            }),
+            None => None,
+        };
+        // Decisions already in effect (or about people not in the group yet) wait no more.
+        let decided: Vec<u64> = self
+            .host_changes
             .iter()
-            .find(|(leaf, _, pid)| {
-                i_am_host
-                    && !hosts.contains(leaf)
-                    && pid
-                        .parse()
-                        .ok()
-                        .and_then(|p: u64| roles.get(&p))
-                        .is_some_and(|r| r.moderates())
+            .filter(|(pid, cohost)| {
+                members
+                    .iter()
+                    .any(|(leaf, _, p)| p.parse() == Ok(**pid) && hosts.contains(leaf) == **cohost)
             })
-            .map(|(leaf, _, _)| *leaf);
-        if removals.is_empty() && additions.is_empty() && grant.is_none() {
+            .map(|(pid, _)| *pid)
+            .collect();
+        for pid in decided {
+            self.host_changes.remove(&pid);
+        }
+        if removals.is_empty() && additions.is_empty() && host_change.is_none() {
             self.work_since_ms = None;
             return;
         }
         let since = *self.work_since_ms.get_or_insert(now_ms);
         let rank = if removals.is_empty() && additions.is_empty() {
-            hosts
-                .iter()
-                .filter(|leaf| **leaf < member.leaf_index())
-                .count() as u64
+            0
         } else {
             members
                 .iter()
@@ -646,17 +749,20 @@ impl GroupSession {
         if now_ms.saturating_sub(since) < rank * COMMITTER_FALLBACK_MS {
             return;
         }
-        let result =
-            if let (true, true, Some(leaf)) = (removals.is_empty(), additions.is_empty(), grant) {
-                member.grant_host(leaf).map(|commit| (commit, None))
-            } else if removals.is_empty() {
+        let result = match (removals.is_empty(), additions.is_empty(), host_change) {
+            (true, true, Some((leaf, true))) => match &self.secrets.host_link {
+                Some(link) => member.grant_host(leaf, link).map(|c| (c, None)),
+                None => Err(E2eeError::NotHost),
+            },
+            (true, true, Some((leaf, false))) => member.revoke_host(leaf).map(|c| (c, None)),
+            (true, false, _) => {
                 let kps: Vec<&[u8]> = additions.iter().map(|kp| kp.as_slice()).collect();
                 member
-                    .commit_add(&kps)
+                    .commit_add(&kps, now_ms)
                     .map(|(commit, welcome)| (commit, Some(welcome)))
-            } else {
-                member.commit_remove(&removals).map(|commit| (commit, None))
-            };
+            }
+            _ => member.commit_remove(&removals).map(|commit| (commit, None)),
+        };
         match result {
             Ok((commit, welcome)) => {
                 self.commit_pending = true;
@@ -812,6 +918,20 @@ mod tests {
     use super::*;
     use proto::ParticipantId;
 
+    /// The host link of the meeting these tests run.
+    fn host_link() -> HostLinkSecret {
+        static LINK: std::sync::OnceLock<HostLinkSecret> = std::sync::OnceLock::new();
+        LINK.get_or_init(|| HostLinkSecret::generate().unwrap())
+            .clone()
+    }
+
+    fn host_secrets() -> LinkSecrets {
+        LinkSecrets {
+            host_link: Some(host_link()),
+            ..LinkSecrets::default()
+        }
+    }
+
     /// Plays the delivery service between sessions: first commit of an epoch wins.
     fn deliver(sessions: &mut [GroupSession], now: u64) {
         for _ in 0..20 {
@@ -901,13 +1021,24 @@ mod tests {
 
     #[test]
     fn host_admits_joiners_and_everyone_ends_with_the_same_code_and_keys() {
-        let mut sessions = vec![GroupSession::new("host", 1, [], Some(b"g"), 0).unwrap()];
+        let mut sessions =
+            vec![GroupSession::new("host", 1, [], Some(b"g"), host_secrets(), 0).unwrap()];
         for id in 2..=3 {
             for s in sessions.iter_mut() {
                 s.participant_joined(id);
             }
             let others: Vec<u64> = (1..id).collect();
-            sessions.push(GroupSession::new(&format!("p{id}"), id, others, None, 0).unwrap());
+            sessions.push(
+                GroupSession::new(
+                    &format!("p{id}"),
+                    id,
+                    others,
+                    None,
+                    LinkSecrets::default(),
+                    0,
+                )
+                .unwrap(),
+            );
             deliver(&mut sessions, 0);
         }
         assert!(sessions.iter().all(|s| s.is_member()));
@@ -934,19 +1065,30 @@ mod tests {
 
     #[test]
     fn an_unadmitted_add_raises_an_alarm_and_the_group_keeps_its_keys() {
-        let mut host = GroupSession::new("host", 1, [2], Some(b"g"), 0).unwrap();
+        let mut host = GroupSession::new("host", 1, [2], Some(b"g"), host_secrets(), 0).unwrap();
         host.auto_admit = false;
-        let mut joiner = GroupSession::new("p2", 2, [1], None, 0).unwrap();
+        let mut joiner = GroupSession::new("p2", 2, [1], None, LinkSecrets::default(), 0).unwrap();
         let Some(ClientMessage::MlsKeyPackage { key_package }) = joiner.poll_message() else {
             panic!("key package first");
         };
         // A rogue member commits the joiner without any admission.
-        let mut rogue = GroupSession::new("rogue", 9, [], Some(b"g"), 0).unwrap();
+        let mut rogue = GroupSession::new(
+            "rogue",
+            9,
+            [],
+            Some(b"g"),
+            LinkSecrets {
+                host_link: Some(HostLinkSecret::generate().unwrap()),
+                ..LinkSecrets::default()
+            },
+            0,
+        )
+        .unwrap();
         let kp = proto::b64_decode(&key_package).unwrap();
         let rogue_member = rogue.member().unwrap();
         assert!(matches!(
-            rogue_member.commit_add(&[&kp]),
-            Err(E2eeError::UnadmittedAdd)
+            rogue_member.commit_add(&[&kp], 0),
+            Err(E2eeError::UnadmittedAdd { .. })
         ));
         host.on_server_message(
             &ServerMessage::MlsKeyPackage {
@@ -1010,8 +1152,13 @@ mod tests {
 
     #[test]
     fn hosts_vouch_for_those_they_admitted_not_for_whoever_the_server_names() {
-        let mut host =
-            GroupSession::from_welcome("host", &welcome(1, Role::Host, vec![], true), 0).unwrap();
+        let mut host = GroupSession::from_welcome(
+            "host",
+            &welcome(1, Role::Host, vec![], true),
+            host_secrets(),
+            0,
+        )
+        .unwrap();
         assert!(matches!(
             host.poll_event(),
             Some(GroupEvent::KeysChanged { epoch: 0, .. })
@@ -1019,20 +1166,31 @@ mod tests {
         let guest_welcome = welcome(2, Role::Guest, vec![info(1, Role::Host)], false);
 
         // Admitted from the lobby by this host: vouched.
-        let mut guest = GroupSession::from_welcome("p2", &guest_welcome, 0).unwrap();
+        let mut guest =
+            GroupSession::from_welcome("p2", &guest_welcome, LinkSecrets::default(), 0).unwrap();
         host.on_server_message(&joined(2, Entry::Lobby, Some(1)), 0);
         assert!(admits(&mut host, &mut guest));
 
         // The server claims someone else (an MLS host: this host itself is one) admitted
         // participant 3, or names no one: no signature.
-        let mut stranger =
-            GroupSession::from_welcome("p3", &welcome(3, Role::Guest, vec![], false), 0).unwrap();
+        let mut stranger = GroupSession::from_welcome(
+            "p3",
+            &welcome(3, Role::Guest, vec![], false),
+            LinkSecrets::default(),
+            0,
+        )
+        .unwrap();
         host.on_server_message(&joined(3, Entry::Lobby, None), 0);
         assert!(!admits(&mut host, &mut stranger));
 
         // While the meeting is locked, not even vouched participants are admitted.
-        let mut late =
-            GroupSession::from_welcome("p4", &welcome(4, Role::Guest, vec![], false), 0).unwrap();
+        let mut late = GroupSession::from_welcome(
+            "p4",
+            &welcome(4, Role::Guest, vec![], false),
+            LinkSecrets::default(),
+            0,
+        )
+        .unwrap();
         host.on_server_message(
             &ServerMessage::MeetingStateChanged {
                 meeting_state: MeetingState {
@@ -1052,18 +1210,137 @@ mod tests {
         ));
     }
 
+    /// What a lying server can say, and what honest clients do with it: no admission signed,
+    /// no Add committed, no host status granted.
     #[test]
-    fn chat_arrives_with_the_credential_name_and_mislabelled_chat_is_dropped() {
-        let mut sessions =
-            vec![
-                GroupSession::from_welcome("host", &welcome(1, Role::Host, vec![], true), 0)
-                    .unwrap(),
-            ];
+    fn the_servers_word_admits_no_one_and_grants_nothing() {
+        let mut host = GroupSession::from_welcome(
+            "host",
+            &welcome(1, Role::Host, vec![], true),
+            host_secrets(),
+            0,
+        )
+        .unwrap();
+        // "It came with the host link", "with a skip-lobby invitation", "a co-host admitted it".
+        for (id, entry, by) in [
+            (5, Entry::HostLink, None),
+            (6, Entry::Invitation, None),
+            (7, Entry::Lobby, Some(2)),
+        ] {
+            let mut listener = GroupSession::from_welcome(
+                "listener",
+                &welcome(id, Role::Guest, vec![], false),
+                LinkSecrets::default(),
+                0,
+            )
+            .unwrap();
+            host.on_server_message(&joined(id, entry, by), 0);
+            assert!(!admits(&mut host, &mut listener), "entry {entry:?}");
+        }
+        host.tick(10_000);
+        assert!(host.poll_message().is_none(), "nothing to commit");
+        // "It is a co-host": the role changes nothing in the group.
+        host.on_server_message(
+            &ServerMessage::RoleChanged {
+                participant_id: ParticipantId(5),
+                role: Role::CoHost,
+            },
+            0,
+        );
+        host.tick(20_000);
+        assert!(host.poll_message().is_none());
+        assert_eq!(host.report().epoch, 0);
+    }
+
+    #[test]
+    fn host_link_holders_join_by_proof_and_promotions_are_the_hosts_decision() {
+        let mut sessions = vec![GroupSession::from_welcome(
+            "host",
+            &welcome(1, Role::Host, vec![], true),
+            host_secrets(),
+            0,
+        )
+        .unwrap()];
+        // A guest the host admitted, and a second host-link holder nobody admitted.
         sessions[0].on_server_message(&joined(2, Entry::Lobby, Some(1)), 0);
         sessions.push(
             GroupSession::from_welcome(
                 "p2",
                 &welcome(2, Role::Guest, vec![info(1, Role::Host)], false),
+                LinkSecrets::default(),
+                0,
+            )
+            .unwrap(),
+        );
+        deliver(&mut sessions, 0);
+        sessions.push(
+            GroupSession::from_welcome(
+                "p3",
+                &welcome(
+                    3,
+                    Role::Host,
+                    vec![info(1, Role::Host), info(2, Role::Guest)],
+                    false,
+                ),
+                host_secrets(),
+                0,
+            )
+            .unwrap(),
+        );
+        for s in sessions.iter_mut().take(2) {
+            s.participant_joined(3);
+        }
+        deliver(&mut sessions, 0);
+        assert!(sessions.iter().all(|s| s.is_member()));
+        let epoch = sessions[0].report().epoch;
+        assert!(sessions.iter().all(|s| s.report().epoch == epoch));
+
+        // The host promotes p2 itself: a GroupContext commit every member accepts.
+        sessions[0].set_cohost(2, true);
+        deliver(&mut sessions, 0);
+        let hosts_seen = |s: &mut GroupSession| {
+            let mut last = None;
+            while let Some(e) = s.poll_event() {
+                if let GroupEvent::KeysChanged { hosts, .. } = e {
+                    last = Some(hosts);
+                }
+            }
+            last
+        };
+        for s in sessions.iter_mut() {
+            assert_eq!(
+                hosts_seen(s),
+                Some(vec!["1".into(), "2".into(), "3".into()])
+            );
+        }
+        // ...and takes it back.
+        sessions[0].set_cohost(2, false);
+        deliver(&mut sessions, 0);
+        for s in sessions.iter_mut() {
+            assert_eq!(hosts_seen(s), Some(vec!["1".into(), "3".into()]));
+            assert!(s.report().alarms.is_empty(), "{:?}", s.report().alarms);
+        }
+        // A guest asking for it gets nothing: it holds no host link.
+        sessions[1].set_cohost(1, false);
+        sessions[1].tick(0);
+        assert!(sessions[1].poll_message().is_none());
+    }
+
+    #[test]
+    fn chat_arrives_with_the_credential_name_and_mislabelled_chat_is_dropped() {
+        let mut sessions = vec![GroupSession::from_welcome(
+            "host",
+            &welcome(1, Role::Host, vec![], true),
+            host_secrets(),
+            0,
+        )
+        .unwrap()];
+        sessions[0].on_server_message(&joined(2, Entry::Lobby, Some(1)), 0);
+        sessions.push(
+            GroupSession::from_welcome(
+                "p2",
+                &welcome(2, Role::Guest, vec![info(1, Role::Host)], false),
+                LinkSecrets::default(),
                 0,
             )
             .unwrap(),

@@ -5,4 +5,4 @@
 
 pub mod group;
 
-pub use group::{E2eeReport, GroupSession, Opened, Unopened};
+pub use group::{E2eeReport, GroupSession, LinkSecrets, Opened, Unopened};

@@ -20,7 +20,7 @@ struct Fixture {
 fn add(host: &mut Member, name: &str, id: &str) -> Member {
     let (pending, kp) = Member::new_pending(Identity::generate(name, id).unwrap()).unwrap();
     host.admit(e2ee::key_package_hash(&kp).unwrap()).unwrap();
-    let (commit, welcome) = host.commit_add(&[&kp]).unwrap();
+    let (commit, welcome) = host.commit_add(&[&kp], 0).unwrap();
     host.merge_pending_commit(0).unwrap();
     let _ = commit;
     pending.join(&welcome, None).unwrap()
@@ -30,14 +30,14 @@ fn fixture() -> &'static Mutex<Fixture> {
     static FIXTURE: OnceLock<Mutex<Fixture>> = OnceLock::new();
     FIXTURE.get_or_init(|| {
         let mut host =
-            Member::create_group(Identity::generate("host", "1").unwrap(), b"fuzz").expect("group");
+            Member::create_group(Identity::generate("host", "1").unwrap(), b"fuzz", &e2ee::HostLinkSecret::generate().unwrap()).expect("group");
         let alice = add(&mut host, "alice", "2");
         // A second commit so that the receiver also holds a previous epoch in grace.
         let (pending, kp) = Member::new_pending(Identity::generate("bob", "3").unwrap()).unwrap();
         let admission = host.admit(e2ee::key_package_hash(&kp).unwrap()).unwrap();
         let mut alice = alice;
         alice.process(&admission, 0).unwrap();
-        let (commit, _welcome) = host.commit_add(&[&kp]).unwrap();
+        let (commit, _welcome) = host.commit_add(&[&kp], 0).unwrap();
         host.merge_pending_commit(0).unwrap();
         alice.process(&commit, 0).unwrap();
         drop(pending);

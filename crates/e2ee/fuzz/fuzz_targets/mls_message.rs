@@ -22,12 +22,12 @@ struct Fixture {
 }
 
 fn build() -> Fixture {
-    let mut host = Member::create_group(Identity::generate("host", "1").unwrap(), b"fuzz").unwrap();
+    let mut host = Member::create_group(Identity::generate("host", "1").unwrap(), b"fuzz", &e2ee::HostLinkSecret::generate().unwrap()).unwrap();
     let (alice_pending, alice_kp) =
         Member::new_pending(Identity::generate("alice", "2").unwrap()).unwrap();
     host.admit(e2ee::key_package_hash(&alice_kp).unwrap())
         .unwrap();
-    let (commit_1, welcome_1) = host.commit_add(&[&alice_kp]).unwrap();
+    let (commit_1, welcome_1) = host.commit_add(&[&alice_kp], 0).unwrap();
     host.merge_pending_commit(0).unwrap();
     let member = alice_pending.join(&welcome_1, None).unwrap();
 
@@ -39,7 +39,7 @@ fn build() -> Fixture {
         .admit(e2ee::key_package_hash(&carol_kp).unwrap())
         .unwrap();
     // Carol's Add, built by the host: alice refuses it unless she processed the admission.
-    let (commit_2, welcome_2) = host.commit_add(&[&carol_kp]).unwrap();
+    let (commit_2, welcome_2) = host.commit_add(&[&carol_kp], 0).unwrap();
     Fixture {
         member,
         messages: vec![
