@@ -41,6 +41,9 @@ pub struct ServerConfig {
     /// fit): simulcast layers then follow what each link carries. Off, layers follow only
     /// tiles, last-N and `max_kbps`.
     pub downlink_estimation: bool,
+    /// The operator's web release key: the server refuses to start with a web app it did not
+    /// sign, and browsers that pinned the app accept updates only under it.
+    pub web_release_key: Option<crate::web_bundle::ReleaseKey>,
 }
 
 /// Who may create meetings through `POST /api/meetings`.
@@ -101,6 +104,7 @@ impl Default for ServerConfig {
             meeting_creation: MeetingCreation::Anyone,
             tls: None,
             downlink_estimation: true,
+            web_release_key: None,
         }
     }
 }

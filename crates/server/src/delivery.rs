@@ -98,7 +98,22 @@ impl GroupDelivery {
         self.waiting.iter().map(|(id, w)| (*id, w))
     }
 
-    /// Makes `creator` (a host) the first member of a new group and returns the group id.
+    /// The group's generation while only its creator is in it and nothing was ever committed:
+    /// a creator that stays silent leaves it so. See `Hub::hand_over_stalled_group`.
+    pub fn untouched_group(&self) -> Option<u64> {
+        self.group
+            .as_ref()
+            .filter(|g| g.epoch == 0 && g.members.len() == 1)
+            .map(|_| self.generation)
+    }
+
+    /// Whether `id` waits to be added with a KeyPackage.
+    pub fn is_waiting(&self, id: ParticipantId) -> bool {
+        self.waiting.contains_key(&id)
+    }
+
+    /// Makes `creator` (a host-link holder) the first member of a new group and returns the
+    /// group id. A group there was is dropped: its members hold keys for nothing.
     pub fn create_group(&mut self, meeting: &MeetingId, creator: ParticipantId) -> Vec<u8> {
         self.generation += 1;
         let id = format!("{meeting}/{}", self.generation).into_bytes();

@@ -28,7 +28,6 @@ use proto::{ErrorCode, MeetingId};
 use sha2::{Digest, Sha256};
 use tracing::warn;
 
-use crate::invitation::{InvitationKey, TokenError};
 use crate::ratelimit::{source_key, RateLimiter, RetryAfter};
 use crate::storage::{MeetingRecord, Storage};
 
@@ -61,6 +60,9 @@ pub struct Pass {
     pub record: MeetingRecord,
     /// host secret matched, or user owns the meeting
     pub host: bool,
+    /// The host secret matched: this client holds the host link (and so the meeting key that
+    /// opens the MLS group); an owning account alone does not.
+    pub host_link: bool,
     pub invitation: Option<InvitationGrant>,
 }
 
@@ -170,21 +172,20 @@ impl PasscodeFailures {
 pub struct Gate {
     knocks: RateLimiter<IpAddr>,
     passcode_failures: PasscodeFailures,
-    invitations: InvitationKey,
+}
+
+impl Default for Gate {
+    fn default() -> Self {
+        Gate::new()
+    }
 }
 
 impl Gate {
-    pub fn new(invitations: InvitationKey) -> Self {
+    pub fn new() -> Self {
         Gate {
             knocks: RateLimiter::new(KNOCK_BURST, KNOCK_PER_SECOND),
             passcode_failures: PasscodeFailures::default(),
-            invitations,
         }
-    }
-
-    /// The key invitation tokens are signed with.
-    pub fn invitation_key(&self) -> &InvitationKey {
-        &self.invitations
     }
 
     /// Takes a token from `peer`'s bucket for a lookup other than a knock (the HTTP meeting
@@ -249,7 +250,7 @@ impl Gate {
         let result = self
             .open_meeting(storage, &knock, source, now_ms)
             .await
-            .map(|(record, _)| record);
+            .map(|(record, _, _)| record);
         self.settle(source, &result);
         result
     }
@@ -302,14 +303,15 @@ impl Gate {
         }
     }
 
-    /// Meeting, host, lockout and passcode: the record and whether the knock is a host's.
+    /// Meeting, host, lockout and passcode: the record, whether the knock is a host's, and
+    /// whether by the host link's secret.
     async fn open_meeting(
         &self,
         storage: &Storage,
         knock: &Knock<'_>,
         source: IpAddr,
         now_ms: i64,
-    ) -> Result<(MeetingRecord, bool), Refusal> {
+    ) -> Result<(MeetingRecord, bool, bool), Refusal> {
         let meeting = knock.meeting;
         let record = match storage.meeting(meeting).await {
             Ok(Some(record)) => record,
@@ -359,7 +361,7 @@ impl Gate {
                 }
             }
         }
-        Ok((record, host))
+        Ok((record, host, secret_matches))
     }
 
     async fn check_after_rate_limit(
@@ -370,7 +372,7 @@ impl Gate {
         now_ms: i64,
     ) -> Result<Pass, Refusal> {
         let meeting = knock.meeting;
-        let (record, host) = self.open_meeting(storage, knock, source, now_ms).await?;
+        let (record, host, host_link) = self.open_meeting(storage, knock, source, now_ms).await?;
         if !host && knock.host_secret.is_some() {
             return Err(Refusal::new(
                 ErrorCode::Forbidden,
@@ -462,6 +464,7 @@ impl Gate {
         Ok(Pass {
             record,
             host,
+            host_link,
             invitation,
         })
     }
@@ -475,23 +478,25 @@ impl Gate {
         token: &str,
         now_ms: i64,
     ) -> Result<(InvitationGrant, bool), InvitationRefusal> {
-        let verified = self
-            .invitations
-            .verify(meeting, token, now_ms / 1000)
-            .map_err(|e| InvitationRefusal::Refused {
-                what: match e {
-                    TokenError::Expired => "expired",
-                    TokenError::NotValid => "not valid",
-                },
+        let presented =
+            crate::invitation::parse(token).map_err(|_| InvitationRefusal::Refused {
+                what: "not valid",
                 id: None,
             })?;
-        let id = verified.invitation_id;
+        let id = presented.invitation_id;
         let refused = |what: &'static str| InvitationRefusal::Refused {
             what,
             id: Some(id.clone()),
         };
         let stored = match storage.invitation(&id).await {
-            Ok(Some(stored)) if stored.meeting_id == meeting.as_str() => stored,
+            Ok(Some(stored))
+                if stored.meeting_id == meeting.as_str()
+                    && stored.token_sha256.as_deref().is_some_and(|digest| {
+                        crate::invitation::digests_match(digest, &presented.token_sha256)
+                    }) =>
+            {
+                stored
+            }
             Ok(_) => return Err(refused("not valid")),
             Err(e) => {
                 warn!("storage error at the gate: {e}");
@@ -569,18 +574,18 @@ mod tests {
             ..MeetingRecord::new(id.clone(), Sha256::digest(b"hostsecret").to_vec(), 0)
         };
         storage.create_meeting(&record).await.unwrap();
-        let key = storage.server_key("invitation_hmac").await.unwrap();
-        (dir, storage, Gate::new(InvitationKey::new(key)), id)
+        (dir, storage, Gate::new(), id)
     }
 
     async fn invite(
         storage: &Storage,
-        gate: &Gate,
+        _gate: &Gate,
         meeting: &MeetingId,
         single_use: bool,
         expires_at: i64,
     ) -> String {
-        let id = InvitationKey::new_invitation_id();
+        let id = crate::invitation::new_invitation_id();
+        let token = format!("tok{id}");
         storage
             .create_invitation(&InvitationRecord {
                 id: id.clone(),
@@ -592,10 +597,11 @@ mod tests {
                 skip_lobby: true,
                 used_at: None,
                 revoked_at: None,
+                token_sha256: Some(Sha256::digest(token.as_bytes()).to_vec()),
             })
             .await
             .unwrap();
-        gate.invitation_key().sign(meeting, &id, expires_at)
+        format!("{id}.{token}")
     }
 
     #[test]
@@ -916,8 +922,7 @@ mod tests {
             ..MeetingRecord::new(id.clone(), vec![0; 32], 0)
         };
         storage.create_meeting(&record).await.unwrap();
-        let key = storage.server_key("invitation_hmac").await.unwrap();
-        let gate = Gate::new(InvitationKey::new(key));
+        let gate = Gate::new();
         let owner = crate::accounts::User {
             id: user_id,
             name: "olga".into(),

@@ -1,6 +1,6 @@
 //! Who is in which live meeting, and how to reach them: the signaling fan-out.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
@@ -55,6 +55,24 @@ struct LiveMeeting {
     /// Everyone connected: members and the lobby.
     connections: HashMap<ParticipantId, OutboundTx>,
     delivery: GroupDelivery,
+    /// Participants whose host secret matched: they hold the host link, and with it the
+    /// meeting key that the MLS group's record must be signed with. Only they are asked to
+    /// create the group (an owning account alone cannot).
+    host_link_holders: HashSet<ParticipantId>,
+}
+
+/// How long a group may stay untouched by its creator while a host-link holder waits to be
+/// added, before that holder is asked to open a new group instead. Any honest member adds a
+/// host-link holder at once (its KeyPackage proves itself), so a wait this long means the
+/// creator is gone or silent.
+pub const GROUP_HANDOVER_MS: u64 = 5000;
+
+/// A group to look at again after [`GROUP_HANDOVER_MS`]: if still untouched, it is handed over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StallCheck {
+    pub meeting: MeetingId,
+    pub generation: u64,
+    pub waiting: ParticipantId,
 }
 
 impl LiveMeeting {
@@ -70,14 +88,22 @@ impl LiveMeeting {
         }
     }
 
-    /// With no MLS group, a moderator creates one and learns who waits.
+    /// With no MLS group, a host-link holder creates one and learns who waits.
     fn start_group_if_needed(&mut self, meeting: &MeetingId) {
         if self.delivery.has_group() {
             return;
         }
-        let Some(host) = self.policy.moderators().next() else {
+        let Some(host) = self
+            .policy
+            .members()
+            .find(|m| self.host_link_holders.contains(m))
+        else {
             return;
         };
+        self.open_group(meeting, host);
+    }
+
+    fn open_group(&mut self, meeting: &MeetingId, host: ParticipantId) {
         let group_id = self.delivery.create_group(meeting, host);
         self.send(
             host,
@@ -180,8 +206,8 @@ impl LiveMeeting {
             return;
         };
         let moderates = info.role.moderates();
-        // The first moderator in a meeting without a group creates it.
-        let create_group = (moderates && !self.delivery.has_group())
+        // The first host-link holder in a meeting without a group creates it.
+        let create_group = (self.host_link_holders.contains(&id) && !self.delivery.has_group())
             .then(|| proto::b64_encode(&self.delivery.create_group(meeting, id)));
         let creates = create_group.is_some();
         let welcome = ServerMessage::Welcome {
@@ -259,6 +285,7 @@ impl Hub {
         meeting: &MeetingId,
         stored: (bool, Permissions),
         knock: Knock,
+        host_link: bool,
         tx: OutboundTx,
     ) -> Result<Vec<Deferred>, Refusal> {
         let now_ms = self.now_ms();
@@ -273,9 +300,13 @@ impl Hub {
                 policy: MeetingPolicy::new(stored.0, stored.1),
                 connections: HashMap::new(),
                 delivery: GroupDelivery::default(),
+                host_link_holders: HashSet::new(),
             });
         let room = live.room;
         live.connections.insert(id, tx.clone());
+        if host_link {
+            live.host_link_holders.insert(id);
+        }
         let effects = match live.policy.knock(knock, now_ms) {
             Ok(effects) => effects,
             Err(refusal) => {
@@ -379,6 +410,7 @@ impl Hub {
             return false;
         };
         live.connections.remove(&id);
+        live.host_link_holders.remove(&id);
         let was_member = live.policy.is_member(id);
         let effects = live.policy.leave(id, reason, now_ms);
         live.apply(&meeting, effects);
@@ -427,15 +459,28 @@ impl Hub {
         }
     }
 
-    /// A waiting participant's KeyPackage: stored, and shown to the group's members.
+    /// A waiting participant's KeyPackage: stored, and shown to the group's members. When a
+    /// host-link holder waits on a group its creator never touched, the caller is to look
+    /// again after [`GROUP_HANDOVER_MS`] (see [`Hub::hand_over_stalled_group`]).
     pub fn mls_key_package(
         &self,
         from: ParticipantId,
         bytes: Vec<u8>,
-    ) -> Result<(), DeliveryError> {
+    ) -> Result<Option<StallCheck>, DeliveryError> {
+        let meeting = lock(&self.state).where_is.get(&from).cloned();
         self.with_meeting(from, |live| {
             let encoded = proto::b64_encode(&bytes);
             live.delivery.key_package(from, bytes)?;
+            let stall = match (live.delivery.untouched_group(), meeting) {
+                (Some(generation), Some(meeting)) if live.host_link_holders.contains(&from) => {
+                    Some(StallCheck {
+                        meeting,
+                        generation,
+                        waiting: from,
+                    })
+                }
+                _ => None,
+            };
             for member in live.delivery.members() {
                 live.send(
                     member,
@@ -445,8 +490,30 @@ impl Hub {
                     },
                 );
             }
-            Ok(())
+            Ok(stall)
         })
+    }
+
+    /// The bounded wait of a [`StallCheck`] is over: if the group is still the same, still
+    /// untouched, and the host-link holder still waits, its creator is silent (or gone without
+    /// a goodbye), so the waiting holder opens a new group and everyone else's KeyPackage goes
+    /// to it. Returns whether it handed over. A silent creator can delay E2EE by this long
+    /// once, but never block it.
+    pub fn hand_over_stalled_group(&self, check: &StallCheck) -> bool {
+        let mut state = lock(&self.state);
+        let Some(live) = state.meetings.get_mut(&check.meeting) else {
+            return false;
+        };
+        let stalled = live.delivery.untouched_group() == Some(check.generation)
+            && live.delivery.is_waiting(check.waiting)
+            && live.policy.is_member(check.waiting)
+            && live.host_link_holders.contains(&check.waiting);
+        if stalled {
+            tracing::warn!(meeting = %check.meeting, participant = check.waiting.0,
+                "the group's creator never added anyone: a waiting host-link holder opens a new group");
+            live.open_group(&check.meeting, check.waiting);
+        }
+        stalled
     }
 
     /// A Commit: ordered by the delivery service, then fanned out with its Welcome.

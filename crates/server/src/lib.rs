@@ -19,6 +19,7 @@ mod storage;
 mod tls;
 mod udp_batch;
 mod web_app;
+pub mod web_bundle;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -28,6 +29,7 @@ pub use metrics::Metrics;
 pub use storage::{
     AuditRecord, Ban, InvitationRecord, MeetingRecord, Storage, StorageError, UserRecord,
 };
+pub use web_bundle::{BundleError, ReleaseKey, WebBundle};
 
 use hub::Hub;
 use media::MediaHandle;
@@ -50,6 +52,8 @@ pub(crate) struct AppContext {
     pub tls: bool,
     /// Failed-login limits.
     pub logins: accounts::LoginThrottle,
+    /// The web app found at start, hashed (and checked against the release key).
+    pub web_bundle: Option<Arc<WebBundle>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +70,8 @@ pub enum ServerError {
     },
     #[error("HTTP server failed: {0}")]
     Http(std::io::Error),
+    #[error("web app: {0}")]
+    WebBundle(#[from] BundleError),
 }
 
 /// A running server.
@@ -73,6 +79,8 @@ pub struct Server {
     pub http_addr: SocketAddr,
     pub media_addr: SocketAddr,
     pub base_url: String,
+    /// The web app this server hands out (None: not built).
+    pub web_bundle: Option<Arc<WebBundle>>,
     metrics: Arc<Metrics>,
     shutdown: watch::Sender<bool>,
     task: tokio::task::JoinHandle<Result<(), ServerError>>,
@@ -87,8 +95,8 @@ impl Server {
             None => None,
         };
         tls::warn_if_plaintext(config.listen, tls.is_some());
+        let web_bundle = web_app::load_bundle(config.web_release_key)?;
         let storage = Storage::open(&config.data_dir).await?;
-        let invitation_key = storage.server_key("invitation_hmac").await?;
         // Computed now, so that even the first unknown-meeting knock takes a wrong passcode's time.
         let _ = tokio::task::spawn_blocking(password::decoy_hash).await;
         let listener = tokio::net::TcpListener::bind(config.listen)
@@ -126,10 +134,11 @@ impl Server {
             metrics: metrics.clone(),
             base_url: base_url.clone(),
             shutdown: shutdown_rx.clone(),
-            gate: gate::Gate::new(invitation::InvitationKey::new(invitation_key)),
+            gate: gate::Gate::new(),
             meeting_creation: config.meeting_creation,
             tls: config.tls.is_some(),
             logins: accounts::LoginThrottle::default(),
+            web_bundle: web_bundle.clone(),
         });
         let app = http::router(ctx);
         let mut stop = shutdown_rx;
@@ -171,10 +180,20 @@ impl Server {
             http_addr,
             media_addr,
             base_url,
+            web_bundle,
             metrics,
             shutdown,
             task,
         })
+    }
+
+    /// The line `conclave serve` prints at start: `web bundle sha256: <hex>`, or that no web app
+    /// is built.
+    pub fn web_bundle_line(&self) -> String {
+        match &self.web_bundle {
+            Some(bundle) => format!("web bundle sha256: {}", bundle.sha256_hex()),
+            None => "web bundle sha256: none (web app not built)".to_owned(),
+        }
     }
 
     pub fn metrics(&self) -> &Metrics {

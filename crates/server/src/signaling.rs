@@ -214,10 +214,24 @@ impl Session {
             ClientMessage::VideoLayout { tiles, max_kbps } => {
                 self.video_layout(tiles, max_kbps).await
             }
-            ClientMessage::MlsKeyPackage { key_package } => self.mls(|hub, id| {
-                let bytes = decode(&key_package)?;
-                hub.mls_key_package(id, bytes).map_err(into_rejection)
-            }),
+            ClientMessage::MlsKeyPackage { key_package } => {
+                let ctx = self.ctx.clone();
+                self.mls(|hub, id| {
+                    let bytes = decode(&key_package)?;
+                    let stall = hub.mls_key_package(id, bytes).map_err(into_rejection)?;
+                    if let Some(check) = stall {
+                        // A silent group creator must not block E2EE: look again later.
+                        tokio::spawn(async move {
+                            tokio::time::sleep(std::time::Duration::from_millis(
+                                crate::hub::GROUP_HANDOVER_MS,
+                            ))
+                            .await;
+                            ctx.hub.hand_over_stalled_group(&check);
+                        });
+                    }
+                    Ok(())
+                })
+            }
             ClientMessage::MlsCommit { commit, welcome } => self.mls(|hub, id| {
                 let commit = decode(&commit)?;
                 let welcome = welcome.as_deref().map(decode).transpose()?;
@@ -438,7 +452,7 @@ impl Session {
         match self
             .ctx
             .hub
-            .knock(&hello.meeting, stored, knock, self.tx.clone())
+            .knock(&hello.meeting, stored, knock, pass.host_link, self.tx.clone())
         {
             Ok(deferred) => {
                 info!(participant = id.0, meeting = %hello.meeting, ?role, "knocked");

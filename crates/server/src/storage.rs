@@ -44,6 +44,7 @@ fn invitation_from_row(row: &sqlx::sqlite::SqliteRow) -> InvitationRecord {
         skip_lobby: row.get(6),
         used_at: row.get(7),
         revoked_at: row.get(8),
+        token_sha256: row.get(9),
     }
 }
 
@@ -114,8 +115,8 @@ pub struct AuditRecord {
     pub detail: String,
 }
 
-/// A per-invitee invitation as stored. Its token is not stored: it is derived from these
-/// fields and the server key (see `invitation.rs`).
+/// A per-invitee invitation as stored: never its secret, only the digest of the token a host's
+/// client derived from it (see `invitation.rs`).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct InvitationRecord {
     pub id: String,
@@ -128,6 +129,10 @@ pub struct InvitationRecord {
     pub skip_lobby: bool,
     pub used_at: Option<i64>,
     pub revoked_at: Option<i64>,
+    /// SHA-256 of the token the host's client derived from the invitation's secret (never the
+    /// secret). Missing on invitations from before clients made them: those admit no one.
+    #[serde(skip)]
+    pub token_sha256: Option<Vec<u8>>,
 }
 
 /// A user account (never its password hash).
@@ -365,7 +370,7 @@ impl Storage {
     pub async fn create_invitation(&self, inv: &InvitationRecord) -> Result<(), StorageError> {
         sqlx::query(
             "INSERT INTO invitations (id, meeting_id, label, created_at, expires_at, single_use, \
-             skip_lobby, used_at, revoked_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             skip_lobby, used_at, revoked_at, token_sha256) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&inv.id)
         .bind(&inv.meeting_id)
@@ -376,13 +381,14 @@ impl Storage {
         .bind(inv.skip_lobby)
         .bind(inv.used_at)
         .bind(inv.revoked_at)
+        .bind(&inv.token_sha256)
         .execute(&self.pool)
         .await?;
         Ok(())
     }
 
     const INVITATION_COLUMNS: &'static str = "id, meeting_id, label, created_at, expires_at, \
-        single_use, skip_lobby, used_at, revoked_at";
+        single_use, skip_lobby, used_at, revoked_at, token_sha256";
 
     pub async fn invitation(&self, inv_id: &str) -> Result<Option<InvitationRecord>, StorageError> {
         let row = sqlx::query(&format!(

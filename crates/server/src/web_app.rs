@@ -8,22 +8,88 @@
 //!
 //! Without a built app, `/` falls through to the small static page in `crates/server/static`,
 //! so the server (and `cargo test`) works on a fresh clone where `web/dist` does not exist.
+//!
+//! The app's identity (`web_bundle`): hashed at start, served at `GET /api/bundle` (with the
+//! release key and signature) and `GET /bundle-manifest.json`, for the service worker at
+//! `/sw.js` that pins it in the browser.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use axum::extract::Request;
-use axum::http::{header, Method, StatusCode};
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderName, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::Router;
+use axum::{Json, Router};
+
+use crate::web_bundle::{BundleError, ReleaseKey, WebBundle};
+use crate::AppContext;
 
 /// Hashed asset names never change content: browsers may keep them for a year.
 const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 
 /// The asset routes; merged into the main router (whose security headers apply).
-pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
-    Router::new().route("/assets/{*path}", get(asset))
+pub fn routes() -> Router<Arc<AppContext>> {
+    Router::new()
+        .route("/assets/{*path}", get(asset))
+        .route("/sw.js", get(service_worker))
+        .route("/api/bundle", get(bundle_info))
+        .route("/bundle-manifest.json", get(bundle_manifest))
+}
+
+/// Finds and hashes the built app at start; with a release key, refuses one it did not sign.
+pub fn load_bundle(release_key: Option<ReleaseKey>) -> Result<Option<Arc<WebBundle>>, BundleError> {
+    match web_dir() {
+        Some(dir) => Ok(Some(Arc::new(WebBundle::load(&dir, release_key)?))),
+        None => Ok(None),
+    }
+}
+
+/// `{"sha256", "release_key", "signature"}`: what the service worker pins and checks updates by.
+async fn bundle_info(State(ctx): State<Arc<AppContext>>) -> Response {
+    let bundle = ctx.web_bundle.as_deref();
+    let body = serde_json::json!({
+        "sha256": bundle.map(WebBundle::sha256_hex),
+        "release_key": bundle.and_then(|b| b.release_key).map(|k| k.to_string()),
+        "signature": bundle.and_then(|b| b.signature.clone()),
+    });
+    ([(header::CACHE_CONTROL, "no-store")], Json(body)).into_response()
+}
+
+/// The manifest of the app as hashed at start (not the file found in the folder).
+async fn bundle_manifest(State(ctx): State<Arc<AppContext>>) -> Response {
+    match ctx.web_bundle.as_deref() {
+        Some(bundle) => (
+            [
+                (header::CONTENT_TYPE, "application/json"),
+                (header::CACHE_CONTROL, "no-store"),
+            ],
+            bundle.manifest.to_json(),
+        )
+            .into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+/// The service worker: at the site root so that its scope is the whole app. Browsers check it
+/// for changes on every navigation, bypassing their HTTP cache.
+async fn service_worker(State(ctx): State<Arc<AppContext>>) -> Response {
+    let Some(bundle) = ctx.web_bundle.as_deref() else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    match tokio::fs::read(bundle.dir.join("sw.js")).await {
+        Ok(bytes) => (
+            [
+                (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+                (header::CACHE_CONTROL, "no-cache"),
+                (HeaderName::from_static("service-worker-allowed"), "/"),
+            ],
+            bytes,
+        )
+            .into_response(),
+        Err(_) => StatusCode::NOT_FOUND.into_response(),
+    }
 }
 
 /// Middleware in front of the page routes: `/` and `/m/{id}` get the app's `index.html` when

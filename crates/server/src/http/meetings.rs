@@ -1,5 +1,10 @@
 //! The meeting API: create (with passcode, invitation requirement, permissions), look up,
 //! and the host-only invitations and audit log.
+//!
+//! The server never makes a link's secrets. A client creating a meeting makes the host link
+//! itself and sends only the SHA-256 of the host secret derived from it; a host's client making
+//! an invitation sends only the SHA-256 of its token. So the answers carry no host link and no
+//! invitation link: the client composes those (`e2ee::link_secrets`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,12 +17,10 @@ use axum::Json;
 use proto::MeetingId;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use super::api::{authorize_host, current_user, json_body, same_origin, ApiError};
 use super::unix_now;
 use crate::config::MeetingCreation;
-use crate::invitation::InvitationKey;
 use crate::storage::{InvitationRecord, MeetingRecord};
 use crate::AppContext;
 
@@ -30,6 +33,8 @@ const MAX_INVITATION_SECS: u64 = 90 * 24 * 3600;
 #[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct NewMeeting {
+    /// Hex SHA-256 of the host secret the client derived from the host link it made.
+    host_secret_sha256: Option<String>,
     passcode: Option<String>,
     #[serde(default)]
     require_invitation: bool,
@@ -39,9 +44,21 @@ struct NewMeeting {
 #[derive(Serialize)]
 struct CreatedMeeting {
     id: String,
+    /// The join link without the meeting key (`#k=`), which only the creating client has
+    /// and adds; with `#pwd=` for a passcode.
     join_url: String,
-    host_url: String,
-    host_secret: String,
+}
+
+/// A hex SHA-256 digest from a request body.
+fn digest_field(value: Option<&str>, field: &str) -> Result<Vec<u8>, ApiError> {
+    value
+        .and_then(|hex| data_encoding::HEXLOWER_PERMISSIVE.decode(hex.as_bytes()).ok())
+        .filter(|d| d.len() == 32)
+        .ok_or_else(|| {
+            ApiError::invalid(format!(
+                "{field} (64 hex digits) is required: the client makes the link's secret and sends only its digest (`conclave meeting create`, `conclave meeting invite` and the web app do)"
+            ))
+        })
 }
 
 /// Percent-encodes everything but RFC 3986 unreserved characters, for a URL fragment value.
@@ -74,6 +91,10 @@ async fn create(
     body: &Bytes,
 ) -> Result<CreatedMeeting, ApiError> {
     let request: NewMeeting = json_body(body)?;
+    let host_secret_sha256 = digest_field(
+        request.host_secret_sha256.as_deref(),
+        "host_secret_sha256",
+    )?;
     let owner = current_user(ctx, headers).await;
     if owner.is_some() {
         // The cookie makes the account the owner: only our own pages may use it so.
@@ -110,23 +131,14 @@ async fn create(
     };
 
     let mut id_bytes = [0u8; 16];
-    let mut secret_bytes = [0u8; 16];
     rand::rng().fill_bytes(&mut id_bytes);
-    rand::rng().fill_bytes(&mut secret_bytes);
     let id = MeetingId::from_random_bytes(id_bytes);
-    let host_secret = data_encoding::BASE32_NOPAD
-        .encode(&secret_bytes)
-        .to_ascii_lowercase();
     let record = MeetingRecord {
         passcode_hash,
         require_invitation: request.require_invitation,
         permissions,
         owner_user_id: owner.as_ref().map(|u| u.id),
-        ..MeetingRecord::new(
-            id.clone(),
-            Sha256::digest(host_secret.as_bytes()).to_vec(),
-            unix_now(),
-        )
+        ..MeetingRecord::new(id.clone(), host_secret_sha256, unix_now())
     };
     ctx.storage
         .create_meeting(&record)
@@ -143,9 +155,7 @@ async fn create(
     };
     Ok(CreatedMeeting {
         id: id.to_string(),
-        host_url: format!("{base}#host={host_secret}"),
         join_url,
-        host_secret,
     })
 }
 
@@ -204,28 +214,8 @@ struct NewInvitation {
     single_use: bool,
     #[serde(default)]
     skip_lobby: bool,
-}
-
-#[derive(Serialize)]
-struct InvitationView {
-    #[serde(flatten)]
-    record: InvitationRecord,
-    token: String,
-    url: String,
-}
-
-fn view(
-    ctx: &AppContext,
-    key: &InvitationKey,
-    meeting: &MeetingId,
-    record: InvitationRecord,
-) -> InvitationView {
-    let token = key.sign(meeting, &record.id, record.expires_at);
-    InvitationView {
-        url: format!("{}/m/{meeting}#invite={token}", ctx.base_url),
-        token,
-        record,
-    }
+    /// Hex SHA-256 of the token the host's client derived from the invitation's secret.
+    token_sha256: Option<String>,
 }
 
 pub async fn create_invitation(
@@ -238,6 +228,7 @@ pub async fn create_invitation(
     let result = async {
         let (meeting, proof) = authorize_host(&ctx, peer.ip(), &headers, &id, true).await?;
         let request: NewInvitation = json_body(&body)?;
+        let token_sha256 = digest_field(request.token_sha256.as_deref(), "token_sha256")?;
         let label = request.label.trim().to_owned();
         if label.chars().count() > LABEL_MAX_CHARS || label.chars().any(char::is_control) {
             return Err(ApiError::invalid(format!(
@@ -259,7 +250,7 @@ pub async fn create_invitation(
         }
         let now = unix_now();
         let record = InvitationRecord {
-            id: InvitationKey::new_invitation_id(),
+            id: crate::invitation::new_invitation_id(),
             meeting_id: meeting.id.to_string(),
             label,
             created_at: now,
@@ -268,6 +259,7 @@ pub async fn create_invitation(
             skip_lobby: request.skip_lobby,
             used_at: None,
             revoked_at: None,
+            token_sha256: Some(token_sha256),
         };
         ctx.storage
             .create_invitation(&record)
@@ -288,10 +280,9 @@ pub async fn create_invitation(
             )
             .await
             .map_err(ApiError::storage)?;
-        let view = view(&ctx, ctx.gate.invitation_key(), &meeting.id, record);
         Ok(serde_json::json!({
-            "id": view.record.id, "token": view.token, "url": view.url,
-            "expires_at": view.record.expires_at,
+            "id": record.id, "expires_at": record.expires_at,
+            "url": format!("{}/m/{}", ctx.base_url, meeting.id),
         }))
     }
     .await;
@@ -314,12 +305,7 @@ pub async fn list_invitations(
             .invitations(&meeting.id)
             .await
             .map_err(ApiError::storage)?;
-        let key = ctx.gate.invitation_key();
-        let views: Vec<_> = records
-            .into_iter()
-            .map(|r| view(&ctx, key, &meeting.id, r))
-            .collect();
-        Ok(serde_json::json!({ "invitations": views }))
+        Ok(serde_json::json!({ "invitations": records }))
     }
     .await;
     match result {
