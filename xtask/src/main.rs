@@ -4,8 +4,12 @@
 //! - `run [ARGS]`: setup, release build, then `conclave serve ARGS`.
 //! - `test`: setup, formatting and lint checks, every test, the browser suite, then bounded
 //!   fuzzing.
-//! - `web`: builds the browser app (wasm E2EE core + Vite) into web/dist.
+//! - `web`: builds the browser app (wasm E2EE core + Vite) into web/dist, reproducibly, and
+//!   writes its manifest and bundle hash (web/dist/bundle-manifest.json).
 //! - `web-test`: builds it and runs the browser suite only.
+//! - `web-reproducible`: builds it, then again from a clean web/dist, and compares.
+//! - `web-keygen PATH`: makes a web release signing key (prints its public key).
+//! - `web-sign --key PATH [--web-dir DIR]`: signs the built app (writes DIR/bundle.sig).
 //! - `clips`: regenerates the bots' media clips with ffmpeg.
 //! - `bench [ARGS]`: the load benchmark (Conclave, Janus and the raw UDP floor side by side).
 
@@ -13,6 +17,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
+
+/// The bundle hash and release signatures: the server's own definition, compiled in here too
+/// so that `cargo xtask` needs no server build.
+#[allow(dead_code)]
+#[path = "../../crates/server/src/web_bundle.rs"]
+mod web_bundle;
 
 fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
@@ -32,6 +42,13 @@ fn main() -> Result<()> {
             web_build()?;
             web_test()
         }
+        "web-reproducible" => {
+            setup()?;
+            web_build()?;
+            web_reproducible()
+        }
+        "web-keygen" => web_keygen(&rest),
+        "web-sign" => web_sign(&rest),
         "run" => {
             setup()?;
             web_build()?;
@@ -54,7 +71,7 @@ fn main() -> Result<()> {
         }
         _ => {
             eprintln!(
-                "usage: cargo xtask <setup | run [serve args] | test | web | web-test | clips | bench [args]>"
+                "usage: cargo xtask <setup | run [serve args] | test | web | web-test | web-reproducible | web-keygen PATH | web-sign --key PATH [--web-dir DIR] | clips | bench [args]>"
             );
             bail!("unknown task {task:?}")
         }
@@ -161,23 +178,161 @@ fn target_dir() -> PathBuf {
 }
 
 /// Builds the browser app: the `web-session` wasm (the E2EE core for the browser) with its
-/// JS bindings into web/src/wasm, then the Vite build into web/dist (served by the server).
+/// JS bindings into web/src/wasm, then the Vite build into web/dist (served by the server),
+/// then web/dist/bundle-manifest.json. Reproducible: the same tree and tools give the same
+/// bytes, wherever the tree and the cargo home are (their paths, which panic messages carry
+/// into the wasm, are remapped; Vite names files by content and writes no dates).
 fn web_build() -> Result<()> {
-    run(cargo().args([
-        "build",
-        "-p",
-        "web-session",
-        "--target",
-        "wasm32-unknown-unknown",
-        "--release",
-    ]))?;
+    let root = std::fs::canonicalize(".").context("the project root")?;
+    let cargo_home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| Path::new(&home).join(".cargo")))
+        .and_then(|dir| std::fs::canonicalize(dir).ok());
+    let mut remap = vec![format!("--remap-path-prefix={}=/conclave", root.display())];
+    if let Some(home) = cargo_home {
+        remap.push(format!("--remap-path-prefix={}=/cargo", home.display()));
+    }
+    // With `--target`, these flags reach only the wasm crates, not build scripts or the host
+    // builds (whose caches stay as they are). They replace any RUSTFLAGS: the build is the same
+    // whatever the environment says.
+    run(cargo()
+        .args([
+            "build",
+            "-p",
+            "web-session",
+            "--target",
+            "wasm32-unknown-unknown",
+            "--release",
+        ])
+        .env_remove("RUSTFLAGS")
+        .env("CARGO_ENCODED_RUSTFLAGS", remap.join("\x1f")))?;
     let wasm = target_dir().join("wasm32-unknown-unknown/release/web_session.wasm");
     run(Command::new("wasm-bindgen")
         .args(["--target", "web", "--out-dir", "web/src/wasm"])
         .arg(&wasm))?;
     run(Command::new("npm")
         .args(["run", "build"])
-        .current_dir("web"))
+        .current_dir("web")
+        .env("SOURCE_DATE_EPOCH", "0"))?;
+    let dist = Path::new("web/dist");
+    let manifest = web_bundle::Manifest::of_dir(dist)?;
+    std::fs::write(dist.join(web_bundle::MANIFEST_FILE), manifest.to_json())
+        .context("writing the bundle manifest")?;
+    println!(
+        "xtask: web bundle sha256: {} ({} files)",
+        web_bundle::hex(&manifest.sha256()),
+        manifest.files.len()
+    );
+    Ok(())
+}
+
+/// Builds the app a second time from a clean output (web/dist and the wasm bindings deleted)
+/// and fails unless every file comes out the same. Cargo's cache of the wasm compile is kept:
+/// what this proves is that nothing after rustc (wasm-bindgen, tsc, Vite) adds anything of the
+/// moment, and rustc's part is pinned by the remapped paths (see `web_build`).
+fn web_reproducible() -> Result<()> {
+    let first = web_bundle::Manifest::of_dir(Path::new("web/dist"))?;
+    for dir in ["web/dist", "web/src/wasm"] {
+        std::fs::remove_dir_all(dir).with_context(|| format!("removing {dir}"))?;
+    }
+    let started = std::time::Instant::now();
+    web_build()?;
+    let second = web_bundle::Manifest::of_dir(Path::new("web/dist"))?;
+    let mut differ: Vec<String> = Vec::new();
+    for (path, digest) in &first.files {
+        if second.files.get(path) != Some(digest) {
+            differ.push(path.clone());
+        }
+    }
+    differ.extend(
+        second
+            .files
+            .keys()
+            .filter(|path| !first.files.contains_key(*path))
+            .cloned(),
+    );
+    if !differ.is_empty() || first.sha256() != second.sha256() {
+        bail!(
+            "the web app is not reproducible: a second build from a clean web/dist differs in {}",
+            differ.join(", ")
+        );
+    }
+    println!(
+        "xtask: web build reproducible: two builds give web bundle sha256 {} (second build {:.0} s)",
+        web_bundle::hex(&second.sha256()),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// `cargo xtask web-keygen PATH`: a new Ed25519 release key, its 32-byte seed written to PATH
+/// as hex (owner-only), its public key printed for `conclave serve --web-release-key`.
+fn web_keygen(args: &[String]) -> Result<()> {
+    let [path] = args else {
+        bail!("usage: cargo xtask web-keygen PATH")
+    };
+    let path = Path::new(path);
+    if path.exists() {
+        bail!("{} exists: not overwriting a key", path.display());
+    }
+    let mut seed = [0u8; 32];
+    std::io::Read::read_exact(
+        &mut std::fs::File::open("/dev/urandom").context("opening /dev/urandom")?,
+        &mut seed,
+    )?;
+    let mut file = std::fs::OpenOptions::new();
+    file.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut file, 0o600);
+    let mut file = file
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    std::io::Write::write_all(
+        &mut file,
+        format!("{}\n", web_bundle::hex(&seed)).as_bytes(),
+    )?;
+    let public = web_bundle::release_key_of(&web_bundle::signing_key(&seed));
+    println!("release key: {public}");
+    println!("serve with: conclave serve --web-release-key {public}");
+    Ok(())
+}
+
+/// `cargo xtask web-sign --key PATH [--web-dir DIR]`: signs the app in DIR (default web/dist)
+/// as it is on disk, writing DIR/bundle.sig.
+fn web_sign(args: &[String]) -> Result<()> {
+    let mut key = None;
+    let mut dir = PathBuf::from("web/dist");
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        match (arg.as_str(), args.next()) {
+            ("--key", Some(value)) => key = Some(PathBuf::from(value)),
+            ("--web-dir", Some(value)) => dir = PathBuf::from(value),
+            _ => bail!("usage: cargo xtask web-sign --key PATH [--web-dir DIR]"),
+        }
+    }
+    let Some(key) = key else {
+        bail!("usage: cargo xtask web-sign --key PATH [--web-dir DIR]")
+    };
+    let text = std::fs::read(&key).with_context(|| format!("reading {}", key.display()))?;
+    let seed: [u8; 32] = match <[u8; 32]>::try_from(text.as_slice()) {
+        Ok(raw) => raw,
+        Err(_) => web_bundle::parse_hex(String::from_utf8_lossy(&text).trim(), "key file")?,
+    };
+    let signing = web_bundle::signing_key(&seed);
+    let manifest = web_bundle::Manifest::of_dir(&dir)?;
+    let bundle = manifest.sha256();
+    let signature = web_bundle::sign(&signing, &bundle);
+    std::fs::write(
+        dir.join(web_bundle::SIGNATURE_FILE),
+        format!("{signature}\n"),
+    )
+    .with_context(|| format!("writing {}", dir.join(web_bundle::SIGNATURE_FILE).display()))?;
+    println!(
+        "signed web bundle {} with release key {}",
+        web_bundle::hex(&bundle),
+        web_bundle::release_key_of(&signing)
+    );
+    Ok(())
 }
 
 /// The browser suite (Playwright + Chromium) against a real `conclave serve` and bots.
@@ -275,6 +430,7 @@ fn test() -> Result<()> {
     ]))?;
     run(cargo().args(["test", "--workspace", "--all-targets"]))?;
     web_build()?;
+    web_reproducible()?;
     web_test()?;
     // Bounded fuzzing of everything that reads bytes from the network in the E2EE core.
     run(Command::new("bash").args(["crates/e2ee/fuzz/run.sh", FUZZ_SECONDS_PER_TARGET]))
@@ -344,4 +500,38 @@ fn ffmpeg(source: &str, options: &[&str], out: &Path) -> Result<()> {
         .args(["-loglevel", "error", "-y", "-f", "lavfi", "-i", source])
         .args(options)
         .arg(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_from_web_keygen_signs_an_app_the_server_accepts() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = dir.path().join("dist");
+        std::fs::create_dir_all(app.join("assets")).unwrap();
+        std::fs::write(app.join("index.html"), "<html>").unwrap();
+        std::fs::write(app.join("assets/a.js"), "1").unwrap();
+        let key = dir.path().join("release.key").display().to_string();
+        web_keygen(std::slice::from_ref(&key)).unwrap();
+        let err = web_keygen(std::slice::from_ref(&key)).unwrap_err();
+        assert!(err.to_string().contains("not overwriting"), "{err}");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&key).unwrap().permissions().mode();
+            assert_eq!(mode & 0o077, 0, "the key file is the owner's only");
+        }
+        let sign_args = ["--key", &key, "--web-dir", &app.display().to_string()].map(String::from);
+        web_sign(&sign_args).unwrap();
+        let seed: [u8; 32] =
+            web_bundle::parse_hex(std::fs::read_to_string(&key).unwrap().trim(), "key").unwrap();
+        let public = web_bundle::release_key_of(&web_bundle::signing_key(&seed));
+        web_bundle::WebBundle::load(&app, Some(public)).unwrap();
+        // A changed file after signing: the signature no longer holds.
+        std::fs::write(app.join("assets/a.js"), "2").unwrap();
+        let err = web_bundle::WebBundle::load(&app, Some(public)).unwrap_err();
+        assert!(err.to_string().contains("is not a signature"), "{err}");
+    }
 }

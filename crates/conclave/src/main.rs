@@ -75,6 +75,10 @@ struct ServeArgs {
     /// its link carries, as an SFU without congestion control does.
     #[arg(long, env = "CONCLAVE_DOWNLINK_ESTIMATION", default_value_t = true, action = clap::ArgAction::Set)]
     downlink_estimation: bool,
+    /// The web app's release key (Ed25519 public key, 64 hex digits): refuse to start with a
+    /// web app it did not sign; browsers that pinned the app take only updates it signed.
+    #[arg(long, env = "CONCLAVE_WEB_RELEASE_KEY")]
+    web_release_key: Option<server::ReleaseKey>,
 }
 
 #[derive(Args)]
@@ -262,11 +266,13 @@ async fn serve(args: ServeArgs) -> Result<()> {
         meeting_creation: args.meeting_creation,
         tls,
         downlink_estimation: args.downlink_estimation,
+        web_release_key: args.web_release_key,
         ..server::ServerConfig::default()
     };
     let running = server::Server::start(config)
         .await
         .context("conclave serve could not start")?;
+    println!("{}", running.web_bundle_line());
     info!(
         media = %running.media_addr,
         "Conclave is running: open {}/ in a browser",
