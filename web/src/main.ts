@@ -3,6 +3,7 @@
 import './style.css';
 import { h } from './dom';
 import { detectE2eeSupport } from './e2ee/e2ee-client';
+import { integrityBanner, startIntegrity } from './integrity/client';
 import { parseMeetingLink, shareableLink, testSwitches } from './links';
 import { MeetingController } from './meeting/controller';
 import { renderLanding } from './views/landing';
@@ -19,6 +20,9 @@ declare global {
 
 const root = document.getElementById('app');
 if (!root) throw new Error('no #app element');
+// The service worker that pins this web app, and its warnings (src/integrity).
+document.body.prepend(integrityBanner());
+void startIntegrity();
 
 async function startMeetingApp(app: HTMLElement): Promise<void> {
   const link = parseMeetingLink(location);

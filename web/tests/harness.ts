@@ -38,7 +38,7 @@ function chromiumPath(): string {
   return process.env['CHROMIUM'] ?? execSync('command -v chromium', { shell: '/bin/sh' }).toString().trim();
 }
 
-async function freePort(): Promise<number> {
+export async function freePort(): Promise<number> {
   return new Promise((ok, fail) => {
     const probe = createServer();
     probe.once('error', fail);
@@ -69,21 +69,43 @@ export async function waitFor<T>(what: string, check: () => Promise<T | null | u
 
 export interface RunningServer {
   base: string;
+  port: number;
+  /** The hash from the `web bundle sha256: ` line `conclave serve` printed at start. */
+  bundleSha256: string;
   stop(): Promise<void>;
   createMeeting(): Promise<{ id: string; join_url: string; host_url: string }>;
 }
 
-export async function startServer(): Promise<RunningServer> {
-  const port = await freePort();
+export interface ServerOptions {
+  /** Listen on this port (a restarted server keeps its origin, and so a browser's service worker). */
+  port?: number;
+  /** The built app to serve (default: web/dist). */
+  webDir?: string;
+  /** More `conclave serve` flags. */
+  args?: string[];
+}
+
+export async function startServer(options: ServerOptions = {}): Promise<RunningServer> {
+  const port = options.port ?? (await freePort());
   const dataDir = mkdtempSync(joinPath(tmpdir(), 'conclave-web-test-'));
   const base = `http://127.0.0.1:${port}`;
-  const child = spawn(conclaveBinary(), ['serve', '--listen', `127.0.0.1:${port}`, '--media-port', '0', '--data-dir', dataDir], {
-    env: { ...process.env, RUST_LOG: process.env['RUST_LOG'] ?? 'warn', NO_COLOR: '1', CONCLAVE_WEB_DIR: joinPath(repoRoot, 'web/dist') },
-    stdio: ['ignore', 'inherit', 'inherit'],
+  const env: NodeJS.ProcessEnv = { ...process.env, RUST_LOG: process.env['RUST_LOG'] ?? 'warn', NO_COLOR: '1', CONCLAVE_WEB_DIR: options.webDir ?? joinPath(repoRoot, 'web/dist') };
+  delete env['CONCLAVE_WEB_RELEASE_KEY'];
+  const child = spawn(conclaveBinary(), ['serve', '--listen', `127.0.0.1:${port}`, '--media-port', '0', '--data-dir', dataDir, ...(options.args ?? [])], {
+    env,
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  let stdout = '';
+  child.stdout?.on('data', (chunk: Buffer) => {
+    stdout += chunk.toString();
+    process.stdout.write(chunk);
   });
   await waitFor('conclave serve to answer /healthz', async () => (await fetch(`${base}/healthz`).catch(() => null))?.ok, 30_000);
+  const bundleSha256 = await waitFor('conclave serve to print its web bundle hash', async () => /^web bundle sha256: (.*)$/m.exec(stdout)?.[1], 10_000);
   return {
     base,
+    port,
+    bundleSha256,
     async stop() {
       await stopProcess(child);
       rmSync(dataDir, { recursive: true, force: true });

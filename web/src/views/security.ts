@@ -2,6 +2,7 @@
 // aloud proves nobody (not even the server) sits in the middle.
 
 import { h } from '../dom';
+import { aboutThisApp } from '../integrity/client';
 import type { MeetingController } from '../meeting/controller';
 
 export function renderSecurity(meeting: MeetingController): HTMLElement {
@@ -23,5 +24,6 @@ export function renderSecurity(meeting: MeetingController): HTMLElement {
       { class: 'hint' },
       'Everyone in this meeting sees the same code right now. Read a part of it aloud and ask the others to check theirs: if the codes match, nobody else is listening in, not even the server. The code changes whenever someone joins or leaves.',
     ),
+    aboutThisApp(),
   );
 }
