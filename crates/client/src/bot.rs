@@ -63,6 +63,11 @@ pub struct BotOptions {
     pub simulcast: bool,
     /// The most the bot asks to receive in total (`video_layout.max_kbps`).
     pub max_receive_kbps: Option<u32>,
+    /// As a host-link holder: make participants with these names co-hosts when they join,
+    /// at the server (role) and in the MLS group (a promotion signed with the meeting key).
+    pub promote: Vec<String>,
+    /// Take each promotion back this long after making it.
+    pub demote_after: Option<Duration>,
 }
 
 impl BotOptions {
@@ -78,6 +83,8 @@ impl BotOptions {
             speaking: true,
             simulcast: false,
             max_receive_kbps: None,
+            promote: Vec::new(),
+            demote_after: None,
         }
     }
 }
@@ -133,6 +140,8 @@ pub struct Bot {
     speakers: Vec<String>,
     /// Lobby entries this bot already asked to admit: lobby snapshots can cross an admission.
     admitting: std::collections::HashSet<u64>,
+    /// Promotions this bot made (`--promote`), and when.
+    promoted: Vec<(proto::ParticipantId, Instant)>,
 }
 
 /// Runs a bot for its duration and returns its report.
@@ -152,6 +161,7 @@ pub async fn run(options: BotOptions) -> Result<Report, BotError> {
         e2ee_done: E2eeReport::default(),
         started: Instant::now(),
         admitting: Default::default(),
+        promoted: Vec::new(),
         downlink_dropped: 0,
         received_bytes: 0,
         received_datagrams: 0,
@@ -253,8 +263,12 @@ impl Bot {
         true
     }
 
+    /// Unix milliseconds: the group session checks invitation expiry against it.
     fn now_ms(&self) -> u64 {
-        self.started.elapsed().as_millis() as u64
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0)
     }
 
     fn report(&self) -> Report {
@@ -301,9 +315,9 @@ impl Bot {
             &ClientMessage::Hello {
                 meeting: self.link.meeting.clone(),
                 name: self.options.name.clone(),
-                host_secret: self.link.host_secret.clone(),
+                host_secret: self.link.hello_host_secret(),
                 passcode: self.link.passcode.clone(),
-                invite: self.link.invite.clone(),
+                invite: self.link.hello_invite(),
                 device_id: Some(self.device_id.clone()),
                 client_version: concat!("conclave-bot/", env!("CARGO_PKG_VERSION")).into(),
             },
@@ -322,8 +336,10 @@ impl Bot {
         let participant_id = participant_id.0;
         self.participant_id = Some(participant_id);
         info!(name = %self.options.name, participant = participant_id, "joined");
-        let group = GroupSession::from_welcome(&self.options.name, &welcome, self.now_ms())
-            .map_err(|e| BotError::Media(format!("cannot start E2EE: {e}")))?;
+        let secrets = self.link.secrets()?;
+        let group =
+            GroupSession::from_welcome(&self.options.name, &welcome, secrets, self.now_ms())
+                .map_err(|e| BotError::Media(format!("cannot start E2EE: {e}")))?;
         let mut session = self.open_media(group).await?;
         for other in participants {
             session.names.insert(other.id.0, other.name.clone());
@@ -487,6 +503,7 @@ impl Bot {
                 _ = tokio::time::sleep_until(wake.into()) => {
                     deliver_downlink(s);
                     let now = Instant::now();
+                    self.demote_due(ws, s, now).await?;
                     s.group.tick(self.now_ms());
                     flush_group(ws, &mut s.group).await?;
                     self.errors.extend(s.group.take_errors());
@@ -683,7 +700,60 @@ impl Bot {
         }
     }
 
-    /// Handles one signaling message; returns how the session ends, if it does.
+    /// Makes `participant` a co-host (or takes it back): the server's role, for its powers
+    /// there, and the group's host set, for admissions members accept.
+    async fn set_cohost(
+        &mut self,
+        ws: &mut Ws,
+        s: &mut Session,
+        participant: proto::ParticipantId,
+        cohost: bool,
+    ) -> Result<(), BotError> {
+        info!(name = %self.options.name, participant = participant.0, cohost, "changing co-host");
+        let role = if cohost {
+            proto::Role::CoHost
+        } else {
+            proto::Role::Guest
+        };
+        send(
+            ws,
+            &ClientMessage::SetRole {
+                participant_id: participant,
+                role,
+            },
+        )
+        .await?;
+        s.group.set_cohost(participant.0, cohost);
+        if cohost {
+            self.promoted.push((participant, Instant::now()));
+        }
+        Ok(())
+    }
+
+    /// `--demote-after`: takes back promotions that are due.
+    async fn demote_due(
+        &mut self,
+        ws: &mut Ws,
+        s: &mut Session,
+        now: Instant,
+    ) -> Result<(), BotError> {
+        let Some(after) = self.options.demote_after else {
+            return Ok(());
+        };
+        let due: Vec<proto::ParticipantId> = self
+            .promoted
+            .iter()
+            .filter(|(_, at)| now.duration_since(*at) >= after)
+            .map(|(p, _)| *p)
+            .collect();
+        self.promoted
+            .retain(|(_, at)| now.duration_since(*at) < after);
+        for participant in due {
+            self.set_cohost(ws, s, participant, false).await?;
+        }
+        Ok(())
+    }
+
     /// With `--admit-all`, a host bot lets in everyone who waits.
     async fn admit_waiting(
         &mut self,
@@ -770,6 +840,9 @@ impl Bot {
                 s.keyframe_requested = true;
             }
             ServerMessage::ParticipantJoined { participant, .. } => {
+                if self.options.promote.contains(&participant.name) && s.group.holds_host_link() {
+                    self.set_cohost(ws, s, participant.id, true).await?;
+                }
                 s.names.insert(participant.id.0, participant.name);
             }
             ServerMessage::ParticipantLeft {

@@ -5,6 +5,7 @@ pub mod bot;
 pub mod clip;
 pub mod downlink;
 pub mod join_url;
+pub mod meeting_links;
 pub mod receive;
 pub mod report;
 

@@ -169,6 +169,13 @@ struct BotArgs {
     /// benchmarks, where no person sits at the host's screen).
     #[arg(long)]
     admit_all: bool,
+    /// With a host link: make the participant of this name a co-host when it joins, at the
+    /// server and in the MLS group (a promotion signed with the meeting key). Repeatable.
+    #[arg(long, value_name = "NAME")]
+    promote: Vec<String>,
+    /// Take each `--promote` back this many seconds after making it.
+    #[arg(long, value_name = "SECONDS")]
+    demote_after: Option<f64>,
     /// Send silence (RFC 6464 level -127, one comfort-noise frame every 400 ms as Opus DTX
     /// does) instead of speech-level audio.
     #[arg(long)]
@@ -309,36 +316,21 @@ async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
+/// Makes the meeting's host link here (the server gets only a digest of its host secret) and
+/// prints both links.
 async fn create_meeting(
     server: &str,
     passcode: Option<String>,
     require_invitation: bool,
 ) -> Result<()> {
-    let url = format!("{}/api/meetings", server.trim_end_matches('/'));
-    let mut request = serde_json::json!({ "require_invitation": require_invitation });
+    let mut options = serde_json::json!({ "require_invitation": require_invitation });
     if let Some(passcode) = passcode {
-        request["passcode"] = passcode.into();
+        options["passcode"] = passcode.into();
     }
-    let body = send_json(reqwest::Client::new().post(&url).json(&request), &url).await?;
-    let (Some(join), Some(host)) = (body["join_url"].as_str(), body["host_url"].as_str()) else {
-        bail!("{url} answered without join_url/host_url: {body}");
-    };
-    println!("join: {join}");
-    println!("host: {host}");
+    let links = client::meeting_links::create_meeting(server, options, None).await?;
+    println!("join: {}", links.join_url);
+    println!("host: {}", links.host_url);
     Ok(())
-}
-
-/// `<base>/m/<id>#host=<secret>` → (base, id, secret).
-fn parse_host_link(link: &str) -> Result<(&str, &str, &str)> {
-    let parsed = (|| {
-        let (page, fragment) = link.split_once('#')?;
-        let secret = fragment
-            .split('&')
-            .find_map(|pair| pair.strip_prefix("host="))?;
-        let (base, id) = page.rsplit_once("/m/")?;
-        Some((base, id, secret))
-    })();
-    parsed.with_context(|| format!("{link:?} is not a host link (<server>/m/<id>#host=<secret>)"))
 }
 
 /// `90s`, `90m`, `24h`, `7d` or plain seconds.
@@ -394,6 +386,8 @@ async fn send_json(request: reqwest::RequestBuilder, url: &str) -> Result<serde_
     Ok(body)
 }
 
+/// Issues an invitation with the host link's meeting key, here: the server never holds what
+/// admits its holder to the group.
 async fn invite(
     host_link: &str,
     label: &str,
@@ -401,24 +395,17 @@ async fn invite(
     single_use: bool,
     skip_lobby: bool,
 ) -> Result<()> {
-    let (base, id, secret) = parse_host_link(host_link)?;
-    let url = format!("{base}/api/meetings/{id}/invitations");
-    let body = serde_json::json!({
-        "label": label, "expires_in_secs": expires_in_secs,
-        "single_use": single_use, "skip_lobby": skip_lobby,
-    });
-    let answer = host_request(reqwest::Method::POST, &url, secret, Some(body)).await?;
-    let Some(link) = answer["url"].as_str() else {
-        bail!("{url} answered without url: {answer}");
-    };
-    println!("invite: {link}");
+    let invitation =
+        client::meeting_links::invite(host_link, label, expires_in_secs, single_use, skip_lobby)
+            .await?;
+    println!("invite: {}", invitation.url);
     Ok(())
 }
 
 async fn audit(host_link: &str) -> Result<()> {
-    let (base, id, secret) = parse_host_link(host_link)?;
-    let url = format!("{base}/api/meetings/{id}/audit");
-    let answer = host_request(reqwest::Method::GET, &url, secret, None).await?;
+    let host = client::meeting_links::HostLink::parse(host_link)?;
+    let url = format!("{}/audit", host.api());
+    let answer = host_request(reqwest::Method::GET, &url, &host.server_secret, None).await?;
     println!("{}", serde_json::to_string_pretty(&answer)?);
     Ok(())
 }
@@ -516,12 +503,20 @@ async fn bot(args: BotArgs) -> Result<()> {
     {
         bail!("--downlink-lift-after must be a number of seconds");
     }
+    if args
+        .demote_after
+        .is_some_and(|s| !(s.is_finite() && s >= 0.0))
+    {
+        bail!("--demote-after must be a number of seconds");
+    }
     let report = client::run(client::BotOptions {
         video_kbps: args.video_kbps,
         admit_all: args.admit_all,
         speaking: !args.silent,
         simulcast: args.simulcast,
         max_receive_kbps: args.max_receive_kbps,
+        promote: args.promote,
+        demote_after: args.demote_after.map(Duration::from_secs_f64),
         downlink: Some(client::downlink::DownlinkShape {
             kbps: args.downlink_kbps,
             loss: args.downlink_loss,

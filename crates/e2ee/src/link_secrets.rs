@@ -210,6 +210,16 @@ impl InvitationSecret {
         Ok(InvitationSecret(random_seed()?))
     }
 
+    /// Reads the encoding of [`Self::encode`].
+    pub fn parse(text: &str) -> Result<Self, E2eeError> {
+        Ok(InvitationSecret(un_b64(text, "invitation seed")?))
+    }
+
+    /// Base64url, for a client to keep the secret between registering and issuing.
+    pub fn encode(&self) -> String {
+        b64(&self.0)
+    }
+
     /// The token the server checks (it stores its SHA-256).
     pub fn server_token(&self) -> String {
         server_token(&self.0, "conclave/v1/invitation/server-token")

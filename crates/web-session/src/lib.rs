@@ -15,7 +15,9 @@ use e2ee::MediaKind;
 use proto::ServerMessage;
 use serde_json::json;
 use session::group::GroupEvent;
-use session::{GroupSession, Unopened};
+use session::{GroupSession, LinkSecrets, Unopened};
+
+pub mod links;
 
 #[cfg(target_arch = "wasm32")]
 pub mod wasm;
@@ -56,14 +58,19 @@ pub struct Core {
 impl Core {
     /// Starts from the server's `welcome` message (JSON as received): creates the group when
     /// the welcome says so, otherwise publishes a KeyPackage and waits to be added.
-    pub fn from_welcome(welcome_json: &str, name: &str, now_ms: u64) -> Result<Core, Error> {
+    pub fn from_welcome(
+        welcome_json: &str,
+        name: &str,
+        secrets: LinkSecrets,
+        now_ms: u64,
+    ) -> Result<Core, Error> {
         let msg = proto::parse_server_message(welcome_json)
             .map_err(|e| Error(format!("unreadable welcome: {e}")))?;
         let ServerMessage::Welcome { participant_id, .. } = &msg else {
             return Err(Error("expected a welcome".into()));
         };
         let participant_id = participant_id.0;
-        let group = GroupSession::from_welcome(name, &msg, now_ms)
+        let group = GroupSession::from_welcome(name, &msg, secrets, now_ms)
             .map_err(|e| Error(format!("cannot start end-to-end encryption: {e}")))?;
         let mut core = Core {
             group,
@@ -103,6 +110,14 @@ impl Core {
     /// The next event for the UI (JSON with a `type`), if any.
     pub fn poll_event(&mut self) -> Option<String> {
         self.events.pop_front()
+    }
+
+    /// This user (holding the host link) makes `participant` a co-host in the group, or takes
+    /// it back; committed at the next tick.
+    pub fn set_cohost(&mut self, participant: u64, cohost: bool) {
+        self.group.set_cohost(participant, cohost);
+        self.group.tick(0);
+        self.note_changes();
     }
 
     /// Queues an end-to-end encrypted chat message to the group.

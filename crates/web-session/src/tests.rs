@@ -41,9 +41,16 @@ fn server(msg: ServerMessage) -> String {
 /// the sender's participant id from the MLS credential.
 #[test]
 fn two_browsers_join_and_exchange_a_frame_through_json() {
-    let mut host = Core::from_welcome(&welcome(1, &[], true), "host", 0).unwrap();
+    let made: serde_json::Value =
+        serde_json::from_str(&crate::links::new_host_link().unwrap()).unwrap();
+    let seed = made["seed"].as_str().unwrap();
+    let host_secrets = crate::links::secrets(seed, "", "").unwrap();
+    let guest_secrets =
+        crate::links::secrets("", "", made["meeting_key"].as_str().unwrap()).unwrap();
+    let mut host = Core::from_welcome(&welcome(1, &[], true), "host", host_secrets, 0).unwrap();
     assert!(host.is_member());
-    let mut guest = Core::from_welcome(&welcome(2, &[1], false), "guest", 0).unwrap();
+    let mut guest =
+        Core::from_welcome(&welcome(2, &[1], false), "guest", guest_secrets, 0).unwrap();
     assert!(!guest.is_member());
     assert!(
         guest.encrypt_frame("vp8", &[0x50; 40]).is_none(),
@@ -145,6 +152,9 @@ fn two_browsers_join_and_exchange_a_frame_through_json() {
 
 #[test]
 fn a_message_that_is_not_a_welcome_is_refused() {
-    assert!(Core::from_welcome(&server(ServerMessage::Pong), "x", 0).is_err());
-    assert!(Core::from_welcome("not json", "x", 0).is_err());
+    let none = session::LinkSecrets::default;
+    assert!(Core::from_welcome(&server(ServerMessage::Pong), "x", none(), 0).is_err());
+    assert!(Core::from_welcome("not json", "x", none(), 0).is_err());
+    // The server asks a participant without a host link to open the group: refused.
+    assert!(Core::from_welcome(&welcome(1, &[], true), "x", none(), 0).is_err());
 }

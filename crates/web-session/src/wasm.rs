@@ -3,7 +3,44 @@
 
 use wasm_bindgen::prelude::*;
 
-use crate::{Core, FrameOutcome};
+use crate::{links, Core, FrameOutcome};
+
+/// `{"host_secret"?, "invite"?}`: what `hello` carries for a link's `#host=` and `#invite=`.
+#[wasm_bindgen(js_name = helloFields)]
+pub fn hello_fields(host: &str, invite: &str) -> Result<String, JsError> {
+    links::hello_fields(host, invite).map_err(|e| JsError::new(&e.0))
+}
+
+/// A new meeting's host link: `{"seed", "host_secret", "host_secret_sha256", "meeting_key"}`.
+#[wasm_bindgen(js_name = newHostLink)]
+pub fn new_host_link() -> Result<String, JsError> {
+    links::new_host_link().map_err(|e| JsError::new(&e.0))
+}
+
+/// A new invitation's secret to register: `{"secret", "token_sha256"}`.
+#[wasm_bindgen(js_name = newInvitationSecret)]
+pub fn new_invitation_secret() -> Result<String, JsError> {
+    links::new_invitation_secret().map_err(|e| JsError::new(&e.0))
+}
+
+/// The `#invite=` value of an invitation issued under the host link `host`.
+#[wasm_bindgen(js_name = issueInvitation)]
+pub fn issue_invitation(
+    host: &str,
+    secret: &str,
+    id: &str,
+    expires_at: f64,
+    skip_lobby: bool,
+) -> Result<String, JsError> {
+    links::issue_invitation(host, secret, id, expires_at as u64, skip_lobby)
+        .map_err(|e| JsError::new(&e.0))
+}
+
+/// The meeting key (`#k=`) of a host link.
+#[wasm_bindgen(js_name = meetingKeyOf)]
+pub fn meeting_key_of(host: &str) -> Result<String, JsError> {
+    links::meeting_key_of(host).map_err(|e| JsError::new(&e.0))
+}
 
 /// The group session of one browser participant.
 #[wasm_bindgen]
@@ -49,12 +86,27 @@ impl DecryptedFrame {
 
 #[wasm_bindgen]
 impl WebSession {
-    /// Starts from the server's `welcome` (its JSON as received) with this participant's name.
+    /// Starts from the server's `welcome` (its JSON as received) with this participant's name
+    /// and its link's secrets (`#host=`, `#invite=`, `#k=`; empty strings when absent).
     #[wasm_bindgen(constructor)]
-    pub fn new(welcome_json: &str, name: &str, now_ms: f64) -> Result<WebSession, JsError> {
-        Core::from_welcome(welcome_json, name, now_ms as u64)
+    pub fn new(
+        welcome_json: &str,
+        name: &str,
+        host: &str,
+        invite: &str,
+        meeting_key: &str,
+        now_ms: f64,
+    ) -> Result<WebSession, JsError> {
+        let secrets = links::secrets(host, invite, meeting_key).map_err(|e| JsError::new(&e.0))?;
+        Core::from_welcome(welcome_json, name, secrets, now_ms as u64)
             .map(|core| WebSession { core })
             .map_err(|e| JsError::new(&e.0))
+    }
+
+    /// This user (holding the host link) makes a participant a co-host, or takes it back.
+    #[wasm_bindgen(js_name = setCohost)]
+    pub fn set_cohost(&mut self, participant: f64, cohost: bool) {
+        self.core.set_cohost(participant as u64, cohost);
     }
 
     #[wasm_bindgen(js_name = participantId)]
