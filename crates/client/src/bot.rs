@@ -344,7 +344,7 @@ impl Bot {
         for other in participants {
             session.names.insert(other.id.0, other.name.clone());
         }
-        self.admit_waiting(&mut ws, lobby).await?;
+        self.admit_waiting(&mut ws, &mut session, lobby).await?;
         flush_group(&mut ws, &mut session.group).await?;
         let offer = {
             let mut change = session.rtc.sdp_api();
@@ -758,6 +758,7 @@ impl Bot {
     async fn admit_waiting(
         &mut self,
         ws: &mut Ws,
+        s: &mut Session,
         waiting: &[proto::LobbyEntry],
     ) -> Result<(), BotError> {
         if !self.options.admit_all {
@@ -768,6 +769,8 @@ impl Bot {
                 continue;
             }
             info!(name = %self.options.name, admitted = %entry.name, "admitting from the lobby");
+            // Our own decision: only for it does our client sign the MLS admission.
+            s.group.admission_requested(entry.id.0);
             send(
                 ws,
                 &ClientMessage::Admit {
@@ -861,7 +864,7 @@ impl Bot {
             ServerMessage::ServerShutdown => {
                 return Ok(Some(SessionEnd::Lost("server shutting down".into())));
             }
-            ServerMessage::LobbyChanged { waiting } => self.admit_waiting(ws, &waiting).await?,
+            ServerMessage::LobbyChanged { waiting } => self.admit_waiting(ws, s, &waiting).await?,
             ServerMessage::ActiveSpeakers { speakers } => {
                 self.speakers = speakers
                     .iter()

@@ -79,6 +79,9 @@ struct ServeArgs {
     /// web app it did not sign; browsers that pinned the app take only updates it signed.
     #[arg(long, env = "CONCLAVE_WEB_RELEASE_KEY")]
     web_release_key: Option<server::ReleaseKey>,
+    #[command(flatten)]
+    #[cfg(feature = "insecure-test-hooks")]
+    test_lie: test_lie::TestLieArgs,
 }
 
 #[derive(Args)]
@@ -258,6 +261,9 @@ fn main() -> Result<()> {
     })
 }
 
+#[cfg(feature = "insecure-test-hooks")]
+mod test_lie;
+
 async fn serve(args: ServeArgs) -> Result<()> {
     let tls = match (args.tls_cert, args.tls_key) {
         (Some(cert), Some(key)) => Some(server::TlsFiles { cert, key }),
@@ -274,6 +280,8 @@ async fn serve(args: ServeArgs) -> Result<()> {
         tls,
         downlink_estimation: args.downlink_estimation,
         web_release_key: args.web_release_key,
+        #[cfg(feature = "insecure-test-hooks")]
+        test_lie: args.test_lie.start()?,
         ..server::ServerConfig::default()
     };
     let running = server::Server::start(config)

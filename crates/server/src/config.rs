@@ -17,7 +17,7 @@ impl std::fmt::Debug for MediaTap {
 }
 
 /// Everything `conclave serve` needs, validated before anything starts.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ServerConfig {
     /// HTTP and WebSocket listen address.
     pub listen: SocketAddr,
@@ -44,6 +44,10 @@ pub struct ServerConfig {
     /// The operator's web release key: the server refuses to start with a web app it did not
     /// sign, and browsers that pinned the app accept updates only under it.
     pub web_release_key: Option<crate::web_bundle::ReleaseKey>,
+    /// Tests only (cargo feature `insecure-test-hooks`): the server lies to smuggle a listener
+    /// into meetings, so that tests can check honest clients refuse it.
+    #[cfg(feature = "insecure-test-hooks")]
+    pub test_lie: Option<std::sync::Arc<crate::test_lie::TestLie>>,
 }
 
 /// Who may create meetings through `POST /api/meetings`.
@@ -105,6 +109,8 @@ impl Default for ServerConfig {
             tls: None,
             downlink_estimation: true,
             web_release_key: None,
+            #[cfg(feature = "insecure-test-hooks")]
+            test_lie: None,
         }
     }
 }

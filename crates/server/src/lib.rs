@@ -16,6 +16,8 @@ mod policy;
 mod ratelimit;
 mod signaling;
 mod storage;
+#[cfg(feature = "insecure-test-hooks")]
+pub mod test_lie;
 mod tls;
 mod udp_batch;
 mod web_app;
@@ -54,6 +56,8 @@ pub(crate) struct AppContext {
     pub logins: accounts::LoginThrottle,
     /// The web app found at start, hashed (and checked against the release key).
     pub web_bundle: Option<Arc<WebBundle>>,
+    #[cfg(feature = "insecure-test-hooks")]
+    pub test_lie: Option<Arc<test_lie::TestLie>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -139,6 +143,8 @@ impl Server {
             tls: config.tls.is_some(),
             logins: accounts::LoginThrottle::default(),
             web_bundle: web_bundle.clone(),
+            #[cfg(feature = "insecure-test-hooks")]
+            test_lie: config.test_lie.clone(),
         });
         let app = http::router(ctx);
         let mut stop = shutdown_rx;

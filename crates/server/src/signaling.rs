@@ -372,6 +372,24 @@ impl Session {
         }
     }
 
+    /// Tests only: the lying server fakes its listener's admission, and sends the listener
+    /// into a meeting whose group a host-link holder just opened.
+    #[cfg(feature = "insecure-test-hooks")]
+    async fn tell_test_lie(
+        &mut self,
+        lie: Option<std::sync::Arc<crate::test_lie::TestLie>>,
+        host_link: bool,
+        id: ParticipantId,
+        meeting: &proto::MeetingId,
+    ) {
+        if let Some(lie) = lie {
+            lie.after_knock(&self.ctx.hub, id);
+        } else if let (Some(lie), true) = (self.ctx.test_lie.clone(), host_link) {
+            lie.smuggle_into(&self.ctx.storage, &self.ctx.base_url, meeting)
+                .await;
+        }
+    }
+
     /// Runs an MLS delivery-service action for this participant; refusals are answered.
     fn mls(
         &self,
@@ -432,6 +450,17 @@ impl Session {
             ),
             (None, false) => (Role::Guest, None),
         };
+        #[cfg(feature = "insecure-test-hooks")]
+        let lie = self
+            .ctx
+            .test_lie
+            .clone()
+            .filter(|lie| lie.is_listener(&name));
+        #[cfg(feature = "insecure-test-hooks")]
+        let (role, pre_admitted) = match &lie {
+            Some(lie) => lie.claimed(role, pre_admitted),
+            None => (role, pre_admitted),
+        };
         let id = self.ctx.hub.next_id();
         let knock = Knock {
             id,
@@ -449,14 +478,19 @@ impl Session {
             meeting: hello.meeting.clone(),
         });
         let stored = (pass.record.locked, pass.record.permissions);
-        match self
-            .ctx
-            .hub
-            .knock(&hello.meeting, stored, knock, pass.host_link, self.tx.clone())
-        {
+        match self.ctx.hub.knock(
+            &hello.meeting,
+            stored,
+            knock,
+            pass.host_link,
+            self.tx.clone(),
+        ) {
             Ok(deferred) => {
                 info!(participant = id.0, meeting = %hello.meeting, ?role, "knocked");
                 self.carry_out(deferred).await;
+                #[cfg(feature = "insecure-test-hooks")]
+                self.tell_test_lie(lie, pass.host_link, id, &hello.meeting)
+                    .await;
             }
             Err(refusal) => {
                 if refusal.code == ErrorCode::Banned {

@@ -142,6 +142,12 @@ pub struct GroupSession {
     /// Participants this client, if it is an MLS host, vouches for: those its own user
     /// admitted from the lobby.
     vouched: HashSet<u64>,
+    /// Lobby admissions this client's user asked for ([`GroupSession::admission_requested`]):
+    /// the server saying "you admitted them" counts only for these.
+    requested: HashSet<u64>,
+    /// Participants the server says came with the host link or a skip-lobby invitation, with
+    /// the name it gives: their KeyPackage must prove it.
+    claimed_entries: HashMap<u64, (Entry, String)>,
     /// What this participant's link gave it.
     secrets: LinkSecrets,
     /// Co-host promotions (true) and demotions (false) this client's user decided, by
@@ -229,6 +235,8 @@ impl GroupSession {
             present: others.into_iter().chain([participant_id]).collect(),
             roles: HashMap::new(),
             vouched: HashSet::new(),
+            requested: HashSet::new(),
+            claimed_entries: HashMap::new(),
             secrets,
             host_changes: BTreeMap::new(),
             meeting_state: MeetingState::default(),
@@ -335,19 +343,54 @@ impl GroupSession {
     fn on_participant_joined(
         &mut self,
         p: &ParticipantInfo,
-        _entry: Entry,
+        entry: Entry,
         admitted_by: Option<u64>,
     ) {
         self.note_participant(p);
+        match (entry, admitted_by) {
+            (Entry::HostLink | Entry::Invitation, _) => {
+                self.claimed_entries.insert(p.id.0, (entry, p.name.clone()));
+            }
+            (Entry::Lobby, Some(by)) if by == self.participant_id => {
+                if !self.requested.contains(&p.id.0) {
+                    self.alarm(format!(
+                        "the server tried to add someone no host admitted: it says you let \"{}\" in, but you did not",
+                        p.name
+                    ));
+                }
+            }
+            (Entry::Lobby, Some(by)) => {
+                if let State::Member(member) = &self.state {
+                    let hosts = member.hosts();
+                    let by_is_host = member
+                        .members()
+                        .iter()
+                        .any(|(leaf, _, pid)| hosts.contains(leaf) && pid.parse() == Ok(by));
+                    if !by_is_host {
+                        self.alarm(format!(
+                            "the server tried to add someone no host admitted: it says \"{}\" was let in by someone who is not a host of the encrypted meeting; they stay out until a host admits them",
+                            p.name
+                        ));
+                    }
+                }
+            }
+            (Entry::Lobby, None) => {}
+        }
         // Only an admission this client's own user made is vouched for. How the server says
         // someone came in (host link, invitation, another moderator) is not evidence: a joiner
         // with a host link or a skip-lobby invitation proves it in its KeyPackage, and anyone
         // else waits for an MLS host's own admission.
-        if admitted_by == Some(self.participant_id) {
+        if admitted_by == Some(self.participant_id) && self.requested.remove(&p.id.0) {
             self.vouched.insert(p.id.0);
         } else {
             self.vouched.remove(&p.id.0);
         }
+    }
+
+    /// This client's user admits `participant` from the lobby (the client sends `admit`). Only
+    /// then does this client vouch for it when the server reports it admitted by us.
+    pub fn admission_requested(&mut self, participant: u64) {
+        self.requested.insert(participant);
     }
 
     /// This client's user (a host-link holder) makes `participant` a co-host in the group, or
@@ -397,6 +440,7 @@ impl GroupSession {
         self.vouched.remove(&id);
         self.roles.remove(&id);
         self.host_changes.remove(&id);
+        self.claimed_entries.remove(&id);
     }
 
     pub fn report(&self) -> E2eeReport {
@@ -423,7 +467,7 @@ impl GroupSession {
             ServerMessage::MlsKeyPackage {
                 participant_id,
                 key_package,
-            } => self.on_key_package(participant_id.0, key_package),
+            } => self.on_key_package(participant_id.0, key_package, now_ms),
             ServerMessage::MlsWelcome { welcome } => self.on_welcome(welcome, now_ms),
             ServerMessage::MlsCommit { commit, .. } => self.on_commit(commit, now_ms),
             ServerMessage::MlsCommitAccepted { .. } => self.on_commit_accepted(now_ms),
@@ -471,9 +515,26 @@ impl GroupSession {
         }
     }
 
-    fn on_key_package(&mut self, from: u64, encoded: &str) -> Result<(), E2eeError> {
+    fn on_key_package(&mut self, from: u64, encoded: &str, now_ms: u64) -> Result<(), E2eeError> {
         let bytes = proto::b64_decode(encoded).ok_or(E2eeError::Malformed("not base64"))?;
         let hash = e2ee::key_package_hash(&bytes)?;
+        // The server said this participant came with the host link or a skip-lobby
+        // invitation: its KeyPackage must prove it. If it cannot, the server lied.
+        if let (Some((entry, name)), State::Member(member)) =
+            (self.claimed_entries.get(&from), &self.state)
+        {
+            if member.admissibility(&bytes, now_ms).is_err() {
+                let how = match entry {
+                    Entry::HostLink => "the host link",
+                    _ => "an invitation that skips the lobby",
+                };
+                let message = format!(
+                    "the server tried to add someone no host admitted: it says \"{name}\" came with {how}, but they cannot prove it; they are kept out"
+                );
+                self.claimed_entries.remove(&from);
+                self.alarm(message);
+            }
+        }
         self.key_packages.insert(from, (bytes, hash));
         let vouched = self.auto_admit || self.vouched.contains(&from);
         let locked = self.meeting_state.locked;
@@ -1165,9 +1226,15 @@ mod tests {
         ));
         let guest_welcome = welcome(2, Role::Guest, vec![info(1, Role::Host)], false);
 
-        // Admitted from the lobby by this host: vouched.
+        // The server says this host admitted p2, but its user never did: no signature.
         let mut guest =
             GroupSession::from_welcome("p2", &guest_welcome, LinkSecrets::default(), 0).unwrap();
+        host.on_server_message(&joined(2, Entry::Lobby, Some(1)), 0);
+        assert!(!admits(&mut host, &mut guest));
+        // Admitted from the lobby by this host's user: vouched.
+        let mut guest =
+            GroupSession::from_welcome("p2", &guest_welcome, LinkSecrets::default(), 0).unwrap();
+        host.admission_requested(2);
         host.on_server_message(&joined(2, Entry::Lobby, Some(1)), 0);
         assert!(admits(&mut host, &mut guest));
 
@@ -1200,6 +1267,7 @@ mod tests {
             },
             0,
         );
+        host.admission_requested(4);
         host.on_server_message(&joined(4, Entry::Lobby, Some(1)), 0);
         assert!(!admits(&mut host, &mut late));
         // ...and the host mirrors the lock into the group.
@@ -1239,6 +1307,19 @@ mod tests {
         }
         host.tick(10_000);
         assert!(host.poll_message().is_none(), "nothing to commit");
+        // Every lie was noticed, and the alarm names who the server tried to add.
+        let alarms = host.report().alarms;
+        assert_eq!(alarms.len(), 3, "{alarms:?}");
+        for (alarm, claimed) in alarms.iter().zip(["\"p5\"", "\"p6\"", "\"p7\""]) {
+            assert!(
+                alarm.starts_with("the server tried to add someone no host admitted")
+                    && alarm.contains(claimed),
+                "{alarm}"
+            );
+        }
+        // "You admitted it" (this host's user never did) is noticed too.
+        host.on_server_message(&joined(8, Entry::Lobby, Some(1)), 0);
+        assert_eq!(host.report().alarms.len(), 4);
         // "It is a co-host": the role changes nothing in the group.
         host.on_server_message(
             &ServerMessage::RoleChanged {
@@ -1262,6 +1343,7 @@ mod tests {
         )
         .unwrap()];
         // A guest the host admitted, and a second host-link holder nobody admitted.
+        sessions[0].admission_requested(2);
         sessions[0].on_server_message(&joined(2, Entry::Lobby, Some(1)), 0);
         sessions.push(
             GroupSession::from_welcome(
@@ -1335,6 +1417,7 @@ mod tests {
             0,
         )
         .unwrap()];
+        sessions[0].admission_requested(2);
         sessions[0].on_server_message(&joined(2, Entry::Lobby, Some(1)), 0);
         sessions.push(
             GroupSession::from_welcome(

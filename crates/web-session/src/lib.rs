@@ -112,6 +112,12 @@ impl Core {
         self.events.pop_front()
     }
 
+    /// This user admits `participant` from the lobby (call it when sending `admit`): only then
+    /// does this client sign its MLS admission.
+    pub fn admission_requested(&mut self, participant: u64) {
+        self.group.admission_requested(participant);
+    }
+
     /// This user (holding the host link) makes `participant` a co-host in the group, or takes
     /// it back; committed at the next tick.
     pub fn set_cohost(&mut self, participant: u64, cohost: bool) {

@@ -68,6 +68,7 @@ fn two_browsers_join_and_exchange_a_frame_through_json() {
         entry: proto::Entry::Lobby,
         admitted_by: Some(ParticipantId(1)),
     };
+    host.admission_requested(2);
     host.on_server_message(&server(joined), 0).unwrap();
     let kp = match drain(&mut guest).pop() {
         Some(ClientMessage::MlsKeyPackage { key_package }) => key_package,

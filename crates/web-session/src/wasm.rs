@@ -103,6 +103,12 @@ impl WebSession {
             .map_err(|e| JsError::new(&e.0))
     }
 
+    /// This user admits a participant from the lobby: call it as the app sends `admit`.
+    #[wasm_bindgen(js_name = admissionRequested)]
+    pub fn admission_requested(&mut self, participant: f64) {
+        self.core.admission_requested(participant as u64);
+    }
+
     /// This user (holding the host link) makes a participant a co-host, or takes it back.
     #[wasm_bindgen(js_name = setCohost)]
     pub fn set_cohost(&mut self, participant: f64, cohost: bool) {
