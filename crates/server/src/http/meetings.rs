@@ -91,10 +91,8 @@ async fn create(
     body: &Bytes,
 ) -> Result<CreatedMeeting, ApiError> {
     let request: NewMeeting = json_body(body)?;
-    let host_secret_sha256 = digest_field(
-        request.host_secret_sha256.as_deref(),
-        "host_secret_sha256",
-    )?;
+    let host_secret_sha256 =
+        digest_field(request.host_secret_sha256.as_deref(), "host_secret_sha256")?;
     let owner = current_user(ctx, headers).await;
     if owner.is_some() {
         // The cookie makes the account the owner: only our own pages may use it so.
