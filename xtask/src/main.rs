@@ -429,6 +429,18 @@ fn test() -> Result<()> {
         "warnings",
     ]))?;
     run(cargo().args(["test", "--workspace", "--all-targets"]))?;
+    // The lying server (`conclave serve --test-lie`) exists only with this feature: its own
+    // lint and its tests, after everything else so the hook-free build above stays the one
+    // every other test ran against.
+    let lies = ["-p", "conclave", "--features", "insecure-test-hooks"];
+    run(cargo()
+        .arg("clippy")
+        .args(lies)
+        .args(["--all-targets", "--", "-D", "warnings"]))?;
+    run(cargo()
+        .arg("test")
+        .args(lies)
+        .args(["--test", "server_lies"]))?;
     web_build()?;
     web_reproducible()?;
     web_test()?;
