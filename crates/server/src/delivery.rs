@@ -239,7 +239,7 @@ impl GroupDelivery {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use e2ee::{Identity, Member};
+    use e2ee::{HostLinkSecret, Identity, Member};
 
     fn meeting() -> MeetingId {
         MeetingId::from_random_bytes([8; 16])
@@ -255,14 +255,18 @@ mod tests {
         let (a, b) = (ParticipantId(2), ParticipantId(3));
         let mut ds = GroupDelivery::default();
         let group_id = ds.create_group(&meeting(), host_id);
-        let mut host =
-            Member::create_group(Identity::generate("h", "1").unwrap(), &group_id).unwrap();
+        let mut host = Member::create_group(
+            Identity::generate("h", "1").unwrap(),
+            &group_id,
+            &HostLinkSecret::generate().unwrap(),
+        )
+        .unwrap();
         let (_pa, kp_a) = pending("a");
         let (_pb, kp_b) = pending("b");
         ds.key_package(a, kp_a.clone()).unwrap();
         ds.key_package(b, kp_b.clone()).unwrap();
         host.admit(e2ee::key_package_hash(&kp_a).unwrap()).unwrap();
-        let (commit, welcome) = host.commit_add(&[&kp_a]).unwrap();
+        let (commit, welcome) = host.commit_add(&[&kp_a], 0).unwrap();
         let accepted = ds.commit(host_id, &commit, Some(&welcome)).unwrap();
         assert_eq!(
             accepted,
@@ -289,8 +293,12 @@ mod tests {
             Err(DeliveryError::NotInGroup)
         );
         let group_id = ds.create_group(&meeting(), ParticipantId(1));
-        let mut host =
-            Member::create_group(Identity::generate("h", "1").unwrap(), &group_id).unwrap();
+        let mut host = Member::create_group(
+            Identity::generate("h", "1").unwrap(),
+            &group_id,
+            &HostLinkSecret::generate().unwrap(),
+        )
+        .unwrap();
         let chat = host.encrypt_chat("hi").unwrap();
         assert_eq!(
             ds.application(stranger, &chat),
@@ -319,11 +327,15 @@ mod tests {
     fn a_commit_for_another_group_is_refused() {
         let mut ds = GroupDelivery::default();
         ds.create_group(&meeting(), ParticipantId(1));
-        let mut other =
-            Member::create_group(Identity::generate("x", "1").unwrap(), b"other").unwrap();
+        let mut other = Member::create_group(
+            Identity::generate("x", "1").unwrap(),
+            b"other",
+            &HostLinkSecret::generate().unwrap(),
+        )
+        .unwrap();
         let (_p, kp) = pending("a");
         other.admit(e2ee::key_package_hash(&kp).unwrap()).unwrap();
-        let (commit, _) = other.commit_add(&[&kp]).unwrap();
+        let (commit, _) = other.commit_add(&[&kp], 0).unwrap();
         assert_eq!(
             ds.commit(ParticipantId(1), &commit, None),
             Err(DeliveryError::WrongGroup)

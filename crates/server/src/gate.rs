@@ -803,19 +803,36 @@ mod tests {
             .unwrap_err();
         assert_eq!(r, invitation_refused("revoked"));
 
-        let forged = format!("{revoked_id}.1000.{}", "a".repeat(52));
-        let r = gate
-            .check(
-                &storage,
-                Knock {
-                    invite: Some(&forged),
-                    ..knock(&id)
-                },
-                300_000,
-            )
+        // A real invitation's id with a token its host's client never derived, a token for an
+        // id nobody registered, and the old `<id>.<expiry>.<signature>` shape: none is valid
+        // (the expiry is the stored record's, so there is nothing in a token to push back).
+        let (live, _) = invite(&storage, &gate, &id, false, 1000)
             .await
-            .unwrap_err();
-        assert_eq!(r, invitation_refused("not valid"));
+            .split_once('.')
+            .map(|(i, t)| (i.to_owned(), t.to_owned()))
+            .unwrap();
+        for forged in [
+            format!("{live}.{}", "a".repeat(26)),
+            format!(
+                "{}.{}",
+                crate::invitation::new_invitation_id(),
+                "a".repeat(26)
+            ),
+            format!("{live}.1000.{}", "a".repeat(52)),
+        ] {
+            let r = gate
+                .check(
+                    &storage,
+                    Knock {
+                        invite: Some(&forged),
+                        ..knock(&id)
+                    },
+                    300_000,
+                )
+                .await
+                .unwrap_err();
+            assert_eq!(r, invitation_refused("not valid"), "{forged}");
+        }
 
         let events: Vec<_> = storage
             .audit_log(&id)
@@ -832,6 +849,8 @@ mod tests {
                 refused("already used"),
                 refused("expired"),
                 refused("revoked"),
+                refused("not valid"),
+                refused("not valid"),
                 refused("not valid")
             ]
         );
