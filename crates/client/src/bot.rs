@@ -343,6 +343,10 @@ impl Bot {
         let mut session = self.open_media(group).await?;
         for other in participants {
             session.names.insert(other.id.0, other.name.clone());
+            if self.options.promote.contains(&other.name) && session.group.holds_host_link() {
+                self.set_cohost(&mut ws, &mut session, other.id, true)
+                    .await?;
+            }
         }
         self.admit_waiting(&mut ws, &mut session, lobby).await?;
         flush_group(&mut ws, &mut session.group).await?;

@@ -375,7 +375,7 @@ impl Session {
     /// Tests only: the lying server fakes its listener's admission, and sends the listener
     /// into a meeting whose group a host-link holder just opened.
     #[cfg(feature = "insecure-test-hooks")]
-    async fn tell_test_lie(
+    fn tell_test_lie(
         &mut self,
         lie: Option<std::sync::Arc<crate::test_lie::TestLie>>,
         host_link: bool,
@@ -385,8 +385,11 @@ impl Session {
         if let Some(lie) = lie {
             lie.after_knock(&self.ctx.hub, id);
         } else if let (Some(lie), true) = (self.ctx.test_lie.clone(), host_link) {
-            lie.smuggle_into(&self.ctx.storage, &self.ctx.base_url, meeting)
-                .await;
+            lie.smuggle_into(
+                self.ctx.storage.clone(),
+                self.ctx.base_url.clone(),
+                meeting.clone(),
+            );
         }
     }
 
@@ -489,8 +492,7 @@ impl Session {
                 info!(participant = id.0, meeting = %hello.meeting, ?role, "knocked");
                 self.carry_out(deferred).await;
                 #[cfg(feature = "insecure-test-hooks")]
-                self.tell_test_lie(lie, pass.host_link, id, &hello.meeting)
-                    .await;
+                self.tell_test_lie(lie, pass.host_link, id, &hello.meeting);
             }
             Err(refusal) => {
                 if refusal.code == ErrorCode::Banned {

@@ -54,6 +54,9 @@ impl FromStr for LieKind {
     }
 }
 
+/// How long after a host opened a meeting's group the listener is sent in.
+pub const SMUGGLE_AFTER: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// Starts the listener: `(join link, name)`. The binary runs a `conclave bot` in-process.
 pub type SpawnListener = Arc<dyn Fn(String, String) + Send + Sync>;
 
@@ -121,12 +124,13 @@ impl TestLie {
         }
     }
 
-    /// A host opened `meeting`'s group: send the listener in, once per meeting.
-    pub(crate) async fn smuggle_into(
-        &self,
-        storage: &Storage,
-        base_url: &str,
-        meeting: &MeetingId,
+    /// A host opened `meeting`'s group: once per meeting, after [`SMUGGLE_AFTER`] (when the
+    /// meeting is under way, as a patient attacker would), send the listener in.
+    pub(crate) fn smuggle_into(
+        self: Arc<Self>,
+        storage: Storage,
+        base_url: String,
+        meeting: MeetingId,
     ) {
         let first = self
             .smuggled
@@ -136,15 +140,18 @@ impl TestLie {
         if !first {
             return;
         }
-        let mut join = format!("{base_url}/m/{meeting}");
-        if self.kind == LieKind::ForgedInvite {
-            match self.mint_invitation(storage, meeting).await {
-                Ok(fragment) => join = format!("{join}#invite={fragment}"),
-                Err(e) => warn!("test lie: cannot mint an invitation: {e}"),
+        tokio::spawn(async move {
+            tokio::time::sleep(SMUGGLE_AFTER).await;
+            let mut join = format!("{base_url}/m/{meeting}");
+            if self.kind == LieKind::ForgedInvite {
+                match self.mint_invitation(&storage, &meeting).await {
+                    Ok(fragment) => join = format!("{join}#invite={fragment}"),
+                    Err(e) => warn!("test lie: cannot mint an invitation: {e}"),
+                }
             }
-        }
-        info!(kind = ?self.kind, %meeting, "test lie: sending the server's listener in");
-        (self.spawn)(join, self.listener_name.clone());
+            info!(kind = ?self.kind, %meeting, "test lie: sending the server's listener in");
+            (self.spawn)(join, self.listener_name.clone());
+        });
     }
 
     /// What a server with no meeting key can make: a valid row at its own gate, and a link

@@ -1,0 +1,101 @@
+//! The honest paths into a meeting's MLS group, through the real server with real bots: a host
+//! that never opens the group is taken over by another host-link holder after the bounded
+//! wait, and a co-host the host promoted (in the group, not just at the server) admits from
+//! the lobby.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use client::BotOptions;
+use common::*;
+
+fn bot(join: &str, name: &str, seconds: f64) -> BotOptions {
+    BotOptions {
+        video_kbps: 150,
+        ..BotOptions::new(join, name, Duration::from_secs_f64(seconds))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_first_host_does_not_block_the_meeting() {
+    let t = start_server().await;
+    let links =
+        client::meeting_links::create_meeting(&t.server.base_url, serde_json::json!({}), None)
+            .await
+            .expect("meeting");
+    // The first host-link holder is asked to open the group and never does.
+    let mut silent = ws_connect(&t.server).await;
+    ws_send(
+        &mut silent,
+        serde_json::json!({"v": 1, "type": "hello", "meeting": links.id, "name": "silent",
+            "host_secret": links.host_secret, "client_version": "test"})
+        .to_string(),
+    )
+    .await;
+    let welcome = ws_next_of(&mut silent, "welcome").await;
+    assert!(welcome["create_group"].is_string(), "{welcome}");
+
+    // A second holder of the host link and a guest it admits: they get a group of their own
+    // after the bounded wait, and exchange verified media.
+    let started = Instant::now();
+    let host = BotOptions {
+        admit_all: true,
+        ..bot(&links.host_url, "second-host", 14.0)
+    };
+    let guest = bot(&links.join_url, "guest", 12.0);
+    let reports = run_bots(vec![host, guest]).await;
+    let (second, guest) = (&reports[0], &reports[1]);
+    assert_received_all(second, &["guest"]);
+    assert_received_all(guest, &["second-host"]);
+    assert_eq!(second.e2ee.security_code, guest.e2ee.security_code);
+    assert!(second.e2ee.commits_made >= 1, "{second:#?}");
+    assert!(started.elapsed() < Duration::from_secs(30));
+    // The silent host is still there: nobody removed it; it just has no say in the group.
+    ws_send(&mut silent, r#"{"v":1,"type":"ping"}"#).await;
+    assert_eq!(ws_next_of(&mut silent, "pong").await["type"], "pong");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cohost_the_host_promoted_admits_from_the_lobby() {
+    let t = start_server().await;
+    let links =
+        client::meeting_links::create_meeting(&t.server.base_url, serde_json::json!({}), None)
+            .await
+            .expect("meeting");
+    let alice_link = client::meeting_links::invite(&links.host_url, "alice", 3600, true, true)
+        .await
+        .expect("invitation")
+        .url;
+    // The host admits no one itself; it makes alice a co-host, and alice admits carol.
+    let host = BotOptions {
+        promote: vec!["alice".into()],
+        ..bot(&links.host_url, "host", 16.0)
+    };
+    let alice = BotOptions {
+        admit_all: true,
+        ..bot(&alice_link, "alice", 16.0)
+    };
+    let join = links.join_url.clone();
+    let carol = tokio::spawn(async move {
+        // Knocks after alice was promoted: a co-host hears of the lobby from then on. (Order
+        // only; what the test asserts is who got in and what they decrypted.)
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        client::run(bot(&join, "carol", 12.0)).await
+    });
+    let mut reports = run_bots(vec![host, alice]).await;
+    reports.push(carol.await.expect("carol task").expect("carol runs"));
+    for r in &reports {
+        let others: Vec<&str> = ["host", "alice", "carol"]
+            .into_iter()
+            .filter(|n| *n != r.name)
+            .collect();
+        assert_received_all(r, &others);
+        assert!(r.e2ee.alarms.is_empty(), "{r:#?}");
+    }
+    let codes: std::collections::BTreeSet<&str> = reports
+        .iter()
+        .map(|r| r.e2ee.security_code.as_str())
+        .collect();
+    assert_eq!(codes.len(), 1, "{reports:#?}");
+}
