@@ -190,9 +190,10 @@ fn relative_name(dir: &Path, path: &Path) -> Result<String, BundleError> {
     Ok(parts.join("/"))
 }
 
-/// The operator's release public key (Ed25519, 32 bytes, written as 64 hex digits).
+/// The operator's release public key (Ed25519, 32 bytes, written as 64 hex digits); checked to
+/// be a valid point when parsed.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub struct ReleaseKey(VerifyingKey);
+pub struct ReleaseKey([u8; 32]);
 
 impl std::fmt::Debug for ReleaseKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -202,7 +203,7 @@ impl std::fmt::Debug for ReleaseKey {
 
 impl std::fmt::Display for ReleaseKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&hex(self.0.as_bytes()))
+        f.write_str(&hex(&self.0))
     }
 }
 
@@ -212,7 +213,7 @@ impl std::str::FromStr for ReleaseKey {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let bytes: [u8; 32] = parse_hex(s.trim(), "release key")?;
         VerifyingKey::from_bytes(&bytes)
-            .map(ReleaseKey)
+            .map(|_| ReleaseKey(bytes))
             .map_err(|_| {
                 BundleError::Malformed("the release key is not an Ed25519 public key".into())
             })
@@ -221,14 +222,16 @@ impl std::str::FromStr for ReleaseKey {
 
 impl ReleaseKey {
     pub fn as_bytes(&self) -> &[u8; 32] {
-        self.0.as_bytes()
+        &self.0
     }
 
     /// Checks `signature_hex` (as in [`SIGNATURE_FILE`]) over the bundle hash.
     pub fn verify(&self, bundle: &[u8; 32], signature_hex: &str) -> Result<(), BundleError> {
         let signature: [u8; 64] = parse_hex(signature_hex.trim(), "signature")?;
-        self.0
-            .verify_strict(&signed_message(bundle), &Signature::from_bytes(&signature))
+        let key = VerifyingKey::from_bytes(&self.0).map_err(|_| {
+            BundleError::Malformed("the release key is not an Ed25519 public key".into())
+        })?;
+        key.verify_strict(&signed_message(bundle), &Signature::from_bytes(&signature))
             .map_err(|_| BundleError::BadSignature {
                 bundle: hex(bundle),
                 key: self.to_string(),
@@ -253,7 +256,7 @@ pub fn sign(key: &SigningKey, bundle: &[u8; 32]) -> String {
 
 /// The public half of a signing key.
 pub fn release_key_of(key: &SigningKey) -> ReleaseKey {
-    ReleaseKey(key.verifying_key())
+    ReleaseKey(key.verifying_key().to_bytes())
 }
 
 /// A built app as the server found it at start: where, its manifest and hash, its signature.
