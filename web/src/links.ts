@@ -1,11 +1,21 @@
 // What a meeting link carries. Secrets live in the #fragment, which browsers never send to a
-// server: #host=<secret> (host link), #pwd=<passcode>, #invite=<token>.
+// server:
+// - host link: `#host=<seed>` (32 bytes, base64url). The server gets only values derived from
+//   it one-way (the host secret in `hello` and as the API's bearer token).
+// - join link: `#k=<meeting public key>` (and `&pwd=<passcode>`): the only group this page
+//   enters is the one the meeting key signed.
+// - invitation link: `#invite=<id>.<seed>.<expiry>.<0|1>.<certificate>&k=<meeting key>`,
+//   made by a host's client; the server gets only the token derived from it.
 
 export interface MeetingLink {
   meetingId: string;
-  hostSecret?: string;
+  /** `#host=`: the host link's seed (never sent anywhere). */
+  hostSeed?: string;
   passcode?: string;
+  /** `#invite=`: the invitation as the host's client issued it (never sent as is). */
   invite?: string;
+  /** `#k=`: the meeting's public key. */
+  meetingKey?: string;
 }
 
 const MEETING_PATH = /^\/m\/([a-z2-7]{26})\/?$/i;
@@ -18,16 +28,37 @@ export function parseMeetingLink(location: Location): MeetingLink | null {
   const host = fragment.get('host');
   const pwd = fragment.get('pwd');
   const invite = fragment.get('invite');
-  if (host) link.hostSecret = host;
+  const key = fragment.get('k');
+  if (host) link.hostSeed = host;
   if (pwd) link.passcode = pwd;
   if (invite) link.invite = invite;
+  if (key) link.meetingKey = key;
   return link;
 }
 
-/** The link to share with guests: the page's address without any secret. */
-export function shareableLink(link: MeetingLink, origin: string): string {
+/** Percent-encodes all but RFC 3986 unreserved characters, for a value in a #fragment. */
+export function fragmentValue(value: string): string {
+  return encodeURIComponent(value).replace(/[!'()*]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`);
+}
+
+/**
+ * The link to share with guests: the meeting's address with its meeting key (`#k=`) and
+ * passcode, never a host link's or an invitation's secret. `meetingKey` is the link's own
+ * `#k=` or, for a host link, its seed's meeting key (see `meetingKeyOf`).
+ */
+export function shareableLink(link: MeetingLink, origin: string, meetingKey: string): string {
   const url = `${origin}/m/${link.meetingId}`;
-  return link.passcode ? `${url}#pwd=${encodeURIComponent(link.passcode)}` : url;
+  const parts = [`k=${fragmentValue(meetingKey)}`];
+  if (link.passcode) parts.unshift(`pwd=${fragmentValue(link.passcode)}`);
+  return `${url}#${parts.join('&')}`;
+}
+
+/** Adds the meeting key to a join link the server answered (which may carry `#pwd=`). */
+export function withMeetingKey(joinUrl: string, meetingKey: string): string {
+  const k = `k=${fragmentValue(meetingKey)}`;
+  const hash = joinUrl.indexOf('#');
+  if (hash < 0) return `${joinUrl}#${k}`;
+  return hash === joinUrl.length - 1 ? `${joinUrl}${k}` : `${joinUrl}&${k}`;
 }
 
 /** A random id kept in this browser, so that a ban holds for the device too. */

@@ -4,7 +4,8 @@ import './style.css';
 import { h } from './dom';
 import { detectE2eeSupport } from './e2ee/e2ee-client';
 import { integrityBanner, startIntegrity } from './integrity/client';
-import { parseMeetingLink, shareableLink, testSwitches } from './links';
+import { linkKeys, type LinkKeys } from './link-secrets';
+import { parseMeetingLink, testSwitches } from './links';
 import { MeetingController } from './meeting/controller';
 import { renderLanding } from './views/landing';
 import { renderWaiting } from './views/lobby';
@@ -42,9 +43,25 @@ async function startMeetingApp(app: HTMLElement): Promise<void> {
   const content = h('div', { class: 'content' });
   shell.append(content);
 
-  const choice = await renderPrejoin(content, support, !!link.hostSecret);
+  // The fragment's secrets, checked and derived one-way before anything reaches the server.
+  let keys: LinkKeys;
+  try {
+    keys = await linkKeys(link);
+  } catch (e) {
+    content.append(
+      h('main', { class: 'centered' }, h('p', { class: 'card', role: 'alert', id: 'damaged-link' }, `This meeting link is damaged (${e instanceof Error ? e.message : String(e)}). Ask for the link again and copy all of it.`)),
+    );
+    return;
+  }
+  if (!keys.meetingKey) {
+    shell.insertBefore(
+      h('div', { class: 'banner warn', role: 'alert', id: 'no-meeting-key' }, 'This link has no meeting key (#k=…): this page cannot check that the meeting is the one its host created. Ask the host for a current link.'),
+      content,
+    );
+  }
+  const choice = await renderPrejoin(content, support, !!link.hostSeed);
   content.replaceChildren();
-  const meeting = new MeetingController(link, support, choice.media, choice.name, choice.joinMuted, switches.passthroughReceive);
+  const meeting = new MeetingController(link, keys, support, choice.media, choice.name, choice.joinMuted, switches.passthroughReceive);
   window.conclave = { meeting };
   const view = new MeetingView(meeting, choice.speakerId);
   let shown: 'waiting' | 'meeting' | 'ended' | null = null;
@@ -77,7 +94,7 @@ async function startMeetingApp(app: HTMLElement): Promise<void> {
   render();
   meeting.join();
   document.title = `Meeting · Conclave`;
-  console.info('share this meeting with', shareableLink(link, location.origin));
+  if (meeting.guestLink) console.info('share this meeting with', meeting.guestLink);
 }
 
 if (location.pathname === '/' || location.pathname === '/index.html') renderLanding(root);

@@ -79,9 +79,22 @@ export class E2eeClient {
     this.worker.postMessage(msg, transfer);
   }
 
-  /** Starts a group session from the server's `welcome` (JSON as received). */
-  start(welcomeJson: string, name: string): void {
-    this.post({ type: 'start', welcome: welcomeJson, name });
+  /**
+   * Starts a group session from the server's `welcome` (JSON as received) with the link's
+   * secrets: `#host=`, `#invite=` and `#k=` (empty strings when absent). They stay in the worker.
+   */
+  start(welcomeJson: string, name: string, secrets: { host: string; invite: string; meetingKey: string }): void {
+    this.post({ type: 'start', welcome: welcomeJson, name, ...secrets });
+  }
+
+  /** This user admits `participantId` from the lobby (before the `admit` goes to the server). */
+  admitting(participantId: number): void {
+    this.post({ type: 'admitting', participantId });
+  }
+
+  /** This user, holding the host link, makes `participantId` a co-host in the group (or not). */
+  setCohost(participantId: number, cohost: boolean): void {
+    this.post({ type: 'cohost', participantId, cohost });
   }
 
   serverMessage(json: string): void {

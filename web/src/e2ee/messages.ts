@@ -6,7 +6,12 @@ export type MediaKindName = 'audio' | 'video';
 
 /** What the main thread tells the worker. */
 export type ToWorker =
-  | { type: 'start'; welcome: string; name: string }
+  /** `host`, `invite`, `meetingKey`: the link's `#host=`, `#invite=`, `#k=` (empty when absent). */
+  | { type: 'start'; welcome: string; name: string; host: string; invite: string; meetingKey: string }
+  /** This user (holding the host link) makes a participant co-host in the group, or takes it back. */
+  | { type: 'cohost'; participantId: number; cohost: boolean }
+  /** This user admits a participant from the lobby: only then does its client vouch for it. */
+  | { type: 'admitting'; participantId: number }
   | { type: 'server'; json: string }
   | { type: 'tracks'; tracks: Array<[mid: string, participantId: number]> }
   | { type: 'chat'; text: string }

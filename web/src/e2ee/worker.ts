@@ -66,7 +66,7 @@ scope.onmessage = async (event: MessageEvent<ToWorker>) => {
     switch (msg.type) {
       case 'start':
         session?.free();
-        session = new WebSession(msg.welcome, msg.name, now());
+        session = new WebSession(msg.welcome, msg.name, msg.host, msg.invite, msg.meetingKey, now());
         flush();
         report();
         break;
@@ -76,6 +76,17 @@ scope.onmessage = async (event: MessageEvent<ToWorker>) => {
         break;
       case 'tracks':
         publishers = new Map(msg.tracks);
+        break;
+      case 'admitting': {
+        // Older builds of the wasm vouched for every admission the server reported.
+        const withAdmissions = session as (WebSession & { admissionRequested?: (participant: number) => void }) | null;
+        withAdmissions?.admissionRequested?.(msg.participantId);
+        break;
+      }
+      case 'cohost':
+        if (!session) throw new Error('not in the meeting yet');
+        session.setCohost(msg.participantId, msg.cohost);
+        flush();
         break;
       case 'chat':
         if (!session) throw new Error('not in the meeting yet');

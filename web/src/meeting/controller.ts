@@ -3,7 +3,9 @@
 
 import { E2eeClient, type E2eeSupport } from '../e2ee/e2ee-client';
 import type { E2eeReport, FrameCounters } from '../e2ee/messages';
-import { deviceId, type MeetingLink } from '../links';
+import type { LinkKeys } from '../link-secrets';
+import { makeInvitationSecret, signInvitation } from '../link-secrets';
+import { deviceId, fragmentValue, shareableLink, type MeetingLink } from '../links';
 import { MediaPeer, type RemoteTrack } from '../media/peer';
 import { explainMediaError } from '../media/devices';
 import { concernsGroup, type ClientMessage, type VideoTile, type LobbyEntry, type MeetingState, type ParticipantInfo, type Role, type ServerMessage, type TrackSource } from '../protocol';
@@ -54,6 +56,21 @@ export interface MeetingSnapshot {
   sharingScreen: boolean;
   activeSpeaker: number | null;
   alarms: string[];
+  /**
+   * Participant ids the MLS group verified as hosts (host-link holders and the co-hosts they
+   * promoted), from the last `keys_changed`: what every member checked, not the server's word.
+   */
+  verifiedHosts: Set<number>;
+}
+
+/** An invitation this host's client issued. */
+export interface IssuedInvitation {
+  id: string;
+  label: string;
+  url: string;
+  expiresAt: Date;
+  singleUse: boolean;
+  skipLobby: boolean;
 }
 
 const CLIENT_VERSION = 'conclave-web/0.1.0';
@@ -88,11 +105,15 @@ export class MeetingController {
   private screenTrack: MediaStreamTrack | null = null;
   private lastFrames: FrameCounters | null = null;
   private lastReport: E2eeReport | null = null;
+  /** Co-hosts this user (holding the host link) made, re-made in every new group session. */
+  private readonly promoted = new Set<number>();
   /** What the meeting view tells the SFU about its remote tiles (sizes, visibility). */
   readonly tileHints = new TileHints((tiles) => this.send({ type: 'video_layout', tiles }));
 
   constructor(
     private readonly link: MeetingLink,
+    /** What the link's secrets derive to (see `linkKeys`). */
+    private readonly keys: LinkKeys,
     readonly support: E2eeSupport,
     private readonly local: { microphone: MediaStreamTrack | null; camera: MediaStreamTrack | null },
     name: string,
@@ -119,6 +140,7 @@ export class MeetingController {
       sharingScreen: false,
       activeSpeaker: null,
       alarms: [],
+      verifiedHosts: new Set(),
     };
     if (local.microphone) local.microphone.enabled = this.state.micOn;
     if (local.camera) local.camera.enabled = this.state.cameraOn;
@@ -133,8 +155,24 @@ export class MeetingController {
     for (const listener of this.listeners) listener();
   }
 
+  /** Whether the server lets this participant act as a host (lobby, mute, lock...). */
   get isHost(): boolean {
     return this.state.role === 'host' || this.state.role === 'co_host';
+  }
+
+  /** Whether this page holds the host link: only then can it promote co-hosts and invite. */
+  get holdsHostLink(): boolean {
+    return !!this.link.hostSeed;
+  }
+
+  /** Whether the group verified this participant (or `id`) as a host. */
+  isVerifiedHost(id: number | null = this.state.ownId): boolean {
+    return id !== null && this.state.verifiedHosts.has(id);
+  }
+
+  /** The link to hand to guests: with the meeting key (`#k=`), without any host secret. */
+  get guestLink(): string | null {
+    return this.keys.meetingKey ? shareableLink(this.link, location.origin, this.keys.meetingKey) : null;
   }
 
   get localCamera(): MediaStreamTrack | null {
@@ -203,9 +241,10 @@ export class MeetingController {
       type: 'hello',
       meeting: this.link.meetingId,
       name: this.state.ownName,
-      ...(this.link.hostSecret ? { host_secret: this.link.hostSecret } : {}),
+      // Derived one-way from the fragment's secrets: never the link's own values.
+      ...(this.keys.hello.host_secret ? { host_secret: this.keys.hello.host_secret } : {}),
       ...(this.link.passcode ? { passcode: this.link.passcode } : {}),
-      ...(this.link.invite ? { invite: this.link.invite } : {}),
+      ...(this.keys.hello.invite ? { invite: this.keys.hello.invite } : {}),
       device_id: deviceId(),
       client_version: CLIENT_VERSION,
     };
@@ -252,6 +291,7 @@ export class MeetingController {
       case 'participant_left': {
         const gone = this.state.participants.get(msg.participant_id);
         this.state.participants.delete(msg.participant_id);
+        this.promoted.delete(msg.participant_id);
         if (gone && msg.reason === 'removed') this.notice(`${gone.info.name} was removed by a host.`, 'info');
         break;
       }
@@ -305,7 +345,13 @@ export class MeetingController {
     this.state.lobby = msg.lobby ?? [];
     this.state.participants = new Map(msg.participants.map((p) => [p.id, { info: p }]));
     this.state.encrypted = false;
-    this.e2ee?.start(json, this.state.ownName);
+    this.state.verifiedHosts = new Set();
+    this.e2ee?.start(json, this.state.ownName, { host: this.link.hostSeed ?? '', invite: this.link.invite ?? '', meetingKey: this.link.meetingKey ?? '' });
+    // A new group session (say after a reconnection) knows nothing of the co-hosts this user made.
+    for (const id of this.promoted) {
+      if (this.state.participants.has(id)) this.e2ee?.setCohost(id, true);
+      else this.promoted.delete(id);
+    }
     this.startMedia();
   }
 
@@ -459,6 +505,9 @@ export class MeetingController {
         if (emoji) this.state.securityEmoji = emoji;
         this.state.epoch = Number(event['epoch'] ?? 0);
         this.state.encrypted = true;
+        if (Array.isArray(event['hosts'])) {
+          this.state.verifiedHosts = new Set((event['hosts'] as unknown[]).map(Number).filter((id) => Number.isSafeInteger(id)));
+        }
         if (changedCode) this.notice('The security code changed because someone joined or left.', 'info');
         break;
       }
@@ -494,6 +543,66 @@ export class MeetingController {
       this.state.alarms = [...report.alarms];
       this.changed();
     }
+  }
+
+  /** Lets a waiting participant in: this client vouches for it in the group, then asks the server. */
+  admit(id: number): void {
+    this.e2ee?.admitting(id);
+    this.send({ type: 'admit', participant_id: id });
+  }
+
+  /**
+   * Makes a participant co-host or takes it back. The server's role gives powers at the server
+   * (lobby, mute); the group's host set, which only a host-link holder's client changes with a
+   * promotion signed by the meeting key, is what members check for admissions.
+   */
+  setCohost(id: number, cohost: boolean): void {
+    if (!this.holdsHostLink) {
+      this.notice('Only a host holding the host link can make co-hosts.', 'warning');
+      return;
+    }
+    this.send({ type: 'set_role', participant_id: id, role: cohost ? 'co_host' : 'guest' });
+    if (cohost) this.promoted.add(id);
+    else this.promoted.delete(id);
+    this.e2ee?.setCohost(id, cohost);
+  }
+
+  /**
+   * Issues an invitation: its secret is made here, the server registers only its token's
+   * digest, and the link is signed with the host link's meeting key. Needs the host link.
+   */
+  async createInvitation(options: { label: string; expiresInSecs: number; singleUse: boolean; skipLobby: boolean }): Promise<IssuedInvitation> {
+    const seed = this.link.hostSeed;
+    const bearer = this.keys.hello.host_secret;
+    const meetingKey = this.keys.meetingKey;
+    if (!seed || !bearer || !meetingKey) throw new Error('only a host holding the host link can invite');
+    const secret = await makeInvitationSecret();
+    const response = await fetch(`/api/meetings/${this.link.meetingId}/invitations`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${bearer}` },
+      body: JSON.stringify({
+        label: options.label,
+        expires_in_secs: options.expiresInSecs,
+        single_use: options.singleUse,
+        skip_lobby: options.skipLobby,
+        token_sha256: secret.token_sha256,
+      }),
+    });
+    const answer = (await response.json().catch(() => ({}))) as { id?: unknown; expires_at?: unknown; reason?: unknown; error?: unknown };
+    if (!response.ok) {
+      const why = typeof answer.reason === 'string' ? answer.reason : typeof answer.error === 'string' ? answer.error : `the server answered ${response.status}`;
+      throw new Error(why);
+    }
+    if (typeof answer.id !== 'string' || typeof answer.expires_at !== 'number') throw new Error('the server answered without an invitation id');
+    const invite = await signInvitation(seed, secret.secret, answer.id, answer.expires_at, options.skipLobby);
+    return {
+      id: answer.id,
+      label: options.label,
+      url: `${location.origin}/m/${this.link.meetingId}#invite=${fragmentValue(invite)}&k=${fragmentValue(meetingKey)}`,
+      expiresAt: new Date(answer.expires_at * 1000),
+      singleUse: options.singleUse,
+      skipLobby: options.skipLobby,
+    };
   }
 
   sendChat(text: string): void {

@@ -1,11 +1,14 @@
 // The landing page: create a meeting (as its host) and copy its links, or open a link.
 
 import { h } from '../dom';
+import { makeHostLink } from '../link-secrets';
+import { withMeetingKey } from '../links';
+import { copyRow } from './copy';
 
+/** What the server answers: no host link (the page made it), a join link without `#k=`. */
 interface Created {
   id: string;
   join_url: string;
-  host_url: string;
 }
 
 export function renderLanding(root: HTMLElement): void {
@@ -19,13 +22,22 @@ export function renderLanding(root: HTMLElement): void {
     create.disabled = true;
     status.textContent = 'Creating the meeting…';
     try {
-      const body = passcode.value.trim() ? { passcode: passcode.value.trim() } : {};
-      const response = await fetch('/api/meetings', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
-      if (!response.ok) throw new Error(`the server answered ${response.status}`);
-      const meeting = (await response.json()) as Created;
+      // The host link is made here: the server gets only the SHA-256 of the host secret
+      // derived from it, and never the seed, which is what makes a host in the group.
+      const made = await makeHostLink();
       const pwd = passcode.value.trim();
-      const joinUrl = pwd ? `${meeting.join_url}#pwd=${encodeURIComponent(pwd)}` : meeting.join_url;
-      showLinks(links, joinUrl, meeting.host_url);
+      const body = { host_secret_sha256: made.host_secret_sha256, ...(pwd ? { passcode: pwd } : {}) };
+      const response = await fetch('/api/meetings', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+      if (!response.ok) {
+        const answer = (await response.json().catch(() => ({}))) as { reason?: unknown };
+        throw new Error(typeof answer.reason === 'string' ? answer.reason : `the server answered ${response.status}`);
+      }
+      const meeting = (await response.json()) as Created;
+      const page = `${location.origin}/m/${meeting.id}`;
+      // The server's join link carries `#pwd=` for a passcode; the meeting key is ours to add.
+      const joinUrl = withMeetingKey(meeting.join_url, made.meeting_key);
+      const hostUrl = `${page}#host=${made.seed}`;
+      showLinks(links, joinUrl, hostUrl);
       status.textContent = '';
     } catch (e) {
       status.textContent = `The meeting could not be created: ${e instanceof Error ? e.message : String(e)}. Try again in a moment.`;
@@ -72,22 +84,6 @@ export function renderLanding(root: HTMLElement): void {
       status,
     ),
   );
-}
-
-function copyRow(label: string, url: string, id: string): HTMLElement {
-  const input = h('input', { id, type: 'text', readOnly: true, value: url });
-  const copy = h('button', { type: 'button', 'aria-label': `Copy the ${label.toLowerCase()}` }, 'Copy');
-  copy.addEventListener('click', async () => {
-    try {
-      await navigator.clipboard.writeText(url);
-      copy.textContent = 'Copied';
-    } catch {
-      input.select();
-      copy.textContent = 'Press Ctrl+C';
-    }
-    setTimeout(() => (copy.textContent = 'Copy'), 2000);
-  });
-  return h('div', { class: 'copy-row' }, h('label', { for: id }, label), h('div', { class: 'row' }, input, copy));
 }
 
 function showLinks(section: HTMLElement, joinUrl: string, hostUrl: string): void {

@@ -32,7 +32,7 @@ export function renderLobbyPanel(meeting: MeetingController): HTMLElement {
         'li',
         { dataset: { participantId: String(entry.id) } },
         h('span', { class: 'name' }, entry.name, entry.invitation ? ` (invited: ${entry.invitation})` : ''),
-        h('button', { type: 'button', class: 'primary admit', 'aria-label': `Admit ${entry.name}`, onclick: () => meeting.send({ type: 'admit', participant_id: entry.id }) }, 'Admit'),
+        h('button', { type: 'button', class: 'primary admit', 'aria-label': `Admit ${entry.name}`, onclick: () => meeting.admit(entry.id) }, 'Admit'),
         h('button', { type: 'button', class: 'deny', 'aria-label': `Deny ${entry.name}`, onclick: () => meeting.send({ type: 'deny', participant_id: entry.id }) }, 'Deny'),
       ),
     );

@@ -4,6 +4,7 @@
 import { append, clear, h } from '../dom';
 import type { MeetingController, Participant } from '../meeting/controller';
 import { ChatPanel } from './chat';
+import { InvitePanel } from './invite';
 import { renderLobbyPanel } from './lobby';
 import { renderParticipants } from './participants';
 import { renderSecurity } from './security';
@@ -29,6 +30,11 @@ export class MeetingView {
   private readonly controls: HTMLElement;
   private readonly tiles = new Map<string, Tile>();
   private readonly chat: ChatPanel;
+  /** For the holder of the host link: per-person invitation links. */
+  private readonly invite: InvitePanel | null;
+  /** The security alarm, on top of the meeting whatever panel is open. */
+  private readonly alarm: HTMLElement;
+  private alarmKey = '';
   private panel: Panel = null;
   private readonly controlButtons = new Map<string, HTMLButtonElement>();
   /** What the side panel and the lobby panel last showed, to rebuild them only on change. */
@@ -43,13 +49,15 @@ export class MeetingView {
     private speakerId: string,
   ) {
     this.chat = new ChatPanel(meeting);
+    this.invite = meeting.holdsHostLink ? new InvitePanel(meeting) : null;
+    this.alarm = h('div', { id: 'security-alarm-slot' });
     this.header = h('header', { class: 'meeting-header' });
     this.grid = h('section', { class: 'grid', 'aria-label': 'Participants’ video', id: 'video-grid' });
     this.side = h('aside', { class: 'side', hidden: true });
     this.lobbySlot = h('div', {});
     this.notices = h('div', { class: 'notices', 'aria-live': 'polite', role: 'status' });
     this.controls = h('nav', { class: 'controls', 'aria-label': 'Meeting controls' });
-    this.element = h('div', { class: 'meeting' }, this.header, this.lobbySlot, h('div', { class: 'stage' }, this.grid, this.side), this.notices, this.controls);
+    this.element = h('div', { class: 'meeting' }, this.header, this.alarm, this.lobbySlot, h('div', { class: 'stage' }, this.grid, this.side), this.notices, this.controls);
     this.element.addEventListener('keydown', (event) => {
       if (event.key === 'Escape' && this.panel) this.toggle(this.panel);
     });
@@ -58,6 +66,7 @@ export class MeetingView {
   update(): void {
     const s = this.meeting.state;
     this.renderHeader();
+    this.renderAlarm();
     const lobbyKey = this.meeting.isHost ? JSON.stringify(s.lobby) : '';
     if (lobbyKey !== this.lobbyKey) {
       this.lobbyKey = lobbyKey;
@@ -89,6 +98,28 @@ export class MeetingView {
       lock,
       s.meetingState?.locked ? h('span', { class: 'badge warn' }, 'Locked') : null,
       h('span', { class: 'count' }, `${s.participants.size + 1} in the meeting`),
+    );
+  }
+
+  /** The latest security alarm (say, the server tried to add someone no host admitted). */
+  private renderAlarm(): void {
+    const alarms = this.meeting.state.alarms;
+    const key = `${alarms.length}`;
+    if (key === this.alarmKey) return;
+    this.alarmKey = key;
+    const last = alarms[alarms.length - 1];
+    this.alarm.replaceChildren(
+      last
+        ? h(
+            'div',
+            { class: 'banner error', role: 'alert', id: 'security-alarm' },
+            h('strong', {}, 'Security alarm: '),
+            h('span', { class: 'alarm-text' }, last),
+            alarms.length > 1 ? ` (${alarms.length} alarms in all)` : '',
+            ' Compare the security code aloud before saying anything confidential. ',
+            h('button', { type: 'button', class: 'small', onclick: () => this.panel !== 'security' && this.toggle('security') }, 'Show the security code'),
+          )
+        : h('span', {}),
     );
   }
 
@@ -179,13 +210,14 @@ export class MeetingView {
       role: s.role,
       locked: s.meetingState?.locked,
       people: this.panel === 'people' ? [...s.participants.values()].map((p) => p.info) : null,
+      hosts: this.panel === 'people' ? [...s.verifiedHosts].sort() : null,
       code: this.panel === 'security' ? [s.securityCode, s.securityEmoji, s.alarms.length] : null,
     });
     if (key === this.sideKey) return;
     this.sideKey = key;
     const close = h('button', { type: 'button', class: 'close', 'aria-label': 'Close the panel', onclick: () => this.panel && this.toggle(this.panel) }, '×');
     if (this.panel === 'chat') this.side.replaceChildren(close, this.chat.element);
-    else if (this.panel === 'people') this.side.replaceChildren(close, renderParticipants(this.meeting));
+    else if (this.panel === 'people') this.side.replaceChildren(close, renderParticipants(this.meeting, this.invite?.element ?? null));
     else if (this.panel === 'security') this.side.replaceChildren(close, renderSecurity(this.meeting));
     else this.side.replaceChildren();
   }
