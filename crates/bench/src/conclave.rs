@@ -122,23 +122,16 @@ impl Conclave {
     /// Creates a meeting; the bench's bots all join it with its host secret, which lets them
     /// past the lobby (they stand for participants a host already admitted).
     pub async fn create_meeting(&self) -> Result<(MeetingId, String)> {
-        let r = self.create_meeting_links().await?;
-        let id = r["id"].as_str().context("no meeting id")?;
-        let secret = r["host_secret"].as_str().context("no host secret")?;
-        let id = MeetingId::parse(id).ok_or_else(|| anyhow!("bad meeting id {id}"))?;
-        Ok((id, secret.to_owned()))
+        let links = self.create_meeting_links().await?;
+        let id =
+            MeetingId::parse(&links.id).ok_or_else(|| anyhow!("bad meeting id {}", links.id))?;
+        Ok((id, links.host_secret))
     }
 
-    /// `POST /api/meetings`: the new meeting's id, host secret and links, as JSON.
-    pub async fn create_meeting_links(&self) -> Result<serde_json::Value> {
-        Ok(reqwest::Client::new()
-            .post(format!("{}/api/meetings", self.base))
-            .json(&serde_json::json!({}))
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?)
+    /// Creates a meeting as a host's client does (the client makes the host link, the server
+    /// gets the digest of its host secret): its id, host secret and links.
+    pub async fn create_meeting_links(&self) -> Result<client::meeting_links::MeetingLinks> {
+        Ok(client::meeting_links::create_meeting(&self.base, serde_json::json!({}), None).await?)
     }
 
     pub async fn stop(mut self) {

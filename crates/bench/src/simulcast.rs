@@ -12,7 +12,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use client::downlink::DownlinkShape;
 use client::{BotOptions, Report};
 use serde::Serialize;
@@ -97,14 +97,7 @@ pub async fn run(
     }
     let server = Conclave::start(bin, placement, true).await?;
     let links = server.create_meeting_links().await?;
-    let host = links["host_url"]
-        .as_str()
-        .context("no host_url")?
-        .to_owned();
-    let join = links["join_url"]
-        .as_str()
-        .context("no join_url")?
-        .to_owned();
+    let (host, join) = (links.host_url, links.join_url);
     let run_for = o.lift_after + o.after_lift;
     let names: Vec<String> = (0..o.participants).map(|i| format!("bot-{i:02}")).collect();
     let limited_from = o.participants - o.limited;
