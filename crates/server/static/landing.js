@@ -1,17 +1,12 @@
-// Creates a meeting through the API and shows its two links.
-const button = document.getElementById("create");
-const status = document.getElementById("status");
-button.addEventListener("click", async () => {
-  status.textContent = "Creating…";
-  try {
-    const response = await fetch("/api/meetings", { method: "POST" });
-    if (!response.ok) throw new Error(`server answered ${response.status}`);
-    const meeting = await response.json();
-    document.getElementById("join").textContent = meeting.join_url;
-    document.getElementById("host").textContent = meeting.host_url;
-    document.getElementById("links").hidden = false;
-    status.textContent = "";
-  } catch (e) {
-    status.textContent = `Could not create a meeting: ${e.message}`;
-  }
-});
+// The fallback page, shown when the web app is not built. It creates nothing: a meeting's
+// links carry secrets only the creating client makes (the server gets digests), and this page
+// has no wasm core to make them. It only fills in the command for this server and says what
+// a meeting link is when one was opened here.
+const command = document.getElementById("create-command");
+if (command) {
+  command.textContent = `conclave meeting create --server ${window.location.origin}`;
+}
+const meetingLink = document.getElementById("meeting-link");
+if (meetingLink && window.location.pathname.startsWith("/m/")) {
+  meetingLink.hidden = false;
+}
