@@ -22,9 +22,18 @@ async fn meeting_create_prints_a_join_line_and_a_host_line() {
     assert_eq!(lines.len(), 2, "{stdout}");
     let join = lines[0].strip_prefix("join: ").expect("join line");
     let host = lines[1].strip_prefix("host: ").expect("host line");
-    let id = join.rsplit('/').next().unwrap();
+    // The client made both links: the join link carries the meeting key, the host link the
+    // seed, each in the fragment no browser sends.
+    let (page, key) = join
+        .split_once("#k=")
+        .expect("a meeting key in the join link");
+    let id = page.rsplit('/').next().unwrap();
     assert!(proto::MeetingId::parse(id).is_some(), "{join}");
-    assert!(host.starts_with(&format!("{join}#host=")), "{host}");
+    let seed = host
+        .strip_prefix(&format!("{page}#host="))
+        .unwrap_or_else(|| panic!("{host}"));
+    let seed = e2ee::HostLinkSecret::parse(seed).expect("a host-link seed");
+    assert_eq!(seed.meeting_key().public().encode(), key);
     let response = reqwest::get(format!("{}/api/meetings/{id}", t.server.base_url))
         .await
         .unwrap();
@@ -81,15 +90,10 @@ async fn serve_says_where_to_open_it_and_stops_cleanly_on_sigterm() {
     .expect("serve starts within 30 s");
     assert!(started, "serve logs where to open it");
 
-    let response = reqwest::Client::new()
-        .post(format!("{base}/api/meetings"))
-        .send()
+    let id = client::meeting_links::create_meeting(&base, serde_json::json!({}), None)
         .await
-        .unwrap();
-    let id = response.json::<serde_json::Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+        .expect("meeting created")
+        .id;
 
     let pid = serve.id().unwrap().to_string();
     let kill = std::process::Command::new("kill")

@@ -11,16 +11,33 @@ fn client() -> reqwest::Client {
     reqwest::Client::new()
 }
 
-/// POST /api/meetings with a JSON body; returns the 201 answer.
+/// Creates a meeting as a host's client does (`client::meeting_links`), with `body` as the
+/// rest of the `POST /api/meetings` body; returns its links as JSON: `id`, `join_url`,
+/// `host_url` and `host_secret` (the server-facing secret derived from the host link).
 async fn create_with(server: &server::Server, body: Value) -> Value {
-    let response = client()
-        .post(format!("{}/api/meetings", server.base_url))
-        .json(&body)
-        .send()
+    let links = client::meeting_links::create_meeting(&server.base_url, body, None)
         .await
-        .unwrap();
-    assert_eq!(response.status(), 201);
-    response.json().await.unwrap()
+        .expect("meeting created");
+    json!({"id": links.id, "join_url": links.join_url, "host_url": links.host_url,
+           "host_secret": links.host_secret})
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A `host_secret_sha256` as a client would send it, for raw `POST /api/meetings` bodies.
+fn host_digest() -> String {
+    hex(&e2ee::HostLinkSecret::generate()
+        .unwrap()
+        .server_secret_sha256())
+}
+
+/// A `token_sha256` as a host's client would send it, for raw invitation requests.
+fn token_digest() -> String {
+    hex(&e2ee::InvitationSecret::generate()
+        .unwrap()
+        .server_token_sha256())
 }
 
 fn host_secret(created: &Value) -> String {
@@ -78,16 +95,26 @@ async fn audit_events(server: &server::Server, id: &str, secret: &str) -> Vec<Va
     body["events"].as_array().unwrap().clone()
 }
 
-async fn new_invitation(server: &server::Server, id: &str, secret: &str, body: Value) -> Value {
-    let response = client()
-        .post(format!("{}/api/meetings/{id}/invitations", server.base_url))
-        .bearer_auth(secret)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 201);
-    response.json().await.unwrap()
+/// Issues an invitation as a host's client does (`client::meeting_links::invite`, from the
+/// host link of `created`) with `body`'s `label`, `expires_in_secs` (default 7 days),
+/// `single_use` and `skip_lobby`. Returns `id`, `url` (the invitation link), `expires_at` and
+/// `token`: what `hello` carries for it (`<id>.<token>`, derived from the link's secret).
+async fn new_invitation(created: &Value, body: Value) -> Value {
+    let invitation = client::meeting_links::invite(
+        created["host_url"].as_str().unwrap(),
+        body["label"].as_str().unwrap_or_default(),
+        body["expires_in_secs"].as_u64().unwrap_or(7 * 86400),
+        body["single_use"].as_bool().unwrap_or(false),
+        body["skip_lobby"].as_bool().unwrap_or(false),
+    )
+    .await
+    .expect("invitation issued");
+    let token = client::join_url::JoinLink::parse(&invitation.url)
+        .unwrap()
+        .hello_invite()
+        .expect("an invitation link");
+    json!({"id": invitation.id, "url": invitation.url, "expires_at": invitation.expires_at,
+           "token": token})
 }
 
 #[tokio::test]
@@ -194,26 +221,19 @@ async fn expired_revoked_replayed_and_forged_invitations_are_refused() {
     let (code, msg) = knock_code(&t.server, id, json!({})).await;
     assert_eq!(code, "invitation_required", "{msg}");
 
-    let expiring = new_invitation(
-        &t.server,
-        id,
-        &secret,
-        json!({"label": "e", "expires_in_secs": 1}),
-    )
-    .await;
-    let revoked = new_invitation(&t.server, id, &secret, json!({"label": "r"})).await;
-    let once = new_invitation(
-        &t.server,
-        id,
-        &secret,
-        json!({"label": "o", "single_use": true}),
-    )
-    .await;
+    let expiring = new_invitation(&created, json!({"label": "e", "expires_in_secs": 1})).await;
+    let revoked = new_invitation(&created, json!({"label": "r"})).await;
+    let once = new_invitation(&created, json!({"label": "o", "single_use": true})).await;
+    // The link carries the invitation's secret and the meeting key; hello carries only the
+    // token derived from it.
     let url = once["url"].as_str().unwrap();
+    let once_id = once["id"].as_str().unwrap();
     assert!(
-        url.ends_with(&format!("/m/{id}#invite={}", token(&once))),
+        url.contains(&format!("/m/{id}#invite={once_id}.")) && url.contains("&k="),
         "{url}"
     );
+    assert!(token(&once).starts_with(&format!("{once_id}.")));
+    assert!(!url.contains(&token(&once)), "{url}");
 
     let r = client()
         .delete(format!(
@@ -239,20 +259,29 @@ async fn expired_revoked_replayed_and_forged_invitations_are_refused() {
         "{msg}"
     );
 
-    // A token for this meeting with the expiry pushed back: the signature no longer holds.
+    // A real invitation's id with a token its host's client never derived (forged, or guessed):
+    // not valid.
     let real = token(&expiring);
-    let mut parts: Vec<&str> = real.split('.').collect();
-    let later = (parts[1].parse::<i64>().unwrap() + 86400).to_string();
-    parts[1] = &later;
-    let (code, msg) = knock_code(&t.server, id, json!({"invite": parts.join(".")})).await;
+    let (expiring_id, _) = real.split_once('.').unwrap();
+    let forged = format!("{expiring_id}.{}", "a".repeat(26));
+    let (code, msg) = knock_code(&t.server, id, json!({"invite": forged})).await;
     assert_eq!(code, "invitation_required");
     assert!(
         msg["reason"].as_str().unwrap().contains("not valid"),
         "{msg}"
     );
 
+    // The invitation link with its expiry pushed back: what the server gets of it is the same
+    // token, and the server judges expiry by its own record.
+    let link = expiring["url"].as_str().unwrap();
+    let fragment = link.split("#invite=").nth(1).unwrap();
+    let value = fragment.split('&').next().unwrap();
+    let mut parts: Vec<String> = value.split('.').map(str::to_owned).collect();
+    parts[2] = (parts[2].parse::<u64>().unwrap() + 86400).to_string();
+    let extended = e2ee::Invitation::parse(&parts.join(".")).unwrap();
+    assert_eq!(extended.hello_token(), real);
     tokio::time::sleep(Duration::from_millis(2100)).await;
-    let (code, msg) = knock_code(&t.server, id, json!({"invite": real})).await;
+    let (code, msg) = knock_code(&t.server, id, json!({"invite": extended.hello_token()})).await;
     assert_eq!(code, "invitation_required");
     assert!(msg["reason"].as_str().unwrap().contains("expired"), "{msg}");
 
@@ -317,11 +346,8 @@ async fn invitations_bans_passcode_and_lock_survive_a_restart() {
         json!({"passcode": "pass 1234", "require_invitation": true}),
     )
     .await;
-    let (id, secret) = (
-        created["id"].as_str().unwrap().to_owned(),
-        host_secret(&created),
-    );
-    let inv = new_invitation(&first, &id, &secret, json!({"label": "guest"})).await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    let inv = new_invitation(&created, json!({"label": "guest"})).await;
     let token = inv["token"].as_str().unwrap().to_owned();
     first.shutdown().await.unwrap();
 
@@ -364,7 +390,7 @@ async fn invitations_bans_passcode_and_lock_survive_a_restart() {
     assert_eq!(code, "invitation_required");
     let (code, _) = knock_code(&second, &id, with(json!({"device_id": "banned-device"}))).await;
     assert_eq!(code, "banned");
-    // The invitation token, signed before the restart, still opens the gate; the meeting
+    // The invitation token, registered before the restart, still opens the gate; the meeting
     // itself is locked, which the hub (after the gate) enforces.
     let (code, msg) = knock_code(&second, &id, with(json!({"device_id": "other"}))).await;
     assert!(code == "passed" || code == "locked", "{msg}");
@@ -375,28 +401,48 @@ async fn invitations_bans_passcode_and_lock_survive_a_restart() {
 async fn meeting_creation_options_and_bad_bodies() {
     let t = start_server().await;
     let base = &t.server.base_url;
-    // Empty body and {} both still work, with exactly the documented fields.
-    for body in [None, Some("{}")] {
-        let mut request = client().post(format!("{base}/api/meetings"));
-        if let Some(body) = body {
-            request = request
-                .header("content-type", "application/json")
-                .body(body);
-        }
-        let response = request.send().await.unwrap();
-        assert_eq!(response.status(), 201);
-        let created: Value = response.json().await.unwrap();
-        let mut keys: Vec<_> = created.as_object().unwrap().keys().cloned().collect();
-        keys.sort();
-        assert_eq!(keys, ["host_secret", "host_url", "id", "join_url"]);
-        assert!(!created["join_url"].as_str().unwrap().contains('#'));
-    }
-    let created = create_with(&t.server, json!({"passcode": "a b#c", "permissions": {
-        "screen_share": "hosts", "chat": "everyone", "allow_unmute": false, "max_participants": 5}})).await;
-    let join = created["join_url"].as_str().unwrap();
-    assert!(join.ends_with("#pwd=a%20b%23c"), "{join}");
-    assert!(created["host_url"].as_str().unwrap().contains("#host="));
+    // The digest alone is enough, and the answer has exactly the documented fields: no host
+    // link and no host secret, which only the client has.
+    let digest = host_digest();
+    let response = client()
+        .post(format!("{base}/api/meetings"))
+        .json(&json!({"host_secret_sha256": digest}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let created: Value = response.json().await.unwrap();
+    let mut keys: Vec<_> = created.as_object().unwrap().keys().cloned().collect();
+    keys.sort();
+    assert_eq!(keys, ["id", "join_url"]);
+    assert!(!created["join_url"].as_str().unwrap().contains('#'));
     let storage = server::Storage::open(t.data_dir.path()).await.unwrap();
+    let record = storage
+        .meeting(&meeting_id(&created))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(hex(&record.host_secret_sha256), digest, "stored as sent");
+
+    // The server's join link carries the passcode; the client adds the meeting key.
+    let options = json!({"passcode": "a b#c", "permissions": {
+        "screen_share": "hosts", "chat": "everyone", "allow_unmute": false, "max_participants": 5}});
+    let mut body = options.clone();
+    body["host_secret_sha256"] = host_digest().into();
+    let response = client()
+        .post(format!("{base}/api/meetings"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let answer: Value = response.json().await.unwrap();
+    let join = answer["join_url"].as_str().unwrap();
+    assert!(join.ends_with("#pwd=a%20b%23c"), "{join}");
+    let created = create_with(&t.server, options).await;
+    let join = created["join_url"].as_str().unwrap();
+    assert!(join.contains("#pwd=a%20b%23c&k="), "{join}");
+    assert!(created["host_url"].as_str().unwrap().contains("#host="));
     let record = storage
         .meeting(&meeting_id(&created))
         .await
@@ -413,7 +459,9 @@ async fn meeting_creation_options_and_bad_bodies() {
             .body(body)
             .send()
     };
-    let r = post("{\"passcode\": \"abc\"}".into()).await.unwrap();
+    let r = post(json!({"passcode": "abc", "host_secret_sha256": host_digest()}).to_string())
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"], "invalid_request", "{body}");
@@ -445,6 +493,74 @@ async fn meeting_creation_options_and_bad_bodies() {
     t.server.shutdown().await.unwrap();
 }
 
+/// The server makes no link secrets any more: a meeting without the digest of the host secret
+/// its client made, or an invitation without the digest of its token, is refused, saying which
+/// field is missing, and nothing is created.
+#[tokio::test]
+async fn meetings_and_invitations_without_the_clients_digest_are_refused() {
+    let t = start_server().await;
+    let base = &t.server.base_url;
+    let bodies = [
+        "",
+        "{}",
+        r#"{"passcode": "open sesame"}"#,
+        r#"{"host_secret_sha256": "not hex"}"#,
+        r#"{"host_secret_sha256": "abcd"}"#,
+    ];
+    for body in bodies {
+        let r = client()
+            .post(format!("{base}/api/meetings"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{body}");
+        let answer: Value = r.json().await.unwrap();
+        assert_eq!(answer["error"], "invalid_request", "{body}: {answer}");
+        let reason = answer["reason"].as_str().unwrap();
+        assert!(reason.contains("host_secret_sha256"), "{body}: {reason}");
+    }
+    assert_eq!(
+        metric(&t.server, "conclave_meetings_created_total").await,
+        0,
+        "nothing was created"
+    );
+
+    let created = create_with(&t.server, json!({})).await;
+    let (id, secret) = (created["id"].as_str().unwrap(), host_secret(&created));
+    let invitations = format!("{base}/api/meetings/{id}/invitations");
+    for body in [
+        json!({}),
+        json!({"label": "Dr. Who", "single_use": true}),
+        json!({"label": "x", "token_sha256": "zz"}),
+    ] {
+        let r = client()
+            .post(&invitations)
+            .bearer_auth(&secret)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{body}");
+        let answer: Value = r.json().await.unwrap();
+        assert_eq!(answer["error"], "invalid_request", "{body}: {answer}");
+        let reason = answer["reason"].as_str().unwrap();
+        assert!(reason.contains("token_sha256"), "{body}: {reason}");
+    }
+    let listed: Value = client()
+        .get(&invitations)
+        .bearer_auth(&secret)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["invitations"], json!([]), "nothing was created");
+    t.server.shutdown().await.unwrap();
+}
+
 #[tokio::test]
 async fn host_endpoints_need_the_host() {
     let t = start_server().await;
@@ -470,7 +586,7 @@ async fn host_endpoints_need_the_host() {
     let r = client()
         .post(format!("{base}/api/meetings/{}/invitations", random_id()))
         .bearer_auth(&secret)
-        .json(&json!({}))
+        .json(&json!({"token_sha256": token_digest()}))
         .send()
         .await
         .unwrap();
@@ -478,13 +594,13 @@ async fn host_endpoints_need_the_host() {
     let r = client()
         .post(&invitations)
         .bearer_auth(&secret)
-        .json(&json!({"expires_in_secs": 91 * 86400}))
+        .json(&json!({"expires_in_secs": 91 * 86400, "token_sha256": token_digest()}))
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 400, "over 90 days");
 
-    let inv = new_invitation(&t.server, id, &secret, json!({"label": "Dr. Who"})).await;
+    let inv = new_invitation(&created, json!({"label": "Dr. Who"})).await;
     for key in ["id", "token", "url", "expires_at"] {
         assert!(!inv[key].is_null(), "{key} in {inv}");
     }
@@ -498,7 +614,15 @@ async fn host_endpoints_need_the_host() {
         .await
         .unwrap();
     assert_eq!(listed["invitations"][0]["label"], "Dr. Who", "{listed}");
-    assert_eq!(listed["invitations"][0]["token"], inv["token"]);
+    assert_eq!(listed["invitations"][0]["id"], inv["id"], "{listed}");
+    // The server has only the token's digest, and lists neither a token nor a link.
+    let token = inv["token"].as_str().unwrap();
+    let (_, secret_part) = token.split_once('.').unwrap();
+    let text = listed.to_string();
+    assert!(!text.contains(secret_part), "{listed}");
+    for key in ["token", "token_sha256", "url"] {
+        assert!(listed["invitations"][0][key].is_null(), "{key} in {listed}");
+    }
     let r = client()
         .delete(format!("{invitations}/nonexistent"))
         .bearer_auth(&secret)
@@ -607,6 +731,7 @@ async fn accounts_log_in_own_meetings_and_refuse_cross_origin_requests() {
 
     let r = jar
         .post(format!("{base}/api/meetings"))
+        .json(&json!({"host_secret_sha256": host_digest()}))
         .send()
         .await
         .unwrap();
@@ -659,6 +784,7 @@ async fn accounts_log_in_own_meetings_and_refuse_cross_origin_requests() {
         .post(format!("{base}/api/meetings"))
         .header("cookie", &cookie)
         .header("origin", "https://evil.example")
+        .json(&json!({"host_secret_sha256": host_digest()}))
         .send()
         .await
         .unwrap();
@@ -667,7 +793,7 @@ async fn accounts_log_in_own_meetings_and_refuse_cross_origin_requests() {
         .post(format!("{base}/api/meetings"))
         .header("cookie", &cookie)
         .header("origin", &base)
-        .json(&json!({"passcode": "owner's pass"}))
+        .json(&json!({"passcode": "owner's pass", "host_secret_sha256": host_digest()}))
         .send()
         .await
         .unwrap();
@@ -689,7 +815,7 @@ async fn accounts_log_in_own_meetings_and_refuse_cross_origin_requests() {
     let r = jar
         .post(&invitations)
         .header("cookie", &cookie)
-        .json(&json!({}))
+        .json(&json!({"token_sha256": token_digest()}))
         .send()
         .await
         .unwrap();
@@ -765,7 +891,8 @@ async fn cli_creates_protected_meetings_invitations_and_reads_the_audit_log() {
     assert_eq!(lines.len(), 2, "{out}");
     let join = lines[0].strip_prefix("join: ").unwrap();
     let host = lines[1].strip_prefix("host: ").unwrap().to_owned();
-    assert!(join.ends_with("#pwd=s3cret%21"), "{join}");
+    assert!(join.contains("#pwd=s3cret%21&k="), "{join}");
+    assert!(host.contains("#host="), "{host}");
     let out = run(vec![
         "meeting".into(),
         "invite".into(),
@@ -876,7 +1003,12 @@ async fn tls_serves_https_with_hsts_and_secure_cookies() {
         answer.contains("strict-transport-security: max-age="),
         "{answer}"
     );
-    let answer = https("POST", "/api/meetings", "{}").await;
+    let answer = https(
+        "POST",
+        "/api/meetings",
+        r#"{"host_secret_sha256":"9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"}"#,
+    )
+    .await;
     assert!(answer.starts_with("http/1.1 201"), "{answer}");
     assert!(answer.contains("\"join_url\":\"https://"), "{answer}");
     let answer = https("POST", "/api/login", r#"{"name":"x","password":"y"}"#).await;

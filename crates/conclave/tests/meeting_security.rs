@@ -417,20 +417,17 @@ async fn a_participant_sent_back_to_the_lobby_waits_again() {
     t.server.shutdown().await.unwrap();
 }
 
-async fn invitation(t: &TestServer, links: &Links, body: Value) -> String {
-    let response = reqwest::Client::new()
-        .post(format!(
-            "{}/api/meetings/{}/invitations",
-            t.server.base_url, links.id
-        ))
-        .bearer_auth(links.host_secret())
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 201);
-    let created: Value = response.json().await.unwrap();
-    created["token"].as_str().unwrap().to_owned()
+/// Issues an invitation as the host's client does and returns what `hello` carries for it
+/// (`<id>.<token>`, derived from the invitation link's secret).
+async fn invitation(links: &Links, label: &str, skip_lobby: bool) -> String {
+    let invitation =
+        client::meeting_links::invite(&links.host, label, 7 * 86400, false, skip_lobby)
+            .await
+            .expect("invitation issued");
+    client::join_url::JoinLink::parse(&invitation.url)
+        .unwrap()
+        .hello_invite()
+        .expect("an invitation link")
 }
 
 fn invited_hello(meeting: &str, name: &str, device: &str, token: &str) -> String {
@@ -446,7 +443,7 @@ async fn invitees_are_participants_and_a_removed_invitation_stays_out() {
     let (mut host, _) = ws_join_host(&t.server, &links, "host").await;
 
     // An invitation that skips the lobby: straight in, as a participant, vouched by the link.
-    let vip = invitation(&t, &links, json!({"label": "Dana", "skip_lobby": true})).await;
+    let vip = invitation(&links, "Dana", true).await;
     let mut dana = ws_connect(&t.server).await;
     ws_send(
         &mut dana,
@@ -459,7 +456,7 @@ async fn invitees_are_participants_and_a_removed_invitation_stays_out() {
     assert_eq!(joined["entry"], "invitation");
 
     // A plain invitation waits in the lobby, labelled for the hosts.
-    let plain = invitation(&t, &links, json!({"label": "Eve"})).await;
+    let plain = invitation(&links, "Eve", false).await;
     let mut eve = ws_connect(&t.server).await;
     ws_send(&mut eve, invited_hello(&links.id, "Eve", "dev-eve", &plain)).await;
     let lobby = ws_next_of(&mut eve, "lobby").await;

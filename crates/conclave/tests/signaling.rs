@@ -161,8 +161,18 @@ async fn unknown_meeting_and_wrong_host_secret_are_refused_and_closed() {
     expect_error(&mut ws, "forbidden").await;
     assert_eq!(ws_next(&mut ws).await.unwrap_err(), Some(1008));
 
+    // The host link's seed is not what the server checks: its client sends the host secret
+    // derived from it.
+    let seed = links.host.split("#host=").nth(1).unwrap();
+    let mut ws = ws_connect(&t.server).await;
+    let raw = serde_json::json!({"v":1,"type":"hello","meeting":links.id,"name":"x",
+        "host_secret":seed,"client_version":"1"});
+    ws_send(&mut ws, raw.to_string()).await;
+    expect_error(&mut ws, "forbidden").await;
+    assert_eq!(ws_next(&mut ws).await.unwrap_err(), Some(1008));
+
     // The real host secret makes a host.
-    let secret = links.host.split("#host=").nth(1).unwrap();
+    let secret = links.host_secret();
     let mut ws = ws_connect(&t.server).await;
     let host = serde_json::json!({"v":1,"type":"hello","meeting":links.id,"name":"h",
         "host_secret":secret,"client_version":"1"});
@@ -171,7 +181,7 @@ async fn unknown_meeting_and_wrong_host_secret_are_refused_and_closed() {
     assert_eq!(welcome["role"], "host", "{welcome}");
 
     assert_eq!(rejected(&t, "unknown_meeting").await, 1);
-    assert_eq!(rejected(&t, "forbidden").await, 1);
+    assert_eq!(rejected(&t, "forbidden").await, 2);
     t.server.shutdown().await.unwrap();
 }
 

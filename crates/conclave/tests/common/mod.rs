@@ -49,23 +49,39 @@ async fn start_configured(dir: &std::path::Path, adjust: impl FnOnce(&mut Server
 
 pub struct Links {
     pub id: String,
+    /// `<server>/m/<id>#k=<meeting key>` (with `pwd=` for a passcode).
     pub join: String,
+    /// `<server>/m/<id>#host=<seed>`.
     pub host: String,
+    /// The host secret derived from the host link's seed: what `hello` and the API's bearer
+    /// token carry.
+    pub server_secret: String,
 }
 
-pub async fn create_meeting(server: &Server) -> Links {
-    let response = reqwest::Client::new()
-        .post(format!("{}/api/meetings", server.base_url))
-        .send()
-        .await
-        .expect("create meeting");
-    assert_eq!(response.status(), 201);
-    let body: serde_json::Value = response.json().await.unwrap();
-    Links {
-        id: body["id"].as_str().unwrap().to_owned(),
-        join: body["join_url"].as_str().unwrap().to_owned(),
-        host: body["host_url"].as_str().unwrap().to_owned(),
+impl From<client::meeting_links::MeetingLinks> for Links {
+    fn from(links: client::meeting_links::MeetingLinks) -> Self {
+        Links {
+            id: links.id,
+            join: links.join_url,
+            host: links.host_url,
+            server_secret: links.host_secret,
+        }
     }
+}
+
+/// Creates a meeting as a host's client does: the client makes the host link and the server
+/// gets only the digest of its host secret.
+pub async fn create_meeting(server: &Server) -> Links {
+    create_meeting_with(server, serde_json::json!({})).await
+}
+
+/// [`create_meeting`] with the rest of the `POST /api/meetings` body (`passcode`,
+/// `require_invitation`, `permissions`).
+pub async fn create_meeting_with(server: &Server, options: serde_json::Value) -> Links {
+    client::meeting_links::create_meeting(&server.base_url, options, None)
+        .await
+        .expect("create meeting")
+        .into()
 }
 
 /// A test bot. Bots on the host link admit everyone from the lobby (`--admit-all`), as no
@@ -157,8 +173,10 @@ pub fn hello(meeting: &str, name: &str) -> String {
 }
 
 impl Links {
+    /// The host secret `hello` and the API take (derived from the link's seed, never the
+    /// seed itself).
     pub fn host_secret(&self) -> &str {
-        self.host.split("#host=").nth(1).expect("host link")
+        &self.server_secret
     }
 }
 
