@@ -771,12 +771,12 @@ fn a_joiner_refuses_a_group_not_opened_under_its_link_key() {
         Err(E2eeError::ForgedGroup(_))
     ));
     // The same guest enters the real meeting's group.
-    let mut ms = vec![host()];
+    let mut real = host();
     let (pending, kp) = Member::new_pending_with(ident("guest"), None, Some(meeting)).unwrap();
-    ms[0].admit(key_package_hash(&kp).unwrap()).unwrap();
-    let (_commit, welcome) = ms[0].commit_add(&[&kp], NOW_MS).unwrap();
-    ms[0].merge_pending_commit(NOW_MS).unwrap();
+    real.admit(key_package_hash(&kp).unwrap()).unwrap();
+    let (_commit, welcome) = real.commit_add(&[&kp], NOW_MS).unwrap();
+    real.merge_pending_commit(NOW_MS).unwrap();
     let guest = pending.join(&welcome, None).unwrap();
-    assert_eq!(guest.security_code(), ms[0].security_code());
+    assert_eq!(guest.security_code(), real.security_code());
     assert_eq!(guest.hosts(), vec![0]);
 }
