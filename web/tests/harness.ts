@@ -1,8 +1,8 @@
 // Test harness: a real `conclave serve` on free ports with a temp data dir, Chromium
 // participants (Debian's package, the flags from DESIGN.md) and native `conclave bot`s.
 
-import { spawn, execSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, mkdirSync } from 'node:fs';
+import { spawn, execFile, execSync, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, mkdirSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join as joinPath, resolve } from 'node:path';
@@ -32,6 +32,58 @@ function conclaveBinary(): string {
   const bin = process.env['CONCLAVE_BIN'];
   if (!bin) throw new Error('set CONCLAVE_BIN to the conclave binary (cargo xtask test does)');
   return bin;
+}
+
+/** Runs a command to its end; its stdout, or an error with its stderr. */
+function run(command: string, args: string[], options: { cwd?: string; timeoutMs?: number } = {}): Promise<string> {
+  return new Promise((ok, fail) => {
+    execFile(command, args, { cwd: options.cwd, timeout: options.timeoutMs ?? 30_000, maxBuffer: 64 << 20, env: { ...process.env, NO_COLOR: '1', RUST_LOG: 'warn' } }, (error, stdout, stderr) => {
+      if (error) fail(new Error(`${command} ${args.join(' ')}: ${error.message}\n${stderr}`));
+      else ok(stdout);
+    });
+  });
+}
+
+/**
+ * A `conclave` built with the cargo feature `insecure-test-hooks` (`serve --test-lie`), in its
+ * own target dir (target/lies) so the normal binary stays without the hooks. `CONCLAVE_LIES_BIN`
+ * names one already built; otherwise this builds it (cargo's no-op when it is up to date).
+ * Null when this tree's server has no `--test-lie` yet.
+ */
+export async function lyingServerBinary(): Promise<string | null> {
+  let bin = process.env['CONCLAVE_LIES_BIN'];
+  if (!bin) {
+    const targetDir = joinPath(repoRoot, 'target/lies');
+    console.log(`building conclave with insecure-test-hooks into ${targetDir} (the first build takes minutes)`);
+    const started = Date.now();
+    await run(process.env['CARGO'] ?? 'cargo', ['build', '-p', 'conclave', '--features', 'insecure-test-hooks', '--target-dir', targetDir], { cwd: repoRoot, timeoutMs: 1_500_000 });
+    console.log(`built in ${Math.round((Date.now() - started) / 1000)} s`);
+    bin = joinPath(targetDir, 'debug/conclave');
+  }
+  if (!existsSync(bin)) throw new Error(`no binary at ${bin}`);
+  const help = await run(bin, ['serve', '--help']);
+  return help.includes('--test-lie') ? bin : null;
+}
+
+export interface MeetingLinks {
+  id: string;
+  /** For guests: `<server>/m/<id>#k=<meeting key>`. */
+  join_url: string;
+  /** `<server>/m/<id>#host=<seed>`. */
+  host_url: string;
+}
+
+/**
+ * Creates a meeting as a host's client does: `conclave meeting create` makes the host link
+ * and sends the server only its host secret's digest, then prints both links.
+ */
+export async function createMeeting(base: string, extra: string[] = []): Promise<MeetingLinks> {
+  const out = await run(conclaveBinary(), ['meeting', 'create', '--server', base, ...extra]);
+  const join = /^join: (\S+)$/m.exec(out)?.[1];
+  const host = /^host: (\S+)$/m.exec(out)?.[1];
+  const id = join ? /\/m\/([a-z2-7]{26})/.exec(join)?.[1] : undefined;
+  if (!join || !host || !id) throw new Error(`conclave meeting create printed no links: ${out}`);
+  return { id, join_url: join, host_url: host };
 }
 
 function chromiumPath(): string {
@@ -73,7 +125,7 @@ export interface RunningServer {
   /** The hash from the `web bundle sha256: ` line `conclave serve` printed at start. */
   bundleSha256: string;
   stop(): Promise<void>;
-  createMeeting(): Promise<{ id: string; join_url: string; host_url: string }>;
+  createMeeting(): Promise<MeetingLinks>;
 }
 
 export interface ServerOptions {
@@ -83,6 +135,8 @@ export interface ServerOptions {
   webDir?: string;
   /** More `conclave serve` flags. */
   args?: string[];
+  /** Another `conclave` to run (say the one of `lyingServerBinary`). */
+  bin?: string;
 }
 
 export async function startServer(options: ServerOptions = {}): Promise<RunningServer> {
@@ -91,7 +145,7 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
   const base = `http://127.0.0.1:${port}`;
   const env: NodeJS.ProcessEnv = { ...process.env, RUST_LOG: process.env['RUST_LOG'] ?? 'warn', NO_COLOR: '1', CONCLAVE_WEB_DIR: options.webDir ?? joinPath(repoRoot, 'web/dist') };
   delete env['CONCLAVE_WEB_RELEASE_KEY'];
-  const child = spawn(conclaveBinary(), ['serve', '--listen', `127.0.0.1:${port}`, '--media-port', '0', '--data-dir', dataDir, ...(options.args ?? [])], {
+  const child = spawn(options.bin ?? conclaveBinary(), ['serve', '--listen', `127.0.0.1:${port}`, '--media-port', '0', '--data-dir', dataDir, ...(options.args ?? [])], {
     env,
     stdio: ['ignore', 'pipe', 'inherit'],
   });
@@ -110,11 +164,7 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
       await stopProcess(child);
       rmSync(dataDir, { recursive: true, force: true });
     },
-    async createMeeting() {
-      const response = await fetch(`${base}/api/meetings`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' });
-      if (response.status !== 201) throw new Error(`create meeting: ${response.status}`);
-      return (await response.json()) as { id: string; join_url: string; host_url: string };
-    },
+    createMeeting: () => createMeeting(base),
   };
 }
 
@@ -160,9 +210,18 @@ export async function openBrowser(name: string): Promise<Participant> {
   };
 }
 
+/** `url` with a query string added before its #fragment (where the link's secrets are). */
+export function withQuery(url: string, query: string): string {
+  const hash = url.indexOf('#');
+  return hash < 0 ? `${url}?${query}` : `${url.slice(0, hash)}?${query}${url.slice(hash)}`;
+}
+
 /** Opens a link, fills in the pre-join form and joins. */
 export async function join(p: Participant, url: string): Promise<void> {
+  // Only the #fragment differs (or nothing): the browser would stay on the same document.
+  const samePage = p.page.url().split('#')[0] === url.split('#')[0];
   await p.page.goto(url);
+  if (samePage) await p.page.reload();
   await p.page.fill('#display-name', p.name);
   await p.page.click('#join-button');
 }
@@ -231,6 +290,11 @@ export async function pageMedia(page: Page): Promise<PageMedia> {
       ended: s.phase === 'ended' ? s.message : '',
     };
   });
+}
+
+/** Whether `p`'s participant list marks participant `id` as a host the group verified. */
+export function verifiedHostBadge(p: Participant, id: number | string | null) {
+  return p.page.locator(`#participant-list li[data-participant-id="${id}"] .verified-host`);
 }
 
 /** Lets a waiting participant in from the host's lobby panel. */
@@ -304,11 +368,11 @@ export interface BotReport {
 }
 
 /** A native participant (`conclave bot`) that publishes known clips and checks every frame. */
-export function startBot(joinUrl: string, name: string, durationSeconds: number): Bot {
+export function startBot(joinUrl: string, name: string, durationSeconds: number, bin = conclaveBinary()): Bot {
   mkdirSync(testOutput, { recursive: true });
   const reportPath = joinPath(testOutput, `bot-${name}-report.json`);
   rmSync(reportPath, { force: true });
-  const child = spawn(conclaveBinary(), ['bot', '--join', joinUrl, '--name', name, '--duration', String(durationSeconds), '--report', reportPath], {
+  const child = spawn(bin, ['bot', '--join', joinUrl, '--name', name, '--duration', String(durationSeconds), '--report', reportPath], {
     env: { ...process.env, RUST_LOG: 'warn', NO_COLOR: '1' },
     stdio: ['ignore', 'inherit', 'inherit'],
   });

@@ -3,7 +3,10 @@
 import { expect, test } from '@playwright/test';
 import { mkdirSync } from 'node:fs';
 import { join as joinPath } from 'node:path';
-import { admit, join, openBrowser, pageMedia, startBot, startServer, testOutput, waitFor, waitForMedia, type Bot, type Participant, type RunningServer } from './harness';
+import { admit, join, openBrowser, pageMedia, startBot, startServer, testOutput, verifiedHostBadge, waitFor, waitForMedia, withQuery, type Bot, type MeetingLinks, type Participant, type RunningServer } from './harness';
+
+/** A meeting's public key in a link: 32 bytes, base64url without padding. */
+const MEETING_KEY = /[A-Za-z0-9_-]{43}/;
 
 test.describe.serial('a meeting of three browsers and a native bot', () => {
   let server: RunningServer;
@@ -11,7 +14,7 @@ test.describe.serial('a meeting of three browsers and a native bot', () => {
   let alice: Participant;
   let bob: Participant;
   let bot: Bot;
-  let meeting: { id: string; join_url: string; host_url: string };
+  let meeting: MeetingLinks;
 
   test.beforeAll(async () => {
     server = await startServer();
@@ -30,9 +33,12 @@ test.describe.serial('a meeting of three browsers and a native bot', () => {
     await host.page.getByRole('button', { name: 'Create a meeting' }).click();
     const guestLink = await host.page.locator('#guest-link').inputValue();
     const hostLink = await host.page.locator('#host-link').inputValue();
-    expect(guestLink).toMatch(/\/m\/[a-z2-7]{26}$/);
-    expect(hostLink).toContain('#host=');
-    meeting = { id: guestLink.split('/m/')[1] ?? '', join_url: guestLink, host_url: hostLink };
+    // The guest link carries the meeting key the page made (the server never had it), and no
+    // host secret; the host link carries the seed the server never got.
+    expect(guestLink).toMatch(new RegExp(`/m/[a-z2-7]{26}#k=${MEETING_KEY.source}$`));
+    expect(hostLink).toMatch(/\/m\/[a-z2-7]{26}#host=[A-Za-z0-9_-]{43}$/);
+    expect(guestLink.split('#')[0]).toBe(hostLink.split('#')[0]);
+    meeting = { id: /\/m\/([a-z2-7]{26})#/.exec(guestLink)?.[1] ?? '', join_url: guestLink, host_url: hostLink };
     await join(host, hostLink);
     await expect(host.page.locator('#e2ee-badge')).toHaveText(/End-to-end encrypted/);
 
@@ -73,6 +79,22 @@ test.describe.serial('a meeting of three browsers and a native bot', () => {
     mkdirSync(testOutput, { recursive: true });
     const shot = joinPath(testOutput, 'meeting-4.png');
     await host.page.click('#security-button');
+
+    // The group verified the host (host link) and no one else; each page shows it, apart from
+    // the role the server reports. The host's page shares the guest link, never its #host=.
+    const hostId = codes[0]?.ownId ?? null;
+    const aliceId = codes[1]?.ownId ?? null;
+    await host.page.click('#people-button');
+    await expect(verifiedHostBadge(host, hostId)).toBeVisible();
+    await expect(host.page.locator('#participant-list .verified-host')).toHaveCount(1);
+    await expect(host.page.locator('#share-link')).toHaveValue(guestLink);
+    await host.page.click('#people-button');
+    await alice.page.click('#people-button');
+    await expect(verifiedHostBadge(alice, hostId)).toBeVisible();
+    await expect(verifiedHostBadge(alice, aliceId)).toHaveCount(0);
+    await expect(alice.page.locator('#share-link')).toHaveValue(guestLink);
+    await alice.page.click('#people-button');
+
     await host.page.screenshot({ path: shot });
     console.log(`screenshot of the meeting with four participants: ${shot}`);
 
@@ -111,6 +133,36 @@ test.describe.serial('a meeting of three browsers and a native bot', () => {
     expect(report.errors.filter((e) => e.includes('was sent by'))).toEqual([]);
   });
 
+  test('the host makes a guest co-host: the group, not the server, makes her a verified host', async () => {
+    const before = await Promise.all([host, alice, bob].map((p) => pageMedia(p.page)));
+    const aliceId = before[1]?.ownId ?? null;
+    await host.page.click('#people-button');
+    await alice.page.click('#people-button');
+    await expect(verifiedHostBadge(alice, aliceId)).toHaveCount(0);
+    await host.page.getByRole('button', { name: 'Make alice co-host' }).click();
+
+    // The host's client signed the promotion with the meeting key and committed it: alice's own
+    // client verified it, and shows her as a host of the encrypted meeting.
+    await expect(verifiedHostBadge(alice, aliceId)).toBeVisible({ timeout: 30_000 });
+    await expect(verifiedHostBadge(host, aliceId)).toBeVisible();
+    await expect(host.page.getByRole('button', { name: 'Remove alice as co-host' })).toBeVisible();
+    // The promotion is a Commit: a new epoch, and still one security code for everyone.
+    const after = await waitFor(
+      'one security code on every page after the promotion',
+      async () => {
+        const all = await Promise.all([host, alice, bob].map((p) => pageMedia(p.page)));
+        const codes = new Set(all.map((m) => m.securityCode));
+        return codes.size === 1 && all.every((m) => m.epoch > (before[0]?.epoch ?? 0)) ? all : null;
+      },
+      30_000,
+    );
+    console.log(`alice promoted at epoch ${after[0]?.epoch}: one code on all pages`);
+    // The server's role follows too (its powers there: alice now sees the host actions).
+    await expect(alice.page.locator('#lock-button')).toBeVisible();
+    await alice.page.click('#people-button');
+    await host.page.click('#people-button');
+  });
+
   test('a removed guest is told why, the code changes, and it cannot come back', async () => {
     const before = await pageMedia(host.page);
     const bobId = Object.entries(before.remote).find(([, r]) => r.name === 'bob')?.[0];
@@ -145,6 +197,38 @@ test.describe.serial('a meeting of three browsers and a native bot', () => {
     await expect(alice.page.locator('#mic-button')).toHaveText('Unmute');
   });
 
+  test('a host invites someone by name: the page signs the link, which skips the lobby', async () => {
+    // The host's participant panel is open (from the tests above); so is its invitation form.
+    await expect(host.page.locator('#invite-panel')).toBeVisible();
+    await host.page.fill('#invite-label', 'dave');
+    await host.page.check('#invite-skip-lobby');
+    await host.page.click('#invite-create');
+    const link = await host.page.locator('#invite-link-1').inputValue();
+    const key = meeting.join_url.split('#k=')[1] ?? '';
+    expect(link.startsWith(`${server.base}/m/${meeting.id}#invite=`)).toBe(true);
+    expect(link.endsWith(`&k=${key}`)).toBe(true);
+    expect(link).not.toContain('host=');
+    const dave = await openBrowser('dave');
+    try {
+      await join(dave, link);
+      // Nobody admits dave: his KeyPackage proves the invitation, and the group adds him.
+      const seen = await waitFor(
+        'dave to decode the host in one group with it, admitted by no one',
+        async () => {
+          const [d, h] = await Promise.all([pageMedia(dave.page), pageMedia(host.page)]);
+          const id = String(h.ownId);
+          const fromHost = d.remote[id];
+          const ok = d.phase === 'meeting' && h.securityCode !== '' && d.securityCode === h.securityCode && (fromHost?.framesDecoded ?? 0) > 0 && (d.decrypted[id]?.video ?? 0) > 0;
+          return ok ? d : null;
+        },
+        60_000,
+      );
+      console.log(`dave (invited, skipped the lobby) decodes the host: ${Object.values(seen.remote).map((r) => `${r.name} ${r.framesDecoded} frames`).join(', ')}`);
+    } finally {
+      await dave.close();
+    }
+  });
+
   test('a locked meeting turns a newcomer away, in plain words', async () => {
     await host.page.locator('#lock-button').click();
     await expect(host.page.locator('#lock-button')).toHaveText('Unlock the meeting');
@@ -177,7 +261,7 @@ test.describe('media between browser and server is really encrypted', () => {
     const m = await server.createMeeting();
     await join(host, m.host_url);
     // TEST ONLY switch: this page's receivers get no decrypting transform.
-    await join(eve, `${m.join_url}?e2ee_test_passthrough_receive=1`);
+    await join(eve, withQuery(m.join_url, 'e2ee_test_passthrough_receive=1'));
     await expect(eve.page.locator('.banner.test-only')).toBeVisible();
     await admit(host, 'eve');
 
@@ -224,7 +308,7 @@ test.describe('browsers with older or no encoded-frame APIs', () => {
 
   test('with only createEncodedStreams, media is encrypted in the worker all the same', async () => {
     const m = await server.createMeeting();
-    await join(host, `${m.host_url.replace('#', '?e2ee_test_force_api=encoded-streams#')}`);
+    await join(host, withQuery(m.host_url, 'e2ee_test_force_api=encoded-streams'));
     await join(guest, m.join_url);
     await admit(host, 'guest');
     const [h, g] = await Promise.all([waitForMedia(host, 1), waitForMedia(guest, 1)]);
@@ -233,7 +317,7 @@ test.describe('browsers with older or no encoded-frame APIs', () => {
 
   test('with neither API, the page explains and sends nothing', async () => {
     const m = await server.createMeeting();
-    await guest.page.goto(`${m.join_url}?e2ee_test_force_api=none`);
+    await guest.page.goto(withQuery(m.join_url, 'e2ee_test_force_api=none'));
     await expect(guest.page.getByRole('alert').filter({ hasText: 'cannot encrypt audio and video end to end' })).toBeVisible();
     await expect(guest.page.locator('#join-button')).toBeDisabled();
   });
