@@ -12,5 +12,8 @@ export default defineConfig({
   expect: { timeout: 30_000 },
   reporter: [['list']],
   outputDir: '../target/web-test/results',
-  globalTimeout: 360_000,
+  // The suite itself takes about five minutes; the rest is for tests/lies.spec.ts building the
+  // binary with the test hooks into its own target dir (minutes the first time, then cargo's
+  // no-op or an incremental build).
+  globalTimeout: 1_800_000,
 });
