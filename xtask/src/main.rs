@@ -439,10 +439,12 @@ fn test() -> Result<()> {
         .args(["--all-targets", "--", "-D", "warnings"]))?;
     // In a target dir of its own, so target/debug/conclave stays the binary without hooks;
     // the browser suite's lying-server test builds its binary there too and reuses this build.
-    run(cargo()
-        .arg("test")
-        .args(lies)
-        .args(["--target-dir", "target/lies", "--test", "server_lies"]))?;
+    run(cargo().arg("test").args(lies).args([
+        "--target-dir",
+        "target/lies",
+        "--test",
+        "server_lies",
+    ]))?;
     web_build()?;
     web_reproducible()?;
     web_test()?;
