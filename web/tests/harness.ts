@@ -48,9 +48,9 @@ function run(command: string, args: string[], options: { cwd?: string; timeoutMs
  * A `conclave` built with the cargo feature `insecure-test-hooks` (`serve --test-lie`), in its
  * own target dir (target/lies) so the normal binary stays without the hooks. `CONCLAVE_LIES_BIN`
  * names one already built; otherwise this builds it (cargo's no-op when it is up to date).
- * Null when this tree's server has no `--test-lie` yet.
+ * Throws when the binary has no `--test-lie`: the lying-server test must run, never skip.
  */
-export async function lyingServerBinary(): Promise<string | null> {
+export async function lyingServerBinary(): Promise<string> {
   let bin = process.env['CONCLAVE_LIES_BIN'];
   if (!bin) {
     const targetDir = joinPath(repoRoot, 'target/lies');
@@ -62,7 +62,8 @@ export async function lyingServerBinary(): Promise<string | null> {
   }
   if (!existsSync(bin)) throw new Error(`no binary at ${bin}`);
   const help = await run(bin, ['serve', '--help']);
-  return help.includes('--test-lie') ? bin : null;
+  if (!help.includes('--test-lie')) throw new Error(`${bin} has no --test-lie: build it with --features insecure-test-hooks`);
+  return bin;
 }
 
 export interface MeetingLinks {

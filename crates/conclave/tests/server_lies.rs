@@ -86,15 +86,8 @@ async fn honest_meeting(t: &mut LyingServer, promote_alice: bool) -> (Vec<Report
     if promote_alice {
         host.promote = vec!["alice".into()];
     }
-    let bots = vec![host, bot(&alice_link, "alice"), bot(&bob_link, "bob")];
-    let handles: Vec<_> = bots
-        .into_iter()
-        .map(|options| tokio::spawn(client::run(options)))
-        .collect();
-    let mut reports = Vec::new();
-    for handle in handles {
-        reports.push(handle.await.expect("bot task").expect("bot runs"));
-    }
+    let reports =
+        common::run_bots(vec![host, bot(&alice_link, "alice"), bot(&bob_link, "bob")]).await;
     let listener = tokio::time::timeout(Duration::from_secs(30), t.listener.recv())
         .await
         .expect("the lying server sent its listener in")
