@@ -11,6 +11,7 @@ const TAG_ADMISSION: u8 = 1;
 const TAG_CHAT: u8 = 2;
 const TAG_REACTION: u8 = 3;
 const TAG_LOCK: u8 = 4;
+const TAG_BAR: u8 = 5;
 
 /// Reactions are a single emoji or short token; anything longer is a chat message in disguise.
 pub(crate) const MAX_REACTION_LEN: usize = 64;
@@ -23,6 +24,8 @@ pub(crate) enum AppPayload {
     Reaction(String),
     /// A host locks (true) or unlocks the meeting: while locked, members refuse every Add.
     Lock(bool),
+    /// A host bars this device (see [`crate::continuity`]) from coming back without the lobby.
+    Bar([u8; 32]),
 }
 
 impl AppPayload {
@@ -31,6 +34,7 @@ impl AppPayload {
         let (tag, body): (u8, &[u8]) = match self {
             AppPayload::Lock(locked) => (TAG_LOCK, &lock[usize::from(*locked)..][..1]),
             AppPayload::Admission(h) => (TAG_ADMISSION, h),
+            AppPayload::Bar(device) => (TAG_BAR, device),
             AppPayload::Chat(t) => (TAG_CHAT, t.as_bytes()),
             AppPayload::Reaction(r) => (TAG_REACTION, r.as_bytes()),
         };
@@ -57,6 +61,9 @@ impl AppPayload {
             TAG_ADMISSION => <[u8; 32]>::try_from(body)
                 .map(AppPayload::Admission)
                 .map_err(|_| E2eeError::Malformed("admission hash length")),
+            TAG_BAR => <[u8; 32]>::try_from(body)
+                .map(AppPayload::Bar)
+                .map_err(|_| E2eeError::Malformed("device key length")),
             TAG_CHAT => text().map(AppPayload::Chat),
             TAG_REACTION if body.len() <= MAX_REACTION_LEN => text().map(AppPayload::Reaction),
             TAG_REACTION => Err(E2eeError::Malformed("reaction too long")),
@@ -82,6 +89,7 @@ mod tests {
             AppPayload::Reaction("\u{1F44D}".into()),
             AppPayload::Lock(true),
             AppPayload::Lock(false),
+            AppPayload::Bar([9; 32]),
         ] {
             assert_eq!(AppPayload::decode(&p.encode()).unwrap(), p);
         }
@@ -93,5 +101,6 @@ mod tests {
         assert!(AppPayload::decode(&[1, 9]).is_err());
         assert!(AppPayload::decode(&[1, 4]).is_err());
         assert!(AppPayload::decode(&[1, 4, 2]).is_err());
+        assert!(AppPayload::decode(&[1, 5, 1, 2, 3]).is_err());
     }
 }

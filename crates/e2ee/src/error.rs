@@ -72,6 +72,9 @@ pub enum E2eeError {
     /// host signed. Refused before joining; an alarm.
     #[error("refused the group: {0}")]
     ForgedGroup(&'static str),
+    /// A KeyPackage does not come back from the device of a member who just left.
+    #[error("not a returning member: {0}")]
+    NotReturning(&'static str),
     /// A host locked the meeting: no one may be admitted or added until a host unlocks it.
     /// Refused Commits are an alarm like [`E2eeError::UnadmittedAdd`].
     #[error("the meeting is locked: no one may be added")]

@@ -38,6 +38,7 @@ use openmls_rust_crypto::OpenMlsRustCrypto;
 use openmls_traits::OpenMlsProvider;
 
 use crate::admission::AppPayload;
+use crate::continuity::{device_of, DeviceKey, CONTINUITY_EXTENSION_TYPE, REJOIN_WINDOW_MS};
 use crate::error::{mls, E2eeError};
 use crate::frame::{DecryptedFrame, MediaKind, KEY_LEN};
 use crate::identity::{decode_credential, Identity};
@@ -77,6 +78,11 @@ pub enum Processed {
         by_leaf: u32,
         /// Epoch after the change.
         epoch: u64,
+    },
+    /// A host barred a device from coming back without the lobby (see [`Member::bar`]).
+    Barred {
+        /// Leaf of the host.
+        by_leaf: u32,
     },
     /// A chat message.
     Chat {
@@ -141,6 +147,18 @@ pub struct Member {
     /// enforced by cryptography: a server that ignores its own lock still gets no one added.
     locked: bool,
     media: MediaKeys,
+    /// Devices of leaves that left the group lately: they may come back (see
+    /// [`Member::returning`]).
+    departed: Vec<Departed>,
+    /// Devices a host barred: they do not come back without the lobby.
+    barred: HashSet<[u8; 32]>,
+}
+
+/// A leaf that left the group, by its device.
+struct Departed {
+    device: [u8; 32],
+    participant_id: String,
+    at_ms: u64,
 }
 
 fn capabilities() -> Capabilities {
@@ -151,6 +169,7 @@ fn capabilities() -> Capabilities {
             ExtensionType::Unknown(HOSTS_EXTENSION_TYPE),
             ExtensionType::Unknown(GROUP_RECORD_EXTENSION_TYPE),
             ExtensionType::Unknown(ADMISSION_PROOF_EXTENSION_TYPE),
+            ExtensionType::Unknown(CONTINUITY_EXTENSION_TYPE),
         ]),
         None,
         Some(&[CredentialType::Basic]),
@@ -182,19 +201,32 @@ fn group_extensions(
     .map_err(mls)
 }
 
-/// The LeafNode extensions carrying `proof` for a leaf whose signature key is `leaf_key`.
-fn proof_extensions(
+/// The LeafNode extensions carrying `proof` and the continuity of `device` for a leaf whose
+/// signature key is `leaf_key`.
+fn leaf_extensions(
     proof: Option<&EntryProof>,
+    device: Option<&DeviceKey>,
     leaf_key: &[u8],
 ) -> Result<Extensions<openmls::prelude::LeafNode>, E2eeError> {
-    match proof {
-        Some(proof) => Extensions::single(Extension::Unknown(
+    let proof = proof.map(|proof| {
+        Extension::Unknown(
             ADMISSION_PROOF_EXTENSION_TYPE,
             UnknownExtension(proof.encode_for(leaf_key)),
-        ))
-        .map_err(mls),
-        None => Ok(Extensions::empty()),
-    }
+        )
+    });
+    let continuity = device.map(|device| {
+        Extension::Unknown(
+            CONTINUITY_EXTENSION_TYPE,
+            UnknownExtension(device.continuity_for(leaf_key)),
+        )
+    });
+    Extensions::from_vec(proof.into_iter().chain(continuity).collect()).map_err(mls)
+}
+
+/// The device a leaf node proves it runs on, if it carries a valid continuity extension.
+fn leaf_device(leaf: &openmls::prelude::LeafNode) -> Option<[u8; 32]> {
+    let bytes = leaf.extensions().unknown(CONTINUITY_EXTENSION_TYPE)?;
+    device_of(&bytes.0, leaf.signature_key().as_slice()).ok()
 }
 
 /// The admission proof a leaf node carries, checked against the meeting key.
@@ -305,8 +337,9 @@ impl Member {
             .ciphersuite(CIPHERSUITE)
             .capabilities(capabilities())
             .with_group_context_extensions(group_extensions(&record, &[])?)
-            .with_leaf_node_extensions(proof_extensions(
+            .with_leaf_node_extensions(leaf_extensions(
                 Some(&EntryProof::HostLink(host_link)),
+                identity.device.as_ref(),
                 &leaf_key,
             )?)
             .map_err(mls)?
@@ -340,7 +373,11 @@ impl Member {
         expected_meeting: Option<MeetingPublicKey>,
     ) -> Result<(PendingJoin, Vec<u8>), E2eeError> {
         let provider = OpenMlsRustCrypto::default();
-        let leaf_extensions = proof_extensions(proof.as_ref(), identity.signature_public_key())?;
+        let leaf_extensions = leaf_extensions(
+            proof.as_ref(),
+            identity.device.as_ref(),
+            identity.signature_public_key(),
+        )?;
         let bundle = KeyPackage::builder()
             .leaf_node_capabilities(capabilities())
             .leaf_node_extensions(leaf_extensions)
@@ -389,6 +426,8 @@ impl Member {
             admitted: HashMap::new(),
             locked: false,
             media,
+            departed: Vec::new(),
+            barred: HashSet::new(),
         })
     }
 
@@ -488,6 +527,66 @@ impl Member {
             Some(Ok(proven)) if proven.admits(now_ms / 1000) => Ok(()),
             _ => Err(E2eeError::UnadmittedAdd { name }),
         }
+    }
+
+    /// Whether a KeyPackage comes back from the device of a member: one whose leaf left the
+    /// group within [`REJOIN_WINDOW_MS`] at `now_ms`, or one still in the group (its old leaf
+    /// goes at the next commit), and whom no host barred. Returns the participant id of the
+    /// leaf it replaces. A departed device comes back once: a second KeyPackage from it waits
+    /// for a host like anyone else.
+    pub fn returning(&mut self, key_package: &[u8], now_ms: u64) -> Result<String, E2eeError> {
+        let kp = parse_key_package(&self.provider, key_package)?;
+        let device = leaf_device(kp.leaf_node())
+            .ok_or(E2eeError::NotReturning("its KeyPackage proves no device"))?;
+        if self.barred.contains(&device) {
+            return Err(E2eeError::NotReturning("a host removed this device"));
+        }
+        if let Some(at) = self.departed.iter().position(|d| {
+            d.device == device && now_ms.saturating_sub(d.at_ms) < REJOIN_WINDOW_MS
+        }) {
+            return Ok(self.departed.remove(at).participant_id);
+        }
+        self.device_leaves()
+            .find(|(leaf, dev, _)| *dev == device && *leaf != self.leaf_index())
+            .map(|(_, _, pid)| pid)
+            .ok_or(E2eeError::NotReturning("no member left from this device"))
+    }
+
+    /// `(leaf, device, participant id)` of every member whose leaf proves a device.
+    fn device_leaves(&self) -> impl Iterator<Item = (u32, [u8; 32], String)> + '_ {
+        let tree = self.group.public_group();
+        self.group.members().filter_map(|m| {
+            let leaf = tree.leaf(m.index)?;
+            let device = leaf_device(leaf)?;
+            let (_, pid) = decode_credential(&m.credential).unwrap_or_default();
+            Some((m.index.u32(), device, pid))
+        })
+    }
+
+    /// Host only: the device of `participant_id` (in the group or lately departed) may not
+    /// come back without the lobby, for any member. Returns the application message telling
+    /// the others, or `None` when that participant proved no device.
+    pub fn bar(&mut self, participant_id: &str) -> Result<Option<Vec<u8>>, E2eeError> {
+        if !self.is_host(self.leaf_index()) {
+            return Err(E2eeError::NotHost);
+        }
+        let device = self
+            .device_leaves()
+            .find(|(_, _, pid)| pid == participant_id)
+            .map(|(_, device, _)| device)
+            .or_else(|| {
+                self.departed
+                    .iter()
+                    .find(|d| d.participant_id == participant_id)
+                    .map(|d| d.device)
+            });
+        let Some(device) = device else {
+            return Ok(None);
+        };
+        let bytes = self.send_app(&AppPayload::Bar(device))?;
+        self.barred.insert(device);
+        self.departed.retain(|d| d.device != device);
+        Ok(Some(bytes))
     }
 
     /// Whether `leaf` is a host in the current epoch.
@@ -855,6 +954,14 @@ impl Member {
                             by_leaf: from_leaf,
                         })
                     }
+                    AppPayload::Bar(device) => {
+                        if msg_epoch != self.epoch() || !self.is_host(from_leaf) {
+                            return Err(E2eeError::NotHost);
+                        }
+                        self.barred.insert(device);
+                        self.departed.retain(|d| d.device != device);
+                        Ok(Processed::Barred { by_leaf: from_leaf })
+                    }
                     AppPayload::Chat(text) => Ok(Processed::Chat {
                         from_leaf,
                         sender_name,
@@ -932,6 +1039,15 @@ impl Member {
     ) -> Result<Processed, E2eeError> {
         for kp in &summary.added {
             self.admitted.remove(&kp_ref(&self.provider, kp)?);
+        }
+        self.departed
+            .retain(|d| now_ms.saturating_sub(d.at_ms) < REJOIN_WINDOW_MS);
+        for (device, participant_id) in &summary.removed_devices {
+            self.departed.push(Departed {
+                device: *device,
+                participant_id: participant_id.clone(),
+                at_ms: now_ms,
+            });
         }
         let epoch = self.epoch();
         if !self.group.is_active() {
@@ -1041,6 +1157,8 @@ impl Member {
 struct CommitSummary {
     added: Vec<KeyPackage>,
     removed: Vec<u32>,
+    /// Devices (and participant ids) of the removed leaves that proved one.
+    removed_devices: Vec<([u8; 32], String)>,
     old_hosts: Vec<HostEntry>,
     /// Host set after the commit, when it carries a GroupContextExtensions proposal.
     new_hosts: Option<Vec<HostEntry>>,
@@ -1055,13 +1173,22 @@ impl CommitSummary {
         let mut s = CommitSummary {
             added: Vec::new(),
             removed: Vec::new(),
+            removed_devices: Vec::new(),
             old_hosts: hosts_of(group)?,
             new_hosts: None,
         };
         for queued in staged.queued_proposals() {
             match queued.proposal() {
                 Proposal::Add(add) => s.added.push(add.key_package().clone()),
-                Proposal::Remove(r) => s.removed.push(r.removed().u32()),
+                Proposal::Remove(r) => {
+                    s.removed.push(r.removed().u32());
+                    if let Some(leaf) = group.public_group().leaf(r.removed()) {
+                        if let Some(device) = leaf_device(leaf) {
+                            let (_, pid) = decode_credential(leaf.credential()).unwrap_or_default();
+                            s.removed_devices.push((device, pid));
+                        }
+                    }
+                }
                 Proposal::Update(_) => {}
                 Proposal::GroupContextExtensions(_) => {
                     let new = staged.group_context().extensions();

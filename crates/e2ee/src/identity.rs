@@ -7,6 +7,7 @@
 use openmls::prelude::{BasicCredential, Credential, CredentialWithKey, SignatureScheme};
 use openmls_basic_credential::SignatureKeyPair;
 
+use crate::continuity::DeviceKey;
 use crate::error::E2eeError;
 
 /// Version byte of the credential identity encoding, so it can evolve.
@@ -18,6 +19,9 @@ pub struct Identity {
     pub(crate) credential: CredentialWithKey,
     name: String,
     participant_id: String,
+    /// The device this identity runs on, proven in its KeyPackage so it can come back after a
+    /// dropped connection (see [`crate::continuity`]).
+    pub(crate) device: Option<DeviceKey>,
 }
 
 impl Identity {
@@ -34,7 +38,14 @@ impl Identity {
             credential,
             name: name.to_owned(),
             participant_id: participant_id.to_owned(),
+            device: None,
         })
+    }
+
+    /// This identity's KeyPackages prove they come from `device`.
+    pub fn with_device(mut self, device: DeviceKey) -> Self {
+        self.device = Some(device);
+        self
     }
 
     /// Display name carried in the credential.

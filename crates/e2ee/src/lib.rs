@@ -61,6 +61,7 @@
 #![warn(missing_docs)]
 
 pub mod admission;
+pub mod continuity;
 pub mod error;
 pub mod frame;
 pub mod group;
@@ -71,6 +72,7 @@ pub mod proofs;
 pub mod security_code;
 pub mod sframe_keys;
 
+pub use continuity::DeviceKey;
 pub use error::E2eeError;
 pub use frame::{DecryptedFrame, MediaKind};
 pub use group::{key_package_hash, Member, PendingJoin, Processed, CIPHERSUITE};

@@ -44,6 +44,8 @@ pub(crate) enum Purpose {
     Invitation,
     /// The invitation key vouches for this member's leaf signature key.
     InvitationBinding,
+    /// A device key vouches for a new leaf signature key of the same device (a rejoin).
+    Continuity,
 }
 
 impl Purpose {
@@ -54,6 +56,7 @@ impl Purpose {
             Purpose::CoHost => b"conclave/v1/co-host",
             Purpose::Invitation => b"conclave/v1/invitation",
             Purpose::InvitationBinding => b"conclave/v1/invitation-binding",
+            Purpose::Continuity => b"conclave/v1/continuity",
         }
     }
 
@@ -79,7 +82,7 @@ fn derive(seed: &[u8; SEED_LEN], info: &str) -> [u8; 32] {
     out
 }
 
-fn random_seed() -> Result<[u8; SEED_LEN], E2eeError> {
+pub(crate) fn random_seed() -> Result<[u8; SEED_LEN], E2eeError> {
     OpenMlsRustCrypto::default()
         .rand()
         .random_array()

@@ -33,7 +33,18 @@ fn admit_and_add(
     name: &str,
     now: u64,
 ) -> Member {
-    let (pending, kp) = Member::new_pending(ident(name)).unwrap();
+    admit_and_add_identity(host_idx, committer_idx, members, ident(name), now)
+}
+
+fn admit_and_add_identity(
+    host_idx: usize,
+    committer_idx: usize,
+    members: &mut [Member],
+    identity: Identity,
+    now: u64,
+) -> Member {
+    let name = identity.name().to_owned();
+    let (pending, kp) = Member::new_pending(identity).unwrap();
     let hash = key_package_hash(&kp).unwrap();
     let admission = members[host_idx].admit(hash).unwrap();
     for (i, m) in members.iter_mut().enumerate() {
@@ -52,7 +63,7 @@ fn admit_and_add(
             match m.process(&commit, now).unwrap() {
                 Processed::CommitMerged { added, .. } => {
                     assert_eq!(added.len(), 1);
-                    assert_eq!(added[0].1, name);
+                    assert_eq!(added[0].1, name.as_str());
                 }
                 other => panic!("unexpected {other:?}"),
             }
@@ -779,4 +790,96 @@ fn a_joiner_refuses_a_group_not_opened_under_its_link_key() {
     let guest = pending.join(&welcome, None).unwrap();
     assert_eq!(guest.security_code(), real.security_code());
     assert_eq!(guest.hosts(), vec![0]);
+}
+
+/// Removes the member with participant id `pid` by a commit of `members[0]`, which everyone
+/// else processes at `now`.
+fn remove_by_pid(members: &mut Vec<Member>, pid: &str, now: u64) {
+    let (leaf, _, _) = members[0]
+        .members()
+        .into_iter()
+        .find(|(_, _, p)| p == pid)
+        .unwrap();
+    let commit = members[0].commit_remove(&[leaf]).unwrap();
+    members[0].merge_pending_commit(now).unwrap();
+    members.retain_mut(|m| m.identity().participant_id() != pid);
+    for m in members.iter_mut().skip(1) {
+        m.process(&commit, now).unwrap();
+    }
+}
+
+#[test]
+fn a_dropped_device_comes_back_once_within_the_window_and_no_one_else_does() {
+    let mut ms = vec![host()];
+    let device = DeviceKey::generate().unwrap();
+    let bob = admit_and_add_identity(0, 0, &mut ms, ident("bob").with_device(device.clone()), 0);
+    ms.push(bob);
+    let carol = admit_and_add(0, 0, &mut ms, "carol", 0);
+    ms.push(carol);
+    // Bob's old leaf is still in the group when his new KeyPackage arrives: it replaces it.
+    let (_, early) =
+        Member::new_pending(Identity::generate("bob", "pid-bob-2").unwrap().with_device(device.clone()))
+            .unwrap();
+    assert_eq!(ms[0].returning(&early, 1_000).unwrap(), "pid-bob");
+    remove_by_pid(&mut ms, "pid-bob", 1_000);
+
+    // From the same device, after he left: every member recognises him, once.
+    let back = || {
+        Member::new_pending(
+            Identity::generate("bob", "pid-bob-3")
+                .unwrap()
+                .with_device(device.clone()),
+        )
+        .unwrap()
+        .1
+    };
+    assert_eq!(ms[1].returning(&back(), 5_000).unwrap(), "pid-bob");
+    assert!(matches!(
+        ms[1].returning(&back(), 5_000),
+        Err(E2eeError::NotReturning(_))
+    ));
+    // Too late, after the window.
+    assert!(matches!(
+        ms[0].returning(&back(), 1_000 + continuity::REJOIN_WINDOW_MS),
+        Err(E2eeError::NotReturning(_))
+    ));
+    // Another device, and no device at all, are strangers.
+    let (_, stranger) = Member::new_pending(
+        Identity::generate("bob", "pid-x")
+            .unwrap()
+            .with_device(DeviceKey::generate().unwrap()),
+    )
+    .unwrap();
+    assert!(ms[0].returning(&stranger, 2_000).is_err());
+    let (_, plain) = Member::new_pending(ident("bob")).unwrap();
+    assert!(ms[0].returning(&plain, 2_000).is_err());
+    assert!(ms[0].returning(b"not a key package", 2_000).is_err());
+}
+
+#[test]
+fn a_device_a_host_barred_does_not_come_back_for_any_member() {
+    let mut ms = three();
+    let device = DeviceKey::generate().unwrap();
+    let dave = admit_and_add_identity(0, 0, &mut ms, ident("dave").with_device(device.clone()), 0);
+    ms.push(dave);
+    // Only a host bars.
+    assert!(matches!(ms[1].bar("pid-dave"), Err(E2eeError::NotHost)));
+    // A participant who proved no device has nothing to bar.
+    assert_eq!(ms[0].bar("pid-bob").unwrap(), None);
+    let bar = ms[0].bar("pid-dave").unwrap().unwrap();
+    for m in ms.iter_mut().skip(1) {
+        if m.identity().participant_id() != "pid-dave" {
+            assert!(matches!(m.process(&bar, 0).unwrap(), Processed::Barred { by_leaf: 0 }));
+        }
+    }
+    remove_by_pid(&mut ms, "pid-dave", 1_000);
+    let (_, back) =
+        Member::new_pending(Identity::generate("dave", "pid-dave-2").unwrap().with_device(device))
+            .unwrap();
+    for m in ms.iter_mut() {
+        assert!(matches!(
+            m.returning(&back, 2_000),
+            Err(E2eeError::NotReturning("a host removed this device"))
+        ));
+    }
 }
