@@ -130,6 +130,8 @@ pub struct Bot {
     started: Instant,
     /// Kept across reconnects, so the server lets a dropped bot straight back in.
     device_id: String,
+    /// Kept across reconnects, so the hosts' clients let a dropped bot back into the group.
+    device_key: e2ee::DeviceKey,
     /// Datagrams dropped by the emulated downlink in finished sessions.
     downlink_dropped: u64,
     /// Media bytes received (UDP payloads, after the emulated downlink) and over how long.
@@ -167,6 +169,8 @@ pub async fn run(options: BotOptions) -> Result<Report, BotError> {
         received_datagrams: 0,
         receiving_for: Duration::ZERO,
         speakers: Vec::new(),
+        device_key: e2ee::DeviceKey::generate()
+            .map_err(|e| BotError::Media(format!("cannot make a device key: {e}")))?,
         device_id: {
             use rand::RngCore;
             let mut bytes = [0u8; 16];
@@ -336,7 +340,8 @@ impl Bot {
         let participant_id = participant_id.0;
         self.participant_id = Some(participant_id);
         info!(name = %self.options.name, participant = participant_id, "joined");
-        let secrets = self.link.secrets()?;
+        let mut secrets = self.link.secrets()?;
+        secrets.device = Some(self.device_key.clone());
         let group =
             GroupSession::from_welcome(&self.options.name, &welcome, secrets, self.now_ms())
                 .map_err(|e| BotError::Media(format!("cannot start E2EE: {e}")))?;

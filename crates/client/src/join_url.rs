@@ -106,6 +106,7 @@ impl JoinLink {
                 .map(MeetingPublicKey::parse)
                 .transpose()
                 .map_err(|e| JoinLinkError::BadSecret("k", e))?,
+            ..LinkSecrets::default()
         })
     }
 

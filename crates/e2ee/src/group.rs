@@ -570,6 +570,16 @@ impl Member {
         if !self.is_host(self.leaf_index()) {
             return Err(E2eeError::NotHost);
         }
+        let Some(device) = self.refuse_return(participant_id) else {
+            return Ok(None);
+        };
+        Ok(Some(self.send_app(&AppPayload::Bar(device))?))
+    }
+
+    /// This member alone will not take `participant_id`'s device (in the group or lately
+    /// departed) for a returning one, say because the server reports a host removed it: saying
+    /// so can only keep someone out. Returns the device, if that participant proved one.
+    pub fn refuse_return(&mut self, participant_id: &str) -> Option<[u8; 32]> {
         let device = self
             .device_leaves()
             .find(|(_, _, pid)| pid == participant_id)
@@ -580,13 +590,10 @@ impl Member {
                     .find(|d| d.participant_id == participant_id)
                     .map(|d| d.device)
             });
-        let Some(device) = device else {
-            return Ok(None);
-        };
-        let bytes = self.send_app(&AppPayload::Bar(device))?;
+        let device = device?;
         self.barred.insert(device);
         self.departed.retain(|d| d.device != device);
-        Ok(Some(bytes))
+        Some(device)
     }
 
     /// Whether `leaf` is a host in the current epoch.

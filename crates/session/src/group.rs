@@ -17,7 +17,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
 use e2ee::{
-    E2eeError, EntryProof, HostLinkSecret, Identity, Invitation, MediaKind, MeetingPublicKey,
+    DeviceKey, E2eeError, EntryProof, HostLinkSecret, Identity, Invitation, MediaKind, MeetingPublicKey,
     Member, PendingJoin, Processed,
 };
 use proto::{
@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 const COMMITTER_FALLBACK_MS: u64 = 1000;
 
 /// What this participant's link gave it: the secrets in its `#fragment` that the server never
-/// sees.
+/// sees; and the key of the device it runs on.
 #[derive(Clone, Default)]
 pub struct LinkSecrets {
     /// `#host=`: this participant holds the host link (a host of the meeting).
@@ -40,6 +40,9 @@ pub struct LinkSecrets {
     /// `#k=` (or the host link's own): the only meeting key whose group this participant
     /// enters.
     pub meeting_key: Option<MeetingPublicKey>,
+    /// Not from the link: the key this client keeps across its reconnections to the meeting,
+    /// so that hosts let it back in after a drop (see [`e2ee::continuity`]).
+    pub device: Option<DeviceKey>,
 }
 
 impl LinkSecrets {
@@ -50,6 +53,28 @@ impl LinkSecrets {
                 .as_ref()
                 .map(|link| link.meeting_key().public())
         })
+    }
+}
+
+/// Who the server says let someone in from the lobby, when no host of the group did.
+#[derive(Debug, Clone, Copy)]
+enum AdmissionClaim {
+    /// This client, whose user did not.
+    ByThisUser,
+    /// Someone who is not a host of the encrypted meeting.
+    ByNonHost,
+}
+
+impl AdmissionClaim {
+    fn alarm(self, name: &str) -> String {
+        match self {
+            AdmissionClaim::ByThisUser => format!(
+                "the server tried to add someone no host admitted: it says you let \"{name}\" in, but you did not"
+            ),
+            AdmissionClaim::ByNonHost => format!(
+                "the server tried to add someone no host admitted: it says \"{name}\" was let in by someone who is not a host of the encrypted meeting; they stay out until a host admits them"
+            ),
+        }
     }
 }
 
@@ -148,6 +173,10 @@ pub struct GroupSession {
     /// Participants the server says came with the host link or a skip-lobby invitation, with
     /// the name it gives: their KeyPackage must prove it.
     claimed_entries: HashMap<u64, (Entry, String)>,
+    /// Participants the server says a host let in from the lobby, where that host is this
+    /// client (whose user did not) or not a host of the group, with the name it gives: only a
+    /// device coming back after a drop (see [`Member::returning`]) explains that.
+    claimed_admissions: HashMap<u64, (AdmissionClaim, String)>,
     /// What this participant's link gave it.
     secrets: LinkSecrets,
     /// Co-host promotions (true) and demotions (false) this client's user decided, by
@@ -237,6 +266,7 @@ impl GroupSession {
             vouched: HashSet::new(),
             requested: HashSet::new(),
             claimed_entries: HashMap::new(),
+            claimed_admissions: HashMap::new(),
             secrets,
             host_changes: BTreeMap::new(),
             meeting_state: MeetingState::default(),
@@ -263,7 +293,11 @@ impl GroupSession {
     }
 
     fn identity(&self) -> Result<Identity, E2eeError> {
-        Identity::generate(&self.name, &self.participant_id.to_string())
+        let identity = Identity::generate(&self.name, &self.participant_id.to_string())?;
+        Ok(match &self.secrets.device {
+            Some(device) => identity.with_device(device.clone()),
+            None => identity,
+        })
     }
 
     fn create(&mut self, group_id: &[u8], now_ms: u64) -> Result<(), E2eeError> {
@@ -351,12 +385,12 @@ impl GroupSession {
             (Entry::HostLink | Entry::Invitation, _) => {
                 self.claimed_entries.insert(p.id.0, (entry, p.name.clone()));
             }
+            // Whether the claim holds is known when its KeyPackage shows whether it comes back
+            // from a device that just dropped.
             (Entry::Lobby, Some(by)) if by == self.participant_id => {
                 if !self.requested.contains(&p.id.0) {
-                    self.alarm(format!(
-                        "the server tried to add someone no host admitted: it says you let \"{}\" in, but you did not",
-                        p.name
-                    ));
+                    self.claimed_admissions
+                        .insert(p.id.0, (AdmissionClaim::ByThisUser, p.name.clone()));
                 }
             }
             (Entry::Lobby, Some(by)) => {
@@ -367,10 +401,8 @@ impl GroupSession {
                         .iter()
                         .any(|(leaf, _, pid)| hosts.contains(leaf) && pid.parse() == Ok(by));
                     if !by_is_host {
-                        self.alarm(format!(
-                            "the server tried to add someone no host admitted: it says \"{}\" was let in by someone who is not a host of the encrypted meeting; they stay out until a host admits them",
-                            p.name
-                        ));
+                        self.claimed_admissions
+                            .insert(p.id.0, (AdmissionClaim::ByNonHost, p.name.clone()));
                     }
                 }
             }
@@ -441,6 +473,27 @@ impl GroupSession {
         self.roles.remove(&id);
         self.host_changes.remove(&id);
         self.claimed_entries.remove(&id);
+        self.claimed_admissions.remove(&id);
+    }
+
+    /// This client's user removed `participant` from the meeting (the client sends `remove`).
+    /// A host's client bars the participant's device in the group, so no member lets it back
+    /// in as a returning device; a non-host's client has nothing to do.
+    pub fn removed_by_this_user(&mut self, participant: u64) {
+        let Ok(member) = self.member() else {
+            return;
+        };
+        if !member.is_host(member.leaf_index()) {
+            return;
+        }
+        match member.bar(&participant.to_string()) {
+            Ok(Some(data)) => self.out.push_back(ClientMessage::MlsMessage {
+                data: proto::b64_encode(&data),
+                purpose: AppMessagePurpose::Control,
+            }),
+            Ok(None) => {}
+            Err(e) => self.errors.push(format!("mls: cannot bar a removed device: {e}")),
+        }
     }
 
     pub fn report(&self) -> E2eeReport {
@@ -482,7 +535,17 @@ impl GroupSession {
                 self.on_participant_joined(participant, *entry, admitted_by.map(|p| p.0));
                 Ok(())
             }
-            ServerMessage::ParticipantLeft { participant_id, .. } => {
+            ServerMessage::ParticipantLeft {
+                participant_id,
+                reason,
+            } => {
+                // Removed by a host: not a device to take back after a drop. Believing the
+                // server here can only keep someone out.
+                if *reason == proto::LeaveReason::Removed {
+                    if let State::Member(member) = &mut self.state {
+                        member.refuse_return(&participant_id.0.to_string());
+                    }
+                }
                 self.participant_left(participant_id.0);
                 Ok(())
             }
@@ -533,6 +596,24 @@ impl GroupSession {
                 );
                 self.claimed_entries.remove(&from);
                 self.alarm(message);
+            }
+        }
+        // The server says a host let this participant in, and no host of the group did: true
+        // only of a device coming back after a dropped connection, which members check
+        // themselves. Then this client, if it is a host, admits it again.
+        if let Some((claim, name)) = self.claimed_admissions.remove(&from) {
+            let returning = match &mut self.state {
+                // The leaf it replaces must be gone from the meeting: a device does not sit
+                // in it twice.
+                State::Member(member) => member
+                    .returning(&bytes, now_ms)
+                    .is_ok_and(|pid| pid.parse().map_or(true, |p| !self.present.contains(&p))),
+                _ => false,
+            };
+            if returning {
+                self.vouched.insert(from);
+            } else {
+                self.alarm(claim.alarm(&name));
             }
         }
         self.key_packages.insert(from, (bytes, hash));
@@ -1317,8 +1398,20 @@ mod tests {
                 "{alarm}"
             );
         }
-        // "You admitted it" (this host's user never did) is noticed too.
+        // "You admitted it" (this host's user never did) is noticed too, when the listener's
+        // KeyPackage shows it is not a device coming back.
+        let mut listener = GroupSession::from_welcome(
+            "listener",
+            &welcome(8, Role::Guest, vec![], false),
+            LinkSecrets {
+                device: Some(DeviceKey::generate().unwrap()),
+                ..LinkSecrets::default()
+            },
+            0,
+        )
+        .unwrap();
         host.on_server_message(&joined(8, Entry::Lobby, Some(1)), 0);
+        assert!(!admits(&mut host, &mut listener));
         assert_eq!(host.report().alarms.len(), 4);
         // "It is a co-host": the role changes nothing in the group.
         host.on_server_message(
@@ -1331,6 +1424,81 @@ mod tests {
         host.tick(20_000);
         assert!(host.poll_message().is_none());
         assert_eq!(host.report().epoch, 0);
+    }
+
+    /// A guest whose connection drops comes back as a new participant: the server re-enters
+    /// it as admitted by the host, and the host's client, whose user did not admit this new
+    /// participant id, lets it back in because its KeyPackage proves the same device. Once, and
+    /// not after the host removed it.
+    #[test]
+    fn a_dropped_guest_comes_back_by_its_device_and_a_removed_one_does_not() {
+        let device = DeviceKey::generate().unwrap();
+        let guest_secrets = || LinkSecrets {
+            device: Some(device.clone()),
+            ..LinkSecrets::default()
+        };
+        let guest = |id: u64| {
+            GroupSession::from_welcome(
+                "flaky",
+                &welcome(id, Role::Guest, vec![info(1, Role::Host)], false),
+                guest_secrets(),
+                0,
+            )
+            .unwrap()
+        };
+        let mut sessions = vec![GroupSession::from_welcome(
+            "host",
+            &welcome(1, Role::Host, vec![], true),
+            host_secrets(),
+            0,
+        )
+        .unwrap()];
+        sessions[0].admission_requested(2);
+        sessions[0].on_server_message(&joined(2, Entry::Lobby, Some(1)), 0);
+        sessions.push(guest(2));
+        deliver(&mut sessions, 0);
+        assert!(sessions[1].is_member());
+
+        // Dropped: the host's client removes the old leaf.
+        sessions.pop();
+        sessions[0].on_server_message(
+            &ServerMessage::ParticipantLeft {
+                participant_id: ParticipantId(2),
+                reason: proto::LeaveReason::Disconnected,
+            },
+            1_000,
+        );
+        deliver(&mut sessions, 1_000);
+        assert_eq!(sessions[0].report().epoch, 2);
+
+        // Back as participant 3, "admitted by you" says the server: the device proves it.
+        sessions[0].on_server_message(&joined(3, Entry::Lobby, Some(1)), 2_000);
+        sessions.push(guest(3));
+        deliver(&mut sessions, 2_000);
+        assert!(sessions[1].is_member(), "{:?}", sessions[0].report());
+        assert!(sessions[0].report().alarms.is_empty(), "{:?}", sessions[0].report());
+
+        // A second copy of the same device at once is not a return.
+        let mut copy = guest(4);
+        sessions[0].on_server_message(&joined(4, Entry::Lobby, Some(1)), 2_000);
+        assert!(!admits(&mut sessions[0], &mut copy));
+        assert_eq!(sessions[0].report().alarms.len(), 1);
+
+        // The host removes the guest: its device is barred and does not come back.
+        sessions[0].removed_by_this_user(3);
+        sessions[0].on_server_message(
+            &ServerMessage::ParticipantLeft {
+                participant_id: ParticipantId(3),
+                reason: proto::LeaveReason::Removed,
+            },
+            3_000,
+        );
+        sessions.pop();
+        deliver(&mut sessions, 3_000);
+        let mut kicked = guest(5);
+        sessions[0].on_server_message(&joined(5, Entry::Lobby, Some(1)), 4_000);
+        assert!(!admits(&mut sessions[0], &mut kicked));
+        assert_eq!(sessions[0].report().alarms.len(), 2);
     }
 
     #[test]

@@ -112,6 +112,12 @@ impl Core {
         self.events.pop_front()
     }
 
+    /// This user removes `participant` (call it when sending `remove`).
+    pub fn removed_by_this_user(&mut self, participant: u64) {
+        self.group.removed_by_this_user(participant);
+        self.note_changes();
+    }
+
     /// This user admits `participant` from the lobby (call it when sending `admit`): only then
     /// does this client sign its MLS admission.
     pub fn admission_requested(&mut self, participant: u64) {

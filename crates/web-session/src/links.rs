@@ -33,6 +33,7 @@ pub fn secrets(host: &str, invite: &str, meeting_key: &str) -> Result<LinkSecret
             .map(|v| MeetingPublicKey::parse(&v))
             .transpose()
             .map_err(|e| bad("#k", e))?,
+        ..LinkSecrets::default()
     })
 }
 

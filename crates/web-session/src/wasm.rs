@@ -84,10 +84,26 @@ impl DecryptedFrame {
     }
 }
 
+/// The key a meeting page keeps across its reconnections (see `e2ee::continuity`): made once
+/// per page, given to every `WebSession` of it, never sent.
+#[wasm_bindgen]
+pub struct WebDevice(e2ee::DeviceKey);
+
+#[wasm_bindgen]
+impl WebDevice {
+    #[wasm_bindgen(constructor)]
+    pub fn new() -> Result<WebDevice, JsError> {
+        e2ee::DeviceKey::generate()
+            .map(WebDevice)
+            .map_err(|e| JsError::new(&e.to_string()))
+    }
+}
+
 #[wasm_bindgen]
 impl WebSession {
-    /// Starts from the server's `welcome` (its JSON as received) with this participant's name
-    /// and its link's secrets (`#host=`, `#invite=`, `#k=`; empty strings when absent).
+    /// Starts from the server's `welcome` (its JSON as received) with this participant's name,
+    /// its link's secrets (`#host=`, `#invite=`, `#k=`; empty strings when absent) and the
+    /// page's device key, the same for every session of one meeting page.
     #[wasm_bindgen(constructor)]
     pub fn new(
         welcome_json: &str,
@@ -96,11 +112,21 @@ impl WebSession {
         invite: &str,
         meeting_key: &str,
         now_ms: f64,
+        device: &WebDevice,
     ) -> Result<WebSession, JsError> {
-        let secrets = links::secrets(host, invite, meeting_key).map_err(|e| JsError::new(&e.0))?;
+        let mut secrets =
+            links::secrets(host, invite, meeting_key).map_err(|e| JsError::new(&e.0))?;
+        secrets.device = Some(device.0.clone());
         Core::from_welcome(welcome_json, name, secrets, now_ms as u64)
             .map(|core| WebSession { core })
             .map_err(|e| JsError::new(&e.0))
+    }
+
+    /// This user removes a participant: call it as the app sends `remove`, so a host's client
+    /// bars the participant's device from coming back as a returning one.
+    #[wasm_bindgen(js_name = removedByThisUser)]
+    pub fn removed_by_this_user(&mut self, participant: f64) {
+        self.core.removed_by_this_user(participant as u64);
     }
 
     /// This user admits a participant from the lobby: call it as the app sends `admit`.

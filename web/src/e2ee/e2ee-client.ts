@@ -87,6 +87,11 @@ export class E2eeClient {
     this.post({ type: 'start', welcome: welcomeJson, name, ...secrets });
   }
 
+  /** This user removes `participantId` (before the `remove` goes to the server). */
+  removing(participantId: number): void {
+    this.post({ type: 'removing', participantId });
+  }
+
   /** This user admits `participantId` from the lobby (before the `admit` goes to the server). */
   admitting(participantId: number): void {
     this.post({ type: 'admitting', participantId });

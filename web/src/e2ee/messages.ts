@@ -12,6 +12,8 @@ export type ToWorker =
   | { type: 'cohost'; participantId: number; cohost: boolean }
   /** This user admits a participant from the lobby: only then does its client vouch for it. */
   | { type: 'admitting'; participantId: number }
+  /** This user removes a participant: a host's client bars its device from coming back. */
+  | { type: 'removing'; participantId: number }
   | { type: 'server'; json: string }
   | { type: 'tracks'; tracks: Array<[mid: string, participantId: number]> }
   | { type: 'chat'; text: string }

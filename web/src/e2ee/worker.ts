@@ -2,7 +2,7 @@
 // and every media key, and seals or opens every encoded frame of the peer connection.
 // No cryptography is written here: every frame goes through `encryptFrame` / `decryptFrame`.
 
-import init, { WebSession } from '../wasm/web_session.js';
+import init, { WebDevice, WebSession } from '../wasm/web_session.js';
 import type { FrameCounters, FromWorker, MediaKindName, ToWorker, TransformOptions } from './messages';
 
 /** The parts of the dedicated worker scope this worker uses (the DOM typings describe a window). */
@@ -21,6 +21,11 @@ const REPORT_MS = 500;
 
 const ready = init();
 let session: WebSession | null = null;
+/**
+ * This page's device key, the same for every session of the meeting: after a dropped
+ * connection the hosts' clients recognise it and let this participant back into the group.
+ */
+let device: WebDevice | null = null;
 /** Receiving m-line → the publisher the server says it carries. */
 let publishers = new Map<string, number>();
 
@@ -66,7 +71,8 @@ scope.onmessage = async (event: MessageEvent<ToWorker>) => {
     switch (msg.type) {
       case 'start':
         session?.free();
-        session = new WebSession(msg.welcome, msg.name, msg.host, msg.invite, msg.meetingKey, now());
+        device ??= new WebDevice();
+        session = new WebSession(msg.welcome, msg.name, msg.host, msg.invite, msg.meetingKey, now(), device);
         flush();
         report();
         break;
@@ -83,6 +89,10 @@ scope.onmessage = async (event: MessageEvent<ToWorker>) => {
         withAdmissions?.admissionRequested?.(msg.participantId);
         break;
       }
+      case 'removing':
+        session?.removedByThisUser(msg.participantId);
+        flush();
+        break;
       case 'cohost':
         if (!session) throw new Error('not in the meeting yet');
         session.setCohost(msg.participantId, msg.cohost);

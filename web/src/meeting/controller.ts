@@ -545,6 +545,12 @@ export class MeetingController {
     }
   }
 
+  /** Removes a participant for good: this client bars its device in the group, then asks the server. */
+  remove(id: number): void {
+    this.e2ee?.removing(id);
+    this.send({ type: 'remove', participant_id: id });
+  }
+
   /** Lets a waiting participant in: this client vouches for it in the group, then asks the server. */
   admit(id: number): void {
     this.e2ee?.admitting(id);

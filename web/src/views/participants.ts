@@ -54,7 +54,7 @@ export function renderParticipants(meeting: MeetingController, invite: HTMLEleme
             class: 'small danger remove',
             'aria-label': `Remove ${p.info.name}`,
             onclick: () => {
-              if (confirm(`Remove ${p.info.name} from the meeting? They will not be able to come back.`)) meeting.send({ type: 'remove', participant_id: id });
+              if (confirm(`Remove ${p.info.name} from the meeting? They will not be able to come back.`)) meeting.remove(id);
             },
           },
           'Remove',
