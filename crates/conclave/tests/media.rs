@@ -267,7 +267,11 @@ async fn a_bot_whose_signaling_drops_rejoins_within_two_seconds_and_media_resume
     );
     // The host's client took the rejoiner back by its device, not by the server's word: no
     // alarm about an admission it did not make.
-    assert!(observer.e2ee.alarms.is_empty(), "{:?}", observer.e2ee.alarms);
+    assert!(
+        observer.e2ee.alarms.is_empty(),
+        "{:?}",
+        observer.e2ee.alarms
+    );
     // The observer receives the rejoined participant's media, all of it verified.
     let rejoined = flaky.participant_id.unwrap();
     for kind in ["audio", "video"] {

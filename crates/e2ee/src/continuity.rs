@@ -46,7 +46,10 @@ impl DeviceKey {
 
     /// The LeafNode extension bytes for a leaf whose signature key is `leaf_key`.
     pub(crate) fn continuity_for(&self, leaf_key: &[u8]) -> Vec<u8> {
-        let signature = self.0.sign(&Purpose::Continuity.message(leaf_key)).to_bytes();
+        let signature = self
+            .0
+            .sign(&Purpose::Continuity.message(leaf_key))
+            .to_bytes();
         let mut out = Vec::with_capacity(CONTINUITY_LEN);
         out.push(CONTINUITY_V1);
         out.extend_from_slice(&self.public());
@@ -64,7 +67,9 @@ pub(crate) fn device_of(bytes: &[u8], leaf_key: &[u8]) -> Result<[u8; PUBLIC_KEY
     }
     let (device, signature) = bytes[1..].split_at(PUBLIC_KEY_LEN);
     if !verify(device, Purpose::Continuity, leaf_key, signature) {
-        return Err(E2eeError::ForgedProof("the device key did not sign this leaf"));
+        return Err(E2eeError::ForgedProof(
+            "the device key did not sign this leaf",
+        ));
     }
     <[u8; PUBLIC_KEY_LEN]>::try_from(device).map_err(|_| E2eeError::Malformed("device key"))
 }

@@ -541,9 +541,11 @@ impl Member {
         if self.barred.contains(&device) {
             return Err(E2eeError::NotReturning("a host removed this device"));
         }
-        if let Some(at) = self.departed.iter().position(|d| {
-            d.device == device && now_ms.saturating_sub(d.at_ms) < REJOIN_WINDOW_MS
-        }) {
+        if let Some(at) = self
+            .departed
+            .iter()
+            .position(|d| d.device == device && now_ms.saturating_sub(d.at_ms) < REJOIN_WINDOW_MS)
+        {
             return Ok(self.departed.remove(at).participant_id);
         }
         self.device_leaves()

@@ -817,9 +817,12 @@ fn a_dropped_device_comes_back_once_within_the_window_and_no_one_else_does() {
     let carol = admit_and_add(0, 0, &mut ms, "carol", 0);
     ms.push(carol);
     // Bob's old leaf is still in the group when his new KeyPackage arrives: it replaces it.
-    let (_, early) =
-        Member::new_pending(Identity::generate("bob", "pid-bob-2").unwrap().with_device(device.clone()))
-            .unwrap();
+    let (_, early) = Member::new_pending(
+        Identity::generate("bob", "pid-bob-2")
+            .unwrap()
+            .with_device(device.clone()),
+    )
+    .unwrap();
     assert_eq!(ms[0].returning(&early, 1_000).unwrap(), "pid-bob");
     remove_by_pid(&mut ms, "pid-bob", 1_000);
 
@@ -869,13 +872,19 @@ fn a_device_a_host_barred_does_not_come_back_for_any_member() {
     let bar = ms[0].bar("pid-dave").unwrap().unwrap();
     for m in ms.iter_mut().skip(1) {
         if m.identity().participant_id() != "pid-dave" {
-            assert!(matches!(m.process(&bar, 0).unwrap(), Processed::Barred { by_leaf: 0 }));
+            assert!(matches!(
+                m.process(&bar, 0).unwrap(),
+                Processed::Barred { by_leaf: 0 }
+            ));
         }
     }
     remove_by_pid(&mut ms, "pid-dave", 1_000);
-    let (_, back) =
-        Member::new_pending(Identity::generate("dave", "pid-dave-2").unwrap().with_device(device))
-            .unwrap();
+    let (_, back) = Member::new_pending(
+        Identity::generate("dave", "pid-dave-2")
+            .unwrap()
+            .with_device(device),
+    )
+    .unwrap();
     for m in ms.iter_mut() {
         assert!(matches!(
             m.returning(&back, 2_000),

@@ -13,8 +13,8 @@
 //!    alike, and failures there count towards a lockout too);
 //! 5. a wrong host secret is refused: a forged host link;
 //! 6. the meeting has not ended;
-//! 7. the invitation (signature and expiry first, then revoked / used in the database), and
-//!    required when the meeting says so: a leaked join link;
+//! 7. the invitation (its token's SHA-256 against the stored one, then expiry, revoked, used),
+//!    and required when the meeting says so: a leaked join link;
 //! 8. bans by device, invitation and account: a removed participant coming back;
 //! 9. a single-use invitation is consumed atomically: two replays racing cannot both pass.
 //!
@@ -469,8 +469,8 @@ impl Gate {
         })
     }
 
-    /// Checks a token without consuming it: signature and expiry first (no database work for
-    /// forgeries), then the stored invitation. Returns the grant and whether it is single-use.
+    /// Checks a token without consuming it: the stored invitation's token digest, then its
+    /// expiry, revocation and use. Returns the grant and whether it is single-use.
     async fn redeemable_invitation(
         &self,
         storage: &Storage,

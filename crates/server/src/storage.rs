@@ -347,26 +347,6 @@ impl Storage {
             .collect())
     }
 
-    /// The server-wide secret called `name` (32 random bytes), created on first use. Kept in
-    /// the database so that what it signs stays valid across restarts.
-    pub async fn server_key(&self, name: &str) -> Result<[u8; 32], StorageError> {
-        let mut fresh = [0u8; 32];
-        rand::RngCore::fill_bytes(&mut rand::rng(), &mut fresh);
-        // INSERT OR IGNORE: two servers starting at once on one database still agree on one key.
-        sqlx::query("INSERT OR IGNORE INTO server_keys (name, key) VALUES (?, ?)")
-            .bind(name)
-            .bind(fresh.as_slice())
-            .execute(&self.pool)
-            .await?;
-        let key: Vec<u8> = sqlx::query_scalar("SELECT key FROM server_keys WHERE name = ?")
-            .bind(name)
-            .fetch_one(&self.pool)
-            .await?;
-        key.try_into().map_err(|_| {
-            StorageError::Corrupt(serde::de::Error::custom("server key is not 32 bytes"))
-        })
-    }
-
     pub async fn create_invitation(&self, inv: &InvitationRecord) -> Result<(), StorageError> {
         sqlx::query(
             "INSERT INTO invitations (id, meeting_id, label, created_at, expires_at, single_use, \

@@ -17,8 +17,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
 use e2ee::{
-    DeviceKey, E2eeError, EntryProof, HostLinkSecret, Identity, Invitation, MediaKind, MeetingPublicKey,
-    Member, PendingJoin, Processed,
+    DeviceKey, E2eeError, EntryProof, HostLinkSecret, Identity, Invitation, MediaKind,
+    MeetingPublicKey, Member, PendingJoin, Processed,
 };
 use proto::{
     AppMessagePurpose, ClientMessage, Entry, ErrorCode, MeetingState, ParticipantInfo, Role,
@@ -492,7 +492,9 @@ impl GroupSession {
                 purpose: AppMessagePurpose::Control,
             }),
             Ok(None) => {}
-            Err(e) => self.errors.push(format!("mls: cannot bar a removed device: {e}")),
+            Err(e) => self
+                .errors
+                .push(format!("mls: cannot bar a removed device: {e}")),
         }
     }
 
@@ -1476,7 +1478,11 @@ mod tests {
         sessions.push(guest(3));
         deliver(&mut sessions, 2_000);
         assert!(sessions[1].is_member(), "{:?}", sessions[0].report());
-        assert!(sessions[0].report().alarms.is_empty(), "{:?}", sessions[0].report());
+        assert!(
+            sessions[0].report().alarms.is_empty(),
+            "{:?}",
+            sessions[0].report()
+        );
 
         // A second copy of the same device at once is not a return.
         let mut copy = guest(4);
