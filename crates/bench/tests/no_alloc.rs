@@ -226,6 +226,7 @@ impl Net {
                         source,
                         destination,
                         contents,
+                        ..
                     } => {
                         if measure && is_rtp(&contents) {
                             self.counted_packets += 1;

@@ -15,9 +15,9 @@ use str0m::format::Codec;
 use str0m::media::{
     Direction, Frequency, MediaKind, MediaTime, Mid, Rid, Simulcast, SimulcastLayer,
 };
-use str0m::net::{Protocol, Receive};
+use str0m::net::Receive;
 use str0m::rtp::{AbsCaptureTime, Extension, ExtensionMap};
-use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
+use str0m::{Event, IceConnectionState, Input, Output, Rtc};
 use tokio::net::UdpSocket;
 use tokio_tungstenite::tungstenite::Message;
 use tracing::{debug, info, warn};
@@ -25,6 +25,7 @@ use tracing::{debug, info, warn};
 use crate::clip;
 use crate::downlink::{Datagram, Downlink, DownlinkShape};
 use crate::join_url::{JoinLink, JoinLinkError};
+use crate::media_link::{MediaLink, Transport};
 use crate::receive::{FrameCheck, TrackReceiver};
 use crate::report::{Report, SentCounts};
 use session::{E2eeReport, GroupSession, Unopened};
@@ -68,6 +69,8 @@ pub struct BotOptions {
     pub promote: Vec<String>,
     /// Take each promotion back this long after making it.
     pub demote_after: Option<Duration>,
+    /// The path media takes to the SFU: UDP, or ICE-TCP.
+    pub transport: Transport,
 }
 
 impl BotOptions {
@@ -85,6 +88,7 @@ impl BotOptions {
             max_receive_kbps: None,
             promote: Vec::new(),
             demote_after: None,
+            transport: Transport::Udp,
         }
     }
 }
@@ -124,6 +128,8 @@ pub struct Bot {
     /// When the signaling connection was lost, until media flows again.
     lost_at: Option<Instant>,
     participant_id: Option<u64>,
+    /// The path media last connected over.
+    transport_used: Option<Transport>,
     /// E2EE counters of finished sessions; the current session's are added in the report.
     e2ee_done: E2eeReport,
     /// The clock for the MLS state machines.
@@ -160,6 +166,7 @@ pub async fn run(options: BotOptions) -> Result<Report, BotError> {
         reconnect_ms: Vec::new(),
         lost_at: None,
         participant_id: None,
+        transport_used: None,
         e2ee_done: E2eeReport::default(),
         started: Instant::now(),
         admitting: Default::default(),
@@ -226,8 +233,7 @@ struct HeldFrame {
 /// One signaling session's media state.
 struct Session {
     rtc: Rtc,
-    socket: UdpSocket,
-    local: SocketAddr,
+    link: MediaLink,
     pending: Option<SdpPendingOffer>,
     audio_mid: Mid,
     video_mid: Mid,
@@ -290,6 +296,7 @@ impl Bot {
             downlink_dropped: self.downlink_dropped,
             active_speakers: self.speakers.clone(),
             received_datagrams: self.received_datagrams,
+            transport: self.transport_used.map(|t| t.as_str().to_owned()),
             received_kbps: (!self.receiving_for.is_zero()).then(|| {
                 self.received_bytes as f64 * 8.0 / self.receiving_for.as_secs_f64() / 1000.0
             }),
@@ -419,11 +426,9 @@ impl Bot {
 
     async fn open_media(&self, group: GroupSession) -> Result<Session, BotError> {
         let local_ip = local_ip_towards(&self.link.host).await;
-        let socket = bind_udp(SocketAddr::new(local_ip, 0))
-            .map_err(|e| BotError::Media(format!("cannot bind UDP: {e}")))?;
-        let local = socket
-            .local_addr()
-            .map_err(|e| BotError::Media(e.to_string()))?;
+        let transport = self.options.transport;
+        let link = MediaLink::open(transport, local_ip)
+            .map_err(|e| BotError::Media(format!("cannot open {transport} media: {e}")))?;
         let mut extensions = ExtensionMap::standard();
         extensions.set(ABS_CAPTURE_TIME_EXT_ID, Extension::AbsoluteCaptureTime);
         let mut rtc = Rtc::builder()
@@ -432,13 +437,10 @@ impl Bot {
             .enable_vp8(true)
             .set_extension_map(extensions)
             .build(Instant::now());
-        let candidate =
-            Candidate::host(local, "udp").map_err(|e| BotError::Media(e.to_string()))?;
-        rtc.add_local_candidate(candidate);
+        rtc.add_local_candidate(link.candidate().map_err(BotError::Media)?);
         Ok(Session {
             rtc,
-            socket,
-            local,
+            link,
             pending: None,
             audio_mid: Mid::from("a"),
             video_mid: Mid::from("v"),
@@ -499,8 +501,8 @@ impl Bot {
                     Some(Err(e)) => return Ok(SessionEnd::Lost(e.to_string())),
                     None => return Ok(SessionEnd::Lost("connection closed".into())),
                 },
-                received = s.socket.recv_from(&mut buf) => {
-                    let (n, source) = received.map_err(|e| BotError::Media(e.to_string()))?;
+                received = s.link.recv(&mut buf) => {
+                    let (source, n) = received.map_err(|e| BotError::Media(e.to_string()))?;
                     match &mut s.downlink {
                         Some(link) => {
                             link.push(Instant::now(), Datagram { source, data: buf[..n].to_vec() });
@@ -534,12 +536,11 @@ impl Bot {
                 .poll_output()
                 .map_err(|e| BotError::Media(e.to_string()))?
             {
-                Output::Timeout(t) => return Ok(t),
-                Output::Transmit(t) => {
-                    if let Err(e) = s.socket.send_to(&t.contents, t.destination).await {
-                        debug!("media send failed: {e}");
-                    }
+                Output::Timeout(t) => {
+                    s.link.flush().await;
+                    return Ok(t);
                 }
+                Output::Transmit(t) => s.link.send(t.destination, &t.contents).await,
                 Output::Event(event) => self.on_media_event(s, event)?,
             }
         }
@@ -548,6 +549,7 @@ impl Bot {
     fn on_media_event(&mut self, s: &mut Session, event: Event) -> Result<(), BotError> {
         match event {
             Event::Connected => {
+                self.transport_used = Some(s.link.transport());
                 info!(name = %self.options.name, "media connected");
                 s.connected_at = Some(Instant::now());
                 if let Some(lost) = self.lost_at.take() {
@@ -1036,9 +1038,9 @@ fn receive_datagram(s: &mut Session, source: SocketAddr, bytes: &[u8]) {
         let input = Input::Receive(
             Instant::now(),
             Receive {
-                proto: Protocol::Udp,
+                proto: s.link.protocol(),
                 source,
-                destination: s.local,
+                destination: s.link.local(),
                 contents,
             },
         );
@@ -1089,21 +1091,6 @@ async fn flush_group(ws: &mut Ws, group: &mut GroupSession) -> Result<(), BotErr
         send(ws, &msg).await?;
     }
     Ok(())
-}
-
-/// Binds the bot's media socket with a kernel receive buffer big enough for a large meeting's
-/// bursts (the default ~200 KiB drops packets when a loaded machine schedules the bot late).
-fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
-    const BUFFER: usize = 1024 * 1024;
-    let socket = socket2::Socket::new(
-        socket2::Domain::for_address(addr),
-        socket2::Type::DGRAM,
-        Some(socket2::Protocol::UDP),
-    )?;
-    let _ = socket.set_recv_buffer_size(BUFFER);
-    socket.set_nonblocking(true)?;
-    socket.bind(&addr.into())?;
-    UdpSocket::from_std(socket.into())
 }
 
 /// The local address media should leave from to reach `host`: loopback for a loopback

@@ -5,9 +5,11 @@ pub mod bot;
 pub mod clip;
 pub mod downlink;
 pub mod join_url;
+pub mod media_link;
 pub mod meeting_links;
 pub mod receive;
 pub mod report;
 
 pub use bot::{run, BotError, BotOptions};
+pub use media_link::Transport;
 pub use report::{LayerChange, ReceivedTrack, Report};

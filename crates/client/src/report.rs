@@ -24,6 +24,10 @@ pub struct Report {
     /// Datagrams that arrived over the media connection (all sessions).
     #[serde(default)]
     pub received_datagrams: u64,
+    /// The path media last connected over: `"udp"` or `"tcp"` (ICE-TCP); absent if it
+    /// never connected.
+    #[serde(default)]
+    pub transport: Option<String>,
     /// What arrived over the media connection while it was up (all sessions), in kbps.
     #[serde(default)]
     pub received_kbps: Option<f64>,

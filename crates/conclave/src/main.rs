@@ -52,6 +52,10 @@ struct ServeArgs {
     /// The one UDP port all media uses.
     #[arg(long, env = "CONCLAVE_MEDIA_PORT", default_value_t = 10000)]
     media_port: u16,
+    /// ICE over TCP (RFC 6544, framed per RFC 4571) for networks that drop UDP: listens on
+    /// this TCP port (default: the media port's number); 0 turns it off.
+    #[arg(long, env = "CONCLAVE_MEDIA_TCP_PORT")]
+    media_tcp_port: Option<u16>,
     /// The address participants send media to (put in ICE candidates).
     #[arg(long, env = "CONCLAVE_PUBLIC_IP", default_value = "127.0.0.1")]
     public_ip: IpAddr,
@@ -201,6 +205,10 @@ struct BotArgs {
     /// Emulated downlink: lift the rate limit after this many seconds.
     #[arg(long)]
     downlink_lift_after: Option<f64>,
+    /// The path media takes: `udp`, or `tcp` (ICE-TCP to the server's TCP media port, for
+    /// networks that drop UDP). The report's `"transport"` says which one connected.
+    #[arg(long, default_value = "udp")]
+    transport: client::Transport,
     /// Where to write the JSON report: a path, or - for stdout.
     #[arg(long, default_value = "-")]
     report: String,
@@ -273,6 +281,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
     let config = server::ServerConfig {
         listen: args.listen,
         media_port: args.media_port,
+        media_tcp: server::MediaTcp::from_flag(args.media_tcp_port),
         public_ip: args.public_ip,
         public_url: args.public_url,
         data_dir: args.data_dir,
@@ -288,6 +297,10 @@ async fn serve(args: ServeArgs) -> Result<()> {
         .await
         .context("conclave serve could not start")?;
     println!("{}", running.web_bundle_line());
+    match running.media_tcp_addr {
+        Some(tcp) => println!("media: udp {} tcp {tcp}", running.media_addr),
+        None => println!("media: udp {} (ICE-TCP off)", running.media_addr),
+    }
     info!(
         media = %running.media_addr,
         "Conclave is running: open {}/ in a browser",
@@ -525,6 +538,7 @@ async fn bot(args: BotArgs) -> Result<()> {
         max_receive_kbps: args.max_receive_kbps,
         promote: args.promote,
         demote_after: args.demote_after.map(Duration::from_secs_f64),
+        transport: args.transport,
         downlink: Some(client::downlink::DownlinkShape {
             kbps: args.downlink_kbps,
             loss: args.downlink_loss,

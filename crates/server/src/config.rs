@@ -23,6 +23,8 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// The single UDP port all media uses (0: any free port, for tests).
     pub media_port: u16,
+    /// ICE-TCP, for networks that drop UDP: which TCP port takes media connections.
+    pub media_tcp: MediaTcp,
     /// The address media is bound to.
     pub media_bind_ip: IpAddr,
     /// The address put in ICE candidates: where participants send media.
@@ -48,6 +50,29 @@ pub struct ServerConfig {
     /// into meetings, so that tests can check honest clients refuse it.
     #[cfg(feature = "insecure-test-hooks")]
     pub test_lie: Option<std::sync::Arc<crate::test_lie::TestLie>>,
+}
+
+/// Where the SFU's passive ICE-TCP candidate listens.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum MediaTcp {
+    /// The same port number as the media UDP socket (the default).
+    #[default]
+    SameAsUdp,
+    /// This TCP port.
+    Port(u16),
+    /// No ICE-TCP: media over UDP only.
+    Off,
+}
+
+impl MediaTcp {
+    /// `--media-tcp-port`: absent, the UDP port's number; 0, off; otherwise that port.
+    pub fn from_flag(port: Option<u16>) -> Self {
+        match port {
+            None => MediaTcp::SameAsUdp,
+            Some(0) => MediaTcp::Off,
+            Some(port) => MediaTcp::Port(port),
+        }
+    }
 }
 
 /// Who may create meetings through `POST /api/meetings`.
@@ -100,6 +125,7 @@ impl Default for ServerConfig {
         ServerConfig {
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 8080)),
             media_port: 10000,
+            media_tcp: MediaTcp::SameAsUdp,
             media_bind_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             public_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             public_url: None,
@@ -127,6 +153,16 @@ impl ServerConfig {
             }
         }
         Ok(())
+    }
+
+    /// The TCP port ICE-TCP binds, None when it is off. 0 means the port number the UDP socket
+    /// gets (any free one when `media_port` is 0).
+    pub fn media_tcp_port(&self) -> Option<u16> {
+        match self.media_tcp {
+            MediaTcp::SameAsUdp => Some(0),
+            MediaTcp::Port(port) => Some(port),
+            MediaTcp::Off => None,
+        }
     }
 
     /// The base of join links, given the address the listener actually bound.

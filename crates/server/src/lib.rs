@@ -8,6 +8,7 @@ mod delivery;
 pub mod gate;
 mod http;
 mod hub;
+mod ice_tcp;
 pub mod invitation;
 mod media;
 mod metrics;
@@ -26,7 +27,8 @@ pub mod web_bundle;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-pub use config::{ConfigError, MediaTap, MeetingCreation, ServerConfig, TlsFiles};
+pub use config::{ConfigError, MediaTap, MediaTcp, MeetingCreation, ServerConfig, TlsFiles};
+pub use ice_tcp::{TcpRefusal, TcpStats};
 pub use metrics::Metrics;
 pub use storage::{
     AuditRecord, Ban, InvitationRecord, MeetingRecord, Storage, StorageError, UserRecord,
@@ -66,6 +68,8 @@ pub enum ServerError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Storage(#[from] StorageError),
+    #[error(transparent)]
+    MediaBind(#[from] media::MediaBindError),
     #[error("cannot bind {what} on {addr}: {source}")]
     Bind {
         what: &'static str,
@@ -81,7 +85,10 @@ pub enum ServerError {
 /// A running server.
 pub struct Server {
     pub http_addr: SocketAddr,
+    /// The media UDP socket's address.
     pub media_addr: SocketAddr,
+    /// The ICE-TCP listener's address, if ICE-TCP is on.
+    pub media_tcp_addr: Option<SocketAddr>,
     pub base_url: String,
     /// The web app this server hands out (None: not built).
     pub web_bundle: Option<Arc<WebBundle>>,
@@ -114,22 +121,23 @@ impl Server {
         let (shutdown, shutdown_rx) = watch::channel(false);
         let hub = Arc::new(Hub::default());
         let metrics = Arc::new(Metrics::default());
-        let media_bind = SocketAddr::new(config.media_bind_ip, config.media_port);
-        let (media, media_addr, media_task) = media::start(
-            media_bind,
-            config.public_ip,
+        let sockets = media::MediaSockets {
+            udp: SocketAddr::new(config.media_bind_ip, config.media_port),
+            tcp: config
+                .media_tcp_port()
+                .map(|port| SocketAddr::new(config.media_bind_ip, port)),
+            public_ip: config.public_ip,
+        };
+        let (media, bound, media_task) = media::start(
+            sockets,
             config.media_tap.clone(),
             config.downlink_estimation,
             hub.clone(),
             metrics.clone(),
             shutdown_rx.clone(),
         )
-        .await
-        .map_err(|source| ServerError::Bind {
-            what: "media UDP",
-            addr: media_bind,
-            source,
-        })?;
+        .await?;
+        let (media_addr, media_tcp_addr) = (bound.udp, bound.tcp);
         let base_url = config.base_url(http_addr);
         let ctx = Arc::new(AppContext {
             storage: storage.clone(),
@@ -185,6 +193,7 @@ impl Server {
         Ok(Server {
             http_addr,
             media_addr,
+            media_tcp_addr,
             base_url,
             web_bundle,
             metrics,

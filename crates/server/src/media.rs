@@ -1,4 +1,5 @@
-//! The media IO edge: one UDP socket, the sans-IO [`Sfu`] and the clock that drives it.
+//! The media IO edge: one UDP socket, the ICE-TCP listener beside it, the sans-IO [`Sfu`] and
+//! the clock that drives it.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -6,13 +7,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use proto::{LeaveReason, ParticipantId, ServerMessage, TrackInfo, TrackKind, TrackSource};
-use sfu::{RoomId, Sfu, SfuConfig, SfuError, SfuEvent, SfuOutput};
+use sfu::{RoomId, Sfu, SfuConfig, SfuError, SfuEvent, SfuOutput, Transport};
 use tokio::io::Interest;
-use tokio::net::UdpSocket;
+use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, info, warn};
 
 use crate::hub::{Hub, Outbound};
+use crate::ice_tcp::{TcpEvent, TcpLimits, TcpMedia, TcpRefusal};
 use crate::metrics::Metrics;
 use crate::udp_batch::{RecvBatch, SendBatch};
 
@@ -156,21 +158,88 @@ fn bind_udp(addr: SocketAddr, buffer: usize) -> std::io::Result<std::net::UdpSoc
     Ok(socket.into())
 }
 
-/// Binds the media socket and starts the media loop on its own thread.
+/// Where the media loop listens and what it puts in ICE candidates.
+pub struct MediaSockets {
+    /// The UDP socket's address.
+    pub udp: SocketAddr,
+    /// The ICE-TCP listener's address, or None for no ICE-TCP; port 0 takes the UDP port's
+    /// number.
+    pub tcp: Option<SocketAddr>,
+    pub public_ip: std::net::IpAddr,
+}
+
+/// The addresses the media loop bound.
+#[derive(Debug, Clone, Copy)]
+pub struct MediaBound {
+    pub udp: SocketAddr,
+    pub tcp: Option<SocketAddr>,
+}
+
+/// What went wrong binding a media socket.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot bind media {what} on {addr}: {source}")]
+pub struct MediaBindError {
+    pub what: &'static str,
+    pub addr: SocketAddr,
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// Binds the media sockets and starts the media loop on its own thread.
 pub async fn start(
-    bind: SocketAddr,
-    public_ip: std::net::IpAddr,
+    sockets: MediaSockets,
     tap: Option<crate::MediaTap>,
     downlink_estimation: bool,
     hub: Arc<Hub>,
     metrics: Arc<Metrics>,
     shutdown: watch::Receiver<bool>,
-) -> std::io::Result<(MediaHandle, SocketAddr, MediaThread)> {
-    let socket = bind_udp(bind, MEDIA_SOCKET_BUFFER)?;
-    let local = socket.local_addr()?;
-    let candidate = SocketAddr::new(public_ip, local.port());
+) -> Result<(MediaHandle, MediaBound, MediaThread), MediaBindError> {
+    let udp_error = |source| MediaBindError {
+        what: "UDP",
+        addr: sockets.udp,
+        source,
+    };
+    let socket = bind_udp(sockets.udp, MEDIA_SOCKET_BUFFER).map_err(udp_error)?;
+    let local = socket.local_addr().map_err(udp_error)?;
+    let candidate = SocketAddr::new(sockets.public_ip, local.port());
+    let tcp_listener = match sockets.tcp {
+        Some(mut addr) => {
+            if addr.port() == 0 {
+                addr.set_port(local.port());
+            }
+            let tcp_error = |source| MediaBindError {
+                what: "TCP (ICE-TCP; --media-tcp-port 0 turns it off)",
+                addr,
+                source,
+            };
+            // An ephemeral UDP port (tests, `--media-port 0`) wants the same number over TCP
+            // where it is free, and any port where it is not: nobody configured that number.
+            let listener = match bind_tcp(addr) {
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::AddrInUse
+                        && sockets.udp.port() == 0
+                        && sockets.tcp.is_some_and(|t| t.port() == 0) =>
+                {
+                    bind_tcp(SocketAddr::new(addr.ip(), 0))
+                }
+                other => other,
+            }
+            .map_err(tcp_error)?;
+            let bound = listener.local_addr().map_err(tcp_error)?;
+            Some((listener, bound))
+        }
+        None => None,
+    };
+    let tcp_candidate = tcp_listener
+        .as_ref()
+        .map(|(_, bound)| SocketAddr::new(sockets.public_ip, bound.port()));
+    let bound = MediaBound {
+        udp: local,
+        tcp: tcp_listener.as_ref().map(|(_, bound)| *bound),
+    };
     let mut sfu = Sfu::new(SfuConfig {
         downlink_estimation,
+        tcp_candidate_addr: tcp_candidate,
         ..SfuConfig::new(candidate, local)
     });
     if let Some(tap) = &tap {
@@ -185,10 +254,30 @@ pub async fn start(
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .enable_time()
-        .build()?;
-    let socket = {
+        .build()
+        .map_err(udp_error)?;
+    let (socket, tcp) = {
         let _entered = runtime.enter();
-        UdpSocket::from_std(socket)?
+        let socket = UdpSocket::from_std(socket).map_err(udp_error)?;
+        let tcp = match (tcp_listener, tcp_candidate) {
+            (Some((listener, bound)), Some(candidate)) => {
+                let listener =
+                    TcpListener::from_std(listener).map_err(|source| MediaBindError {
+                        what: "TCP",
+                        addr: bound,
+                        source,
+                    })?;
+                let (media, events) = TcpMedia::new(TcpLimits::default());
+                Some(TcpPath {
+                    listener,
+                    candidate,
+                    media,
+                    events,
+                })
+            }
+            _ => None,
+        };
+        (socket, tcp)
     };
     // str0m matches each datagram's destination against its local candidate. The socket may be
     // bound to a wildcard address (or sit behind a NAT), so every datagram is presented as
@@ -196,6 +285,7 @@ pub async fn start(
     let media_loop = MediaLoop {
         socket,
         candidate,
+        tcp,
         sfu,
         commands: rx,
         tap,
@@ -209,9 +299,33 @@ pub async fn start(
         .spawn(move || {
             runtime.block_on(media_loop.run());
             let _ = stopped.send(());
-        })?;
-    Ok((MediaHandle { commands }, local, MediaThread(stopped_rx)))
+        })
+        .map_err(udp_error)?;
+    Ok((MediaHandle { commands }, bound, MediaThread(stopped_rx)))
 }
+
+/// Binds the ICE-TCP listener (non-blocking, address reusable across a quick restart).
+fn bind_tcp(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let domain = socket2::Domain::for_address(addr);
+    let socket = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
+}
+
+/// The ICE-TCP path: its listener, its candidate, its connections and their events.
+struct TcpPath {
+    listener: TcpListener,
+    /// The passive candidate (public IP, TCP port): what every frame is presented as sent to.
+    candidate: SocketAddr,
+    media: TcpMedia,
+    events: mpsc::Receiver<TcpEvent>,
+}
+
+/// Most frames from TCP connections handed to the SFU in one batch.
+const TCP_BATCH: usize = 64;
 
 /// The thread running the media loop.
 pub struct MediaThread(oneshot::Receiver<()>);
@@ -231,6 +345,7 @@ const IDLE_WAKEUP: Duration = Duration::from_millis(500);
 struct MediaLoop {
     socket: UdpSocket,
     candidate: SocketAddr,
+    tcp: Option<TcpPath>,
     sfu: Sfu,
     commands: mpsc::Receiver<MediaCommand>,
     tap: Option<crate::MediaTap>,
@@ -244,6 +359,7 @@ impl MediaLoop {
         let MediaLoop {
             socket,
             candidate,
+            tcp,
             mut sfu,
             mut commands,
             tap,
@@ -260,6 +376,16 @@ impl MediaLoop {
         let mut deadline = Instant::now() + IDLE_WAKEUP;
         let timer = tokio::time::sleep_until(deadline.into());
         tokio::pin!(timer);
+        let (listener, mut tcp_events, mut tcp) = match tcp {
+            Some(path) => (
+                Some(path.listener),
+                Some(path.events),
+                Some((path.media, path.candidate)),
+            ),
+            None => (None, None, None),
+        };
+        let mut tcp_frames: Vec<(SocketAddr, bytes::BytesMut)> = Vec::with_capacity(TCP_BATCH);
+        let mut tcp_refused: Vec<SocketAddr> = Vec::new();
         loop {
             let next = sfu
                 .poll_timeout()
@@ -279,15 +405,59 @@ impl MediaLoop {
                             }
                             sfu.handle_receive_batch(
                                 Instant::now(),
+                                Transport::Udp,
                                 candidate,
                                 inbox.datagrams(),
-                                |e| debug!("datagram refused: {e}"),
+                                |_, e| debug!("datagram refused: {e}"),
                             );
                         }
                         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                         Err(e) => warn!("media socket receive failed: {e}"),
                     },
                     Err(e) => warn!("media socket receive failed: {e}"),
+                },
+                accepted = accept(listener.as_ref()) => match (accepted, tcp.as_mut()) {
+                    (Ok((stream, peer)), Some((media, _))) => media.open(stream, peer),
+                    (Ok(_), None) => {}
+                    // Out of file descriptors, typically: the listener stays, the peer retries.
+                    (Err(e), _) => debug!("ICE-TCP accept failed: {e}"),
+                },
+                event = next_tcp_event(tcp_events.as_mut()) => {
+                    if let (Some((media, tcp_candidate)), Some(events)) = (tcp.as_mut(), tcp_events.as_mut()) {
+                        let mut next = event;
+                        while let Some(event) = next.take() {
+                            match event {
+                                TcpEvent::Frame(peer, frame) => tcp_frames.push((peer, frame)),
+                                TcpEvent::Closed(peer, why) => media.close(peer, why),
+                            }
+                            if tcp_frames.len() < TCP_BATCH {
+                                next = events.try_recv().ok();
+                            }
+                        }
+                        if let Some(tap) = &tap {
+                            for (_, frame) in &tcp_frames {
+                                (tap.0)(frame);
+                            }
+                        }
+                        sfu.handle_receive_batch(
+                            Instant::now(),
+                            Transport::Tcp,
+                            *tcp_candidate,
+                            tcp_frames.iter().map(|(peer, frame)| (*peer, &frame[..])),
+                            |peer, e| {
+                                debug!("TCP frame refused: {e}");
+                                tcp_refused.push(peer);
+                            },
+                        );
+                        // A connection whose frame was refused is garbage or a stranger's: cut
+                        // it off. Every other one that sent a frame belongs to a participant.
+                        for peer in tcp_refused.drain(..) {
+                            media.close(peer, Some(TcpRefusal::BadFrame));
+                        }
+                        for (peer, _) in tcp_frames.drain(..) {
+                            media.owned(peer);
+                        }
+                    }
                 },
                 command = commands.recv() => match command {
                     Some(command) => handle_command(&mut sfu, &hub, command),
@@ -299,10 +469,21 @@ impl MediaLoop {
             while let Some(output) = sfu.poll_output() {
                 match output {
                     SfuOutput::Transmit {
+                        transport: Transport::Udp,
                         destination,
                         contents,
                         ..
                     } => outbox.push(destination, &contents),
+                    SfuOutput::Transmit {
+                        transport: Transport::Tcp,
+                        destination,
+                        contents,
+                        ..
+                    } => {
+                        if let Some((media, _)) = tcp.as_mut() {
+                            media.send(destination, &contents);
+                        }
+                    }
                     SfuOutput::Signal { participant, event } => {
                         signal(&hub, ParticipantId(participant.0), event)
                     }
@@ -323,11 +504,36 @@ impl MediaLoop {
             }
             if last_stats.elapsed() >= Duration::from_millis(250) {
                 metrics.set_sfu_stats(sfu.stats());
+                if let Some((media, _)) = &tcp {
+                    metrics.set_tcp_stats(media.stats());
+                }
                 last_stats = Instant::now();
             }
         }
         metrics.set_sfu_stats(sfu.stats());
+        if let Some((media, _)) = &tcp {
+            metrics.set_tcp_stats(media.stats());
+        }
         info!("media task stopped; UDP socket closed");
+    }
+}
+
+/// The next connection on the ICE-TCP listener; never, without one.
+async fn accept(
+    listener: Option<&TcpListener>,
+) -> std::io::Result<(tokio::net::TcpStream, SocketAddr)> {
+    match listener {
+        Some(listener) => listener.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The next frame or close from an ICE-TCP connection; never, without ICE-TCP.
+async fn next_tcp_event(events: Option<&mut mpsc::Receiver<TcpEvent>>) -> Option<TcpEvent> {
+    match events {
+        // The loop holds a sender (in TcpMedia), so this never ends with None.
+        Some(events) => events.recv().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -8,6 +8,8 @@ use std::sync::Mutex;
 use proto::ErrorCode;
 use sfu::SfuStats;
 
+use crate::ice_tcp::{TcpRefusal, TcpStats};
+
 #[derive(Default)]
 pub struct Metrics {
     /// Signaling messages refused, by reason.
@@ -16,6 +18,7 @@ pub struct Metrics {
     pub participants_joined: AtomicU64,
     pub meetings_created: AtomicU64,
     sfu: Mutex<SfuStats>,
+    tcp: Mutex<TcpStats>,
     /// HTTP API requests refused, by the `error` code of the answer.
     http_refused: Mutex<HashMap<&'static str, u64>>,
 }
@@ -51,6 +54,17 @@ impl Metrics {
         if let Ok(mut s) = self.sfu.lock() {
             *s = stats;
         }
+    }
+
+    pub fn set_tcp_stats(&self, stats: TcpStats) {
+        if let Ok(mut s) = self.tcp.lock() {
+            *s = stats;
+        }
+    }
+
+    /// The ICE-TCP connections' counters, as last reported by the media loop.
+    pub fn tcp_stats(&self) -> TcpStats {
+        self.tcp.lock().map(|s| s.clone()).unwrap_or_default()
     }
 
     pub fn render(&self, participants: usize, meetings: usize) -> String {
@@ -109,6 +123,28 @@ impl Metrics {
                 let _ = writeln!(out, "# TYPE {name} counter");
                 let _ = writeln!(out, "{name} {value}");
             }
+        }
+        if let Ok(tcp) = self.tcp.lock() {
+            let _ = writeln!(out, "# TYPE conclave_media_tcp_connections gauge");
+            let _ = writeln!(out, "conclave_media_tcp_connections {}", tcp.open);
+            let _ = writeln!(out, "# TYPE conclave_media_tcp_refused_total counter");
+            for why in TcpRefusal::ALL {
+                let n = tcp.refused.get(&why).copied().unwrap_or(0);
+                let _ = writeln!(
+                    out,
+                    "conclave_media_tcp_refused_total{{reason=\"{}\"}} {n}",
+                    why.as_str()
+                );
+            }
+            let _ = writeln!(
+                out,
+                "# TYPE conclave_media_tcp_dropped_frames_total counter"
+            );
+            let _ = writeln!(
+                out,
+                "conclave_media_tcp_dropped_frames_total {}",
+                tcp.dropped_frames
+            );
         }
         out
     }

@@ -9,6 +9,9 @@ pub struct SfuConfig {
     pub candidate_addr: SocketAddr,
     /// The address the media socket is bound to (the source of every transmit).
     pub local_addr: SocketAddr,
+    /// The passive ICE-TCP candidate, beside the UDP one, for networks that drop UDP: the
+    /// public IP and the TCP port the server accepts media connections on. None: UDP only.
+    pub tcp_candidate_addr: Option<SocketAddr>,
     /// A connected participant from whom nothing (media, RTCP or STUN consent checks)
     /// arrives for this long has vanished. Browsers send consent checks every few seconds.
     pub media_timeout: Duration,
@@ -38,6 +41,7 @@ impl SfuConfig {
         SfuConfig {
             candidate_addr,
             local_addr,
+            tcp_candidate_addr: None,
             media_timeout: Duration::from_secs(6),
             connect_timeout: Duration::from_secs(15),
             keyframe_request_interval: Duration::from_millis(500),

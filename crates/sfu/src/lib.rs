@@ -34,11 +34,31 @@ pub struct ParticipantId(pub u64);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RoomId(pub u64);
 
+/// How a datagram travels between a participant and the SFU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Transport {
+    /// On the media UDP socket.
+    Udp,
+    /// On a TCP connection the participant opened to the SFU's passive ICE-TCP candidate
+    /// (RFC 6544), framed per RFC 4571: one connection per remote address.
+    Tcp,
+}
+
+impl Transport {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+        }
+    }
+}
+
 /// What the SFU wants done.
 #[derive(Debug)]
 pub enum SfuOutput {
-    /// Send a datagram.
+    /// Send a datagram: on the UDP socket, or framed on the TCP connection from `destination`.
     Transmit {
+        transport: Transport,
         source: SocketAddr,
         destination: SocketAddr,
         contents: Vec<u8>,

@@ -6,7 +6,7 @@ use str0m::bwe::{Bitrate, BweKind};
 use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::format::{Codec, PayloadParams};
 use str0m::media::{KeyframeRequest, KeyframeRequestKind, MediaAdded, Mid, Rid};
-use str0m::net::{DatagramRecv, Protocol, Receive};
+use str0m::net::{DatagramRecv, Protocol, Receive, TcpType};
 use str0m::rtp::{
     Extension, ExtensionMap, ExtensionValues, RtpPacket, RtpWrite, Ssrc, Vp8Descriptor,
 };
@@ -20,7 +20,7 @@ use crate::track::{
     default_source, PublishedLayer, PublishedTrack, Subscription, SubscriptionState, TileHint,
     TrackId, TrackKind, TrackSource,
 };
-use crate::{ParticipantId, RoomId, SfuConfig, SfuError, SfuEvent, SfuOutput};
+use crate::{ParticipantId, RoomId, SfuConfig, SfuError, SfuEvent, SfuOutput, Transport};
 
 use proto::ABS_CAPTURE_TIME_EXT_ID;
 
@@ -49,8 +49,9 @@ pub struct Sfu {
     config: SfuConfig,
     participants: HashMap<ParticipantId, Participant>,
     rooms: HashMap<RoomId, Vec<ParticipantId>>,
-    /// Which participant a remote address belongs to, learned from STUN.
-    by_address: HashMap<SocketAddr, ParticipantId>,
+    /// Which participant a remote address (on UDP or on a TCP connection) belongs to,
+    /// learned from STUN.
+    by_address: HashMap<(Transport, SocketAddr), ParticipantId>,
     dirty: Vec<ParticipantId>,
     /// Scratch space for one participant's events while it is polled.
     events: Vec<Event>,
@@ -125,6 +126,16 @@ impl Sfu {
         let candidate = Candidate::host(self.config.candidate_addr, "udp")
             .map_err(|e| SfuError::SdpRejected(format!("bad candidate address: {e}")))?;
         rtc.add_local_candidate(candidate);
+        if let Some(addr) = self.config.tcp_candidate_addr {
+            // Passive: the participant connects to us (RFC 6544); Firefox takes only that type.
+            let tcp = Candidate::builder()
+                .tcp()
+                .host(addr)
+                .tcptype(TcpType::Passive)
+                .build()
+                .map_err(|e| SfuError::SdpRejected(format!("bad TCP candidate address: {e}")))?;
+            rtc.add_local_candidate(tcp);
+        }
 
         let mut participant = Participant::new(id, room, rtc, now);
         let members = self.rooms.entry(room).or_default();
@@ -330,7 +341,7 @@ impl Sfu {
         destination: SocketAddr,
         bytes: &[u8],
     ) -> Result<(), SfuError> {
-        let id = self.input(now, source, destination, bytes)?;
+        let id = self.input(now, Transport::Udp, source, destination, bytes)?;
         if let Some(participant) = self.participants.get_mut(&id) {
             mark_dirty(&mut self.dirty, participant);
         }
@@ -338,26 +349,28 @@ impl Sfu {
         Ok(())
     }
 
-    /// Feeds datagrams that arrived together (one `recvmmsg`). Each sender is polled right
-    /// after its datagram, as str0m requires, but the subscribers its media went to are polled
-    /// once for the whole batch: their packets leave together. Returns the datagrams refused,
-    /// with why.
+    /// Feeds datagrams that arrived together (one `recvmmsg`, or the frames read from TCP
+    /// connections in one turn). Each sender is polled right after its datagram, as str0m
+    /// requires, but the subscribers its media went to are polled once for the whole batch:
+    /// their packets leave together. `destination` is the candidate they arrived on (the UDP
+    /// or the TCP one). Reports each datagram refused, with its source and why.
     pub fn handle_receive_batch<'a>(
         &mut self,
         now: Instant,
+        transport: Transport,
         destination: SocketAddr,
         datagrams: impl IntoIterator<Item = (SocketAddr, &'a [u8])>,
-        mut refused: impl FnMut(SfuError),
+        mut refused: impl FnMut(SocketAddr, SfuError),
     ) {
         let mut failed = Vec::new();
         for (source, bytes) in datagrams {
-            match self.input(now, source, destination, bytes) {
+            match self.input(now, transport, source, destination, bytes) {
                 Ok(id) => {
                     if !self.poll_participant(now, id) {
                         failed.push(id);
                     }
                 }
-                Err(e) => refused(e),
+                Err(e) => refused(source, e),
             }
         }
         for id in failed {
@@ -370,6 +383,7 @@ impl Sfu {
     fn input(
         &mut self,
         now: Instant,
+        transport: Transport,
         source: SocketAddr,
         destination: SocketAddr,
         bytes: &[u8],
@@ -382,13 +396,16 @@ impl Sfu {
         let input = Input::Receive(
             now,
             Receive {
-                proto: Protocol::Udp,
+                proto: match transport {
+                    Transport::Udp => Protocol::Udp,
+                    Transport::Tcp => Protocol::Tcp,
+                },
                 source,
                 destination,
                 contents,
             },
         );
-        let owner = match self.by_address.get(&source) {
+        let owner = match self.by_address.get(&(transport, source)) {
             Some(id) => Some(*id),
             None => {
                 let found = self
@@ -397,7 +414,7 @@ impl Sfu {
                     .find(|p| p.rtc.accepts(&input))
                     .map(|p| p.id);
                 if let Some(id) = found {
-                    self.by_address.insert(source, id);
+                    self.by_address.insert((transport, source), id);
                 }
                 found
             }
@@ -556,6 +573,11 @@ impl Sfu {
                     break;
                 }
                 Ok(Output::Transmit(t)) => self.outputs.push_back(SfuOutput::Transmit {
+                    transport: match t.proto {
+                        Protocol::Udp => Transport::Udp,
+                        // str0m sends only on the pairs of our candidates: UDP or passive TCP.
+                        _ => Transport::Tcp,
+                    },
                     source: t.source,
                     destination: t.destination,
                     contents: t.contents.into(),

@@ -299,6 +299,7 @@ impl Harness {
                         source,
                         destination,
                         contents,
+                        ..
                     } => {
                         assert_eq!(source, sfu_addr(), "SFU transmits from its local address");
                         let Some(peer) = self.peers.iter_mut().find(|p| p.addr == destination)
