@@ -28,6 +28,9 @@ use serde::{Deserialize, Serialize};
 
 /// How long each rank waits for lower-ranked members before committing itself.
 const COMMITTER_FALLBACK_MS: u64 = 1000;
+/// Rosters kept for frames still in flight from earlier epochs: at least as many epochs as
+/// the media keys still decrypt (e2ee keeps a few retired epochs for a grace period).
+const ROSTER_EPOCHS: usize = 4;
 
 /// What this participant's link gave it: the secrets in its `#fragment` that the server never
 /// sees; and the key of the device it runs on.
@@ -196,10 +199,12 @@ pub struct GroupSession {
     /// The epoch of the last admissions this host sent; admissions only count in their epoch.
     admitted_in_epoch: Option<u64>,
     out: VecDeque<ClientMessage>,
-    /// Leaf → (name, participant id) of the current epoch; read for every decrypted frame,
-    /// so kept here instead of decoding credentials each time.
-    roster: HashMap<u32, (String, String)>,
-    roster_epoch: Option<u64>,
+    /// Leaf → (name, participant id) of the current epoch and the few before it, newest
+    /// first; read for every decrypted frame, so kept here instead of decoding credentials
+    /// each time. A frame names its sender by leaf *in the epoch it was sent in*: a member who
+    /// just left is still the sender of its frames in flight, and a later joiner who takes
+    /// the same leaf is not.
+    rosters: VecDeque<(u64, HashMap<u32, (String, String)>)>,
     report: E2eeReport,
     errors: Vec<String>,
     events: VecDeque<GroupEvent>,
@@ -279,8 +284,7 @@ impl GroupSession {
             joined_epoch: 0,
             admitted_in_epoch: None,
             out: VecDeque::new(),
-            roster: HashMap::new(),
-            roster_epoch: None,
+            rosters: VecDeque::new(),
             report: E2eeReport::default(),
             errors: Vec::new(),
             events: VecDeque::new(),
@@ -571,6 +575,25 @@ impl GroupSession {
         if let Err(e) = result {
             self.errors.push(format!("mls: {e}"));
         }
+        self.note_roster();
+    }
+
+    /// Keeps the roster of each epoch this member reaches (called wherever epochs change).
+    fn note_roster(&mut self) {
+        let State::Member(member) = &self.state else {
+            return;
+        };
+        let epoch = member.epoch();
+        if self.rosters.front().is_some_and(|(e, _)| *e == epoch) {
+            return;
+        }
+        let roster = member
+            .members()
+            .into_iter()
+            .map(|(leaf, name, pid)| (leaf, (name, pid)))
+            .collect();
+        self.rosters.push_front((epoch, roster));
+        self.rosters.truncate(ROSTER_EPOCHS);
     }
 
     fn member(&mut self) -> Result<&mut Member, E2eeError> {
@@ -997,23 +1020,19 @@ impl GroupSession {
         bytes: &[u8],
         now_ms: u64,
     ) -> Result<Opened, Unopened> {
+        self.note_roster();
         let State::Member(member) = &mut self.state else {
             self.report.undecryptable_before_join += 1;
             return Err(Unopened::NotForUs);
         };
-        if self.roster_epoch != Some(member.epoch()) {
-            self.roster = member
-                .members()
-                .into_iter()
-                .map(|(leaf, name, pid)| (leaf, (name, pid)))
-                .collect();
-            self.roster_epoch = Some(member.epoch());
-        }
         let epoch = member.epoch();
         match member.decrypt_frame(kind, bytes, now_ms) {
             Ok(frame) => {
-                let Some((sender_name, sender_participant_id)) =
-                    self.roster.get(&frame.sender_leaf).cloned()
+                let Some((sender_name, sender_participant_id)) = self
+                    .rosters
+                    .iter()
+                    .find(|(e, _)| *e == frame.epoch)
+                    .and_then(|(_, roster)| roster.get(&frame.sender_leaf).cloned())
                 else {
                     self.report.decrypt_failures += 1;
                     return Err(Unopened::Failed(E2eeError::NoSuchLeaf(frame.sender_leaf)));
@@ -1197,12 +1216,26 @@ mod tests {
         assert_eq!(opened.sender_participant_id, "3");
 
         // Participant 3 leaves: the lowest leaf removes it and the epoch moves on.
+        let in_flight = sessions[2].encrypt(MediaKind::Vp8, &frame).unwrap();
         for s in sessions.iter_mut() {
             s.participant_left(3);
         }
         let mut left = sessions.pop().unwrap();
         deliver(&mut sessions, 5000);
         assert!(sessions.iter().all(|s| s.report().epoch == 3));
+        // Its last frame, still on the way, opens under the old epoch and is still its own:
+        // the sender is named by the roster of the epoch the frame was sent in.
+        let opened = sessions[1]
+            .decrypt(MediaKind::Vp8, &in_flight, 5500)
+            .unwrap();
+        assert_eq!(
+            (
+                opened.sender_name.as_str(),
+                opened.sender_participant_id.as_str()
+            ),
+            ("p3", "3")
+        );
+        assert_eq!(sessions[1].report().decrypt_failures, 0);
         let later = sessions[0].encrypt(MediaKind::Vp8, &frame).unwrap();
         assert!(left.decrypt(MediaKind::Vp8, &later, 5000).is_err());
     }
