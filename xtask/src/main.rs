@@ -95,6 +95,9 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ("chromium", "chromium"),
     ("nodejs", "node"),
     ("npm", "npm"),
+    // The firewall tests build network namespaces with a real nftables ruleset.
+    ("iproute2", "ip"),
+    ("nftables", "nft"),
 ];
 
 /// Rust targets beyond the host's: the `e2ee` crate also builds for the browser.
