@@ -28,6 +28,8 @@ use serde::{Deserialize, Serialize};
 
 /// How long each rank waits for lower-ranked members before committing itself.
 const COMMITTER_FALLBACK_MS: u64 = 1000;
+/// An epoch's members: leaf → (name, participant id).
+type Roster = HashMap<u32, (String, String)>;
 /// Rosters kept for frames still in flight from earlier epochs: at least as many epochs as
 /// the media keys still decrypt (e2ee keeps a few retired epochs for a grace period).
 const ROSTER_EPOCHS: usize = 4;
@@ -204,7 +206,7 @@ pub struct GroupSession {
     /// each time. A frame names its sender by leaf *in the epoch it was sent in*: a member who
     /// just left is still the sender of its frames in flight, and a later joiner who takes
     /// the same leaf is not.
-    rosters: VecDeque<(u64, HashMap<u32, (String, String)>)>,
+    rosters: VecDeque<(u64, Roster)>,
     report: E2eeReport,
     errors: Vec<String>,
     events: VecDeque<GroupEvent>,
