@@ -1,6 +1,5 @@
 //! The `conclave` command: `serve`, `meeting create`, `bot`.
 
-use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -8,6 +7,8 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use tracing::{info, warn};
 use tracing_subscriber::EnvFilter;
+
+mod settings;
 
 #[derive(Parser)]
 #[command(
@@ -34,6 +35,11 @@ enum Command {
         #[command(subcommand)]
         command: UserCommand,
     },
+    /// Check a config file, or print an example of one.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
     /// Join a meeting as a native participant that sends a test clip and checks what it receives.
     Bot(BotArgs),
     /// Load benchmark: this server side by side with Janus VideoRoom and a raw UDP relay
@@ -46,46 +52,28 @@ enum Command {
 
 #[derive(Args)]
 struct ServeArgs {
-    /// HTTP and WebSocket listen address.
-    #[arg(long, env = "CONCLAVE_LISTEN", default_value = "127.0.0.1:8080")]
-    listen: SocketAddr,
-    /// The one UDP port all media uses.
-    #[arg(long, env = "CONCLAVE_MEDIA_PORT", default_value_t = 10000)]
-    media_port: u16,
-    /// ICE over TCP (RFC 6544, framed per RFC 4571) for networks that drop UDP: listens on
-    /// this TCP port (default: the media port's number); 0 turns it off.
-    #[arg(long, env = "CONCLAVE_MEDIA_TCP_PORT")]
-    media_tcp_port: Option<u16>,
-    /// The address participants send media to (put in ICE candidates).
-    #[arg(long, env = "CONCLAVE_PUBLIC_IP", default_value = "127.0.0.1")]
-    public_ip: IpAddr,
-    /// The base URL of the links the server hands out (default: http://<listen>).
-    #[arg(long, env = "CONCLAVE_PUBLIC_URL")]
-    public_url: Option<String>,
-    /// Where the database lives.
-    #[arg(long, env = "CONCLAVE_DATA_DIR", default_value = "conclave-data")]
-    data_dir: PathBuf,
-    /// TLS certificate chain (PEM): serve HTTPS and WSS. Needs --tls-key.
-    #[arg(long, env = "CONCLAVE_TLS_CERT")]
-    tls_cert: Option<PathBuf>,
-    /// TLS private key (PEM). Needs --tls-cert.
-    #[arg(long, env = "CONCLAVE_TLS_KEY")]
-    tls_key: Option<PathBuf>,
-    /// Who may create meetings: `anyone`, or only logged-in `accounts`.
-    #[arg(long, env = "CONCLAVE_MEETING_CREATION", default_value = "anyone")]
-    meeting_creation: server::MeetingCreation,
-    /// Estimate each participant's downlink (TWCC) and choose simulcast layers and paused
-    /// tracks to fit it. `false` forwards every track a participant subscribes to whatever
-    /// its link carries, as an SFU without congestion control does.
-    #[arg(long, env = "CONCLAVE_DOWNLINK_ESTIMATION", default_value_t = true, action = clap::ArgAction::Set)]
-    downlink_estimation: bool,
-    /// The web app's release key (Ed25519 public key, 64 hex digits): refuse to start with a
-    /// web app it did not sign; browsers that pinned the app take only updates it signed.
-    #[arg(long, env = "CONCLAVE_WEB_RELEASE_KEY")]
-    web_release_key: Option<server::ReleaseKey>,
+    /// A config file (TOML) of the same settings; flags and environment variables win over
+    /// it. Default: /etc/conclave/conclave.toml when it exists.
+    #[arg(long, env = "CONCLAVE_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    settings: settings::Settings,
     #[command(flatten)]
     #[cfg(feature = "insecure-test-hooks")]
     test_lie: test_lie::TestLieArgs,
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Read the config file (and the flags' environment variables) and check every setting
+    /// as `conclave serve` would, without starting; prints `config ok: <path>`.
+    Check {
+        /// The config file (default: /etc/conclave/conclave.toml).
+        #[arg(long, env = "CONCLAVE_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Print a commented config file with every key.
+    Example,
 }
 
 #[derive(Args)]
@@ -263,6 +251,7 @@ fn main() -> Result<()> {
                 command: MeetingCommand::Audit { host_link },
             } => audit(&host_link).await,
             Command::User { command } => user(command).await,
+            Command::Config { command } => config_command(command),
             Command::Bot(args) => bot(args).await,
             Command::Bench { .. } => bail!("conclave bench runs before the runtime starts"),
         }
@@ -273,26 +262,16 @@ fn main() -> Result<()> {
 mod test_lie;
 
 async fn serve(args: ServeArgs) -> Result<()> {
-    let tls = match (args.tls_cert, args.tls_key) {
-        (Some(cert), Some(key)) => Some(server::TlsFiles { cert, key }),
-        (None, None) => None,
-        _ => return Err(server::ConfigError::TlsHalfConfigured.into()),
-    };
-    let config = server::ServerConfig {
-        listen: args.listen,
-        media_port: args.media_port,
-        media_tcp: server::MediaTcp::from_flag(args.media_tcp_port),
-        public_ip: args.public_ip,
-        public_url: args.public_url,
-        data_dir: args.data_dir,
-        meeting_creation: args.meeting_creation,
-        tls,
-        downlink_estimation: args.downlink_estimation,
-        web_release_key: args.web_release_key,
-        #[cfg(feature = "insecure-test-hooks")]
-        test_lie: args.test_lie.start()?,
-        ..server::ServerConfig::default()
-    };
+    let (path, settings) = settings::resolve(args.config, args.settings)?;
+    if let Some(path) = &path {
+        info!(config = %path.display(), "settings from the config file, under flags and env");
+    }
+    #[allow(unused_mut)]
+    let mut config = settings.server_config()?;
+    #[cfg(feature = "insecure-test-hooks")]
+    {
+        config.test_lie = args.test_lie.start()?;
+    }
     let running = server::Server::start(config)
         .await
         .context("conclave serve could not start")?;
@@ -313,6 +292,31 @@ async fn serve(args: ServeArgs) -> Result<()> {
         let _ = stop.send(true);
     });
     running.wait().await.context("server failed")?;
+    Ok(())
+}
+
+fn config_command(command: ConfigCommand) -> Result<()> {
+    match command {
+        ConfigCommand::Example => print!("{}", settings::EXAMPLE),
+        ConfigCommand::Check { config } => {
+            let Some(path) = settings::config_path(config) else {
+                bail!(
+                    "no config file: name one with --config, or put one at {}",
+                    settings::DEFAULT_CONFIG_PATH
+                );
+            };
+            // The same layering `serve` does: the environment's CONCLAVE_* settings count.
+            let given = <ServeArgs as clap::FromArgMatches>::from_arg_matches(
+                &<ServeArgs as clap::Args>::augment_args(clap::Command::new("check"))
+                    .try_get_matches_from(["check"])?,
+            )?;
+            let settings = given.settings.or(settings::Settings::from_file(&path)?);
+            settings
+                .server_config()
+                .with_context(|| format!("config file {}", path.display()))?;
+            println!("config ok: {}", path.display());
+        }
+    }
     Ok(())
 }
 

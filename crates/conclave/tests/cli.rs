@@ -121,3 +121,122 @@ async fn serve_says_where_to_open_it_and_stops_cleanly_on_sigterm() {
         .unwrap();
     assert!(meeting.is_some());
 }
+
+#[tokio::test]
+async fn serve_takes_its_settings_from_the_config_file_under_flags_and_env() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let config = dir.path().join("conclave.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:{port}\"\nmedia_port = 0\nmedia_tcp_port = 0\n\
+             data_dir = {:?}\npublic_url = \"http://from-the-file.invalid\"\n",
+            dir.path().join("data")
+        ),
+    )
+    .unwrap();
+    let mut serve = tokio::process::Command::new(env!("CARGO_BIN_EXE_conclave"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("CONCLAVE_PUBLIC_URL", "http://from-the-environment.invalid")
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(serve.stdout.take().unwrap()).lines();
+    let mut stderr = BufReader::new(serve.stderr.take().unwrap()).lines();
+    let opened = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = stderr.next_line().await.unwrap() {
+            if line.contains("in a browser") {
+                return line;
+            }
+        }
+        String::new()
+    })
+    .await
+    .expect("serve starts within 30 s");
+    // The environment wins over the file.
+    assert!(
+        opened.contains("open http://from-the-environment.invalid/ in a browser"),
+        "{opened}"
+    );
+    // The file's media_tcp_port = 0 turned ICE-TCP off.
+    let mut media_line = String::new();
+    while let Some(line) = stdout.next_line().await.unwrap() {
+        if line.starts_with("media:") {
+            media_line = line;
+            break;
+        }
+    }
+    assert!(media_line.ends_with("(ICE-TCP off)"), "{media_line}");
+    // The file's listen address and data directory are the ones in use.
+    let base = format!("http://127.0.0.1:{port}");
+    client::meeting_links::create_meeting(&base, serde_json::json!({}), None)
+        .await
+        .expect("a meeting is created on the listen address from the file");
+    assert!(dir.path().join("data").is_dir(), "data_dir from the file");
+    serve.kill().await.unwrap();
+}
+
+#[tokio::test]
+async fn config_check_passes_the_example_and_names_the_key_that_is_wrong() {
+    let conclave = env!("CARGO_BIN_EXE_conclave");
+    let dir = tempfile::tempdir().unwrap();
+    let example = std::process::Command::new(conclave)
+        .args(["config", "example"])
+        .output()
+        .unwrap();
+    assert!(example.status.success());
+    let good = dir.path().join("good.toml");
+    std::fs::write(&good, &example.stdout).unwrap();
+    let check = std::process::Command::new(conclave)
+        .args(["config", "check", "--config"])
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&check.stdout).trim(),
+        format!("config ok: {}", good.display())
+    );
+
+    for (text, key) in [
+        ("media_prot = 10000\n", "media_prot"),
+        ("media_port = 70000\n", "media_port"),
+        ("public_url = \"ftp://meet.example.org\"\n", "public_url"),
+        ("tls_cert = \"/etc/conclave/cert.pem\"\n", "tls_key"),
+        ("meeting_creation = \"everyone\"\n", "meeting_creation"),
+    ] {
+        let bad = dir.path().join("bad.toml");
+        std::fs::write(&bad, text).unwrap();
+        for command in [
+            &["config", "check", "--config"][..],
+            &["serve", "--config"][..],
+        ] {
+            let refused = std::process::Command::new(conclave)
+                .args(command)
+                .arg(&bad)
+                .args(if command[0] == "serve" {
+                    &["--media-port", "0", "--listen", "127.0.0.1:0"][..]
+                } else {
+                    &[][..]
+                })
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&refused.stderr);
+            assert!(!refused.status.success(), "{command:?} took {text:?}");
+            assert!(stderr.contains(key), "{command:?} {text:?}: {stderr}");
+        }
+    }
+}

@@ -106,11 +106,15 @@ pub struct TlsFiles {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("--public-ip {0} is unspecified: give the address participants can reach")]
+    #[error("public_ip (--public-ip) {0} is unspecified: give the address participants can reach")]
     UnspecifiedPublicIp(IpAddr),
-    #[error("--public-url {0:?} must start with http:// or https:// and have no trailing slash")]
+    #[error(
+        "public_url (--public-url) {0:?} must start with http:// or https:// and have no trailing slash"
+    )]
     BadPublicUrl(String),
-    #[error("TLS needs both --tls-cert and --tls-key (or neither, for plain HTTP)")]
+    #[error(
+        "TLS needs both tls_cert and tls_key (--tls-cert, --tls-key), or neither for plain HTTP"
+    )]
     TlsHalfConfigured,
     #[error("cannot read TLS {what} {path}: {reason}")]
     Tls {
