@@ -67,6 +67,8 @@ export type ServerMessage =
       create_group?: string;
       meeting_state?: MeetingState;
       lobby?: LobbyEntry[];
+      /** TURN relays with credentials minted for this participant (RTCIceServer fields). */
+      ice_servers?: { urls: string[]; username: string; credential: string }[];
     }
   | { type: 'lobby'; participant_id: number; meeting: string; reason: 'waiting_for_host' | 'sent_back' }
   | { type: 'denied'; reason: string }

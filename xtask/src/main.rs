@@ -98,6 +98,8 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     // The firewall tests build network namespaces with a real nftables ruleset.
     ("iproute2", "ip"),
     ("nftables", "nft"),
+    // The TURN relay is tested with coturn's own client.
+    ("coturn", "turnutils_uclient"),
 ];
 
 /// Rust targets beyond the host's: the `e2ee` crate also builds for the browser.

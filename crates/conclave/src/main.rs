@@ -280,6 +280,9 @@ async fn serve(args: ServeArgs) -> Result<()> {
         Some(tcp) => println!("media: udp {} tcp {tcp}", running.media_addr),
         None => println!("media: udp {} (ICE-TCP off)", running.media_addr),
     }
+    if let Some((addr, fingerprint)) = &running.turn_relay {
+        println!("turn: tls {addr} sha256 {fingerprint}");
+    }
     info!(
         media = %running.media_addr,
         "Conclave is running: open {}/ in a browser",

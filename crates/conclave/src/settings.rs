@@ -58,6 +58,18 @@ pub struct Settings {
     #[arg(long, env = "CONCLAVE_WEB_RELEASE_KEY")]
     #[serde(default, deserialize_with = "from_text")]
     pub web_release_key: Option<server::ReleaseKey>,
+    /// Run the built-in TURN relay over TLS on this TCP port (for networks that pass only TLS,
+    /// e.g. 443), with the --tls-cert/--tls-key certificate or a self-signed one.
+    #[arg(long, env = "CONCLAVE_TURN_PORT")]
+    pub turn_port: Option<u16>,
+    /// The TURN REST secret (at least 16 characters; coturn's static-auth-secret); generated
+    /// and kept in the data directory when absent.
+    #[arg(long, env = "CONCLAVE_TURN_SECRET")]
+    pub turn_secret: Option<String>,
+    /// An external TURN server to hand out (turn: or turns: URL; repeatable, or
+    /// comma-separated): coturn with `use-auth-secret` and the same --turn-secret.
+    #[arg(long, env = "CONCLAVE_TURN_URL", value_delimiter = ',')]
+    pub turn_url: Option<Vec<String>>,
 }
 
 /// A key whose value is text parsed by the same `FromStr` as its flag, so the file and the
@@ -99,6 +111,12 @@ meeting_creation = "accounts"
 downlink_estimation = true
 # The web app's release key (64 hex digits), when you sign your own web app builds.
 # web_release_key = "..."
+# The built-in TURN relay over TLS, for networks that pass only TLS (uses tls_cert/tls_key).
+turn_port = 5349
+# The TURN REST secret; generated and kept in data_dir when absent.
+# turn_secret = "a long random string"
+# Or an external coturn (use-auth-secret, static-auth-secret = turn_secret).
+# turn_url = ["turns:turn.example.org:443?transport=tcp"]
 "#;
 
 impl Settings {
@@ -129,6 +147,9 @@ impl Settings {
             meeting_creation: self.meeting_creation.or(lower.meeting_creation),
             downlink_estimation: self.downlink_estimation.or(lower.downlink_estimation),
             web_release_key: self.web_release_key.or(lower.web_release_key),
+            turn_port: self.turn_port.or(lower.turn_port),
+            turn_secret: self.turn_secret.or(lower.turn_secret),
+            turn_url: self.turn_url.or(lower.turn_url),
         }
     }
 
@@ -153,6 +174,11 @@ impl Settings {
                 .downlink_estimation
                 .unwrap_or(defaults.downlink_estimation),
             web_release_key: self.web_release_key,
+            turn: server::TurnConfig {
+                port: self.turn_port,
+                secret: self.turn_secret,
+                urls: self.turn_url.unwrap_or_default(),
+            },
             ..defaults
         };
         config.validate()?;

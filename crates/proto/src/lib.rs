@@ -399,6 +399,14 @@ pub enum LeaveReason {
     MeetingEnded,
 }
 
+/// A WebRTC `RTCIceServer`: TURN URLs (`turns:host:443?transport=tcp`) and their credential.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IceServer {
+    pub urls: Vec<String>,
+    pub username: String,
+    pub credential: String,
+}
+
 /// Messages the server sends to a participant.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -419,6 +427,10 @@ pub enum ServerMessage {
         /// Who waits in the lobby (for hosts and co-hosts; empty for others).
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         lobby: Vec<LobbyEntry>,
+        /// TURN relays for networks that pass neither UDP nor ICE-TCP, with credentials made
+        /// for this participant that expire (handed only to admitted participants).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        ice_servers: Vec<IceServer>,
     },
     /// Answer to `hello` for someone not pre-admitted (and sent to a participant a host moved
     /// back): wait here until a host admits (then `welcome`) or denies (then `denied`).

@@ -46,10 +46,25 @@ pub struct ServerConfig {
     /// The operator's web release key: the server refuses to start with a web app it did not
     /// sign, and browsers that pinned the app accept updates only under it.
     pub web_release_key: Option<crate::web_bundle::ReleaseKey>,
+    /// TURN relays handed to participants: the built-in one, or an external coturn.
+    pub turn: TurnConfig,
     /// Tests only (cargo feature `insecure-test-hooks`): the server lies to smuggle a listener
     /// into meetings, so that tests can check honest clients refuse it.
     #[cfg(feature = "insecure-test-hooks")]
     pub test_lie: Option<std::sync::Arc<crate::test_lie::TestLie>>,
+}
+
+/// TURN for networks that pass neither UDP nor ICE-TCP.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TurnConfig {
+    /// `--turn-port`: run the built-in TURN relay over TLS on this TCP port.
+    pub port: Option<u16>,
+    /// `--turn-secret`: the TURN REST secret (shared with coturn when `urls` name one);
+    /// for the built-in relay, generated and stored in the data directory when absent.
+    pub secret: Option<String>,
+    /// `--turn-url`: an external TURN server (coturn, `static-auth-secret`) to hand out
+    /// instead of, or beside, the built-in one: `turn:` or `turns:` URLs.
+    pub urls: Vec<String>,
 }
 
 /// Where the SFU's passive ICE-TCP candidate listens.
@@ -116,6 +131,16 @@ pub enum ConfigError {
         "TLS needs both tls_cert and tls_key (--tls-cert, --tls-key), or neither for plain HTTP"
     )]
     TlsHalfConfigured,
+    #[error("turn_url (--turn-url) {0:?} must start with turn: or turns:")]
+    BadTurnUrl(String),
+    #[error("turn_url (--turn-url) needs turn_secret (--turn-secret), the secret coturn shares")]
+    TurnUrlWithoutSecret,
+    #[error("turn_secret (--turn-secret) must be at least 16 characters")]
+    WeakTurnSecret,
+    #[error(
+        "turn_port (--turn-port) {0} is the HTTP listen port; give the relay a port of its own"
+    )]
+    TurnPortTaken(u16),
     #[error("cannot read TLS {what} {path}: {reason}")]
     Tls {
         what: &'static str,
@@ -139,6 +164,7 @@ impl Default for ServerConfig {
             tls: None,
             downlink_estimation: true,
             web_release_key: None,
+            turn: TurnConfig::default(),
             #[cfg(feature = "insecure-test-hooks")]
             test_lie: None,
         }
@@ -156,7 +182,42 @@ impl ServerConfig {
                 return Err(ConfigError::BadPublicUrl(url.clone()));
             }
         }
+        for url in &self.turn.urls {
+            if !(url.starts_with("turn:") || url.starts_with("turns:")) {
+                return Err(ConfigError::BadTurnUrl(url.clone()));
+            }
+        }
+        if !self.turn.urls.is_empty() && self.turn.secret.is_none() {
+            return Err(ConfigError::TurnUrlWithoutSecret);
+        }
+        if self.turn.secret.as_ref().is_some_and(|s| s.len() < 16) {
+            return Err(ConfigError::WeakTurnSecret);
+        }
+        if let Some(port) = self.turn.port {
+            if port != 0 && port == self.listen.port() {
+                return Err(ConfigError::TurnPortTaken(port));
+            }
+        }
         Ok(())
+    }
+
+    /// The host name participants reach this server by: `public_url`'s host, else the public
+    /// IP (what TURN URLs and the relay's self-signed certificate name).
+    pub fn public_host(&self) -> String {
+        let from_url = self.public_url.as_deref().and_then(|url| {
+            let rest = url.split_once("://")?.1;
+            let authority = rest.split('/').next()?;
+            let host = if authority.starts_with('[') {
+                authority.split_inclusive(']').next()?
+            } else {
+                authority.split(':').next()?
+            };
+            (!host.is_empty()).then(|| host.to_owned())
+        });
+        from_url.unwrap_or_else(|| match self.public_ip {
+            IpAddr::V6(ip) => format!("[{ip}]"),
+            IpAddr::V4(ip) => ip.to_string(),
+        })
     }
 
     /// The TCP port ICE-TCP binds, None when it is off. 0 means the port number the UDP socket

@@ -222,6 +222,8 @@ impl LiveMeeting {
             } else {
                 Vec::new()
             },
+            // Made per connection by the signaling session, which holds the TURN secret.
+            ice_servers: Vec::new(),
         };
         if let Some(tx) = self.connections.get(&id) {
             let _ = tx.send(Outbound::Enter {

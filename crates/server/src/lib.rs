@@ -20,6 +20,7 @@ mod storage;
 #[cfg(feature = "insecure-test-hooks")]
 pub mod test_lie;
 mod tls;
+pub mod turn_relay;
 mod udp_batch;
 mod web_app;
 pub mod web_bundle;
@@ -27,7 +28,9 @@ pub mod web_bundle;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-pub use config::{ConfigError, MediaTap, MediaTcp, MeetingCreation, ServerConfig, TlsFiles};
+pub use config::{
+    ConfigError, MediaTap, MediaTcp, MeetingCreation, ServerConfig, TlsFiles, TurnConfig,
+};
 pub use ice_tcp::{TcpRefusal, TcpStats};
 pub use metrics::Metrics;
 pub use storage::{
@@ -58,6 +61,8 @@ pub(crate) struct AppContext {
     pub logins: accounts::LoginThrottle,
     /// The web app found at start, hashed (and checked against the release key).
     pub web_bundle: Option<Arc<WebBundle>>,
+    /// TURN servers and their credentials for admitted participants.
+    pub turn: Option<turn_relay::TurnOffer>,
     #[cfg(feature = "insecure-test-hooks")]
     pub test_lie: Option<Arc<test_lie::TestLie>>,
 }
@@ -78,6 +83,8 @@ pub enum ServerError {
     },
     #[error("HTTP server failed: {0}")]
     Http(std::io::Error),
+    #[error(transparent)]
+    Turn(#[from] turn_relay::TurnStartError),
     #[error("web app: {0}")]
     WebBundle(#[from] BundleError),
 }
@@ -89,6 +96,8 @@ pub struct Server {
     pub media_addr: SocketAddr,
     /// The ICE-TCP listener's address, if ICE-TCP is on.
     pub media_tcp_addr: Option<SocketAddr>,
+    /// The built-in TURN relay's TLS address and certificate fingerprint, if it runs.
+    pub turn_relay: Option<(SocketAddr, String)>,
     pub base_url: String,
     /// The web app this server hands out (None: not built).
     pub web_bundle: Option<Arc<WebBundle>>,
@@ -139,6 +148,12 @@ impl Server {
         .await?;
         let (media_addr, media_tcp_addr) = (bound.udp, bound.tcp);
         let base_url = config.base_url(http_addr);
+        let (turn_offer, relay) =
+            turn_relay::start(&config, media_addr, shutdown_rx.clone()).await?;
+        let turn_relay = relay.as_ref().map(|r| (r.addr, r.fingerprint.clone()));
+        if let Some(relay) = &relay {
+            metrics.set_turn_stats(relay.stats.clone());
+        }
         let ctx = Arc::new(AppContext {
             storage: storage.clone(),
             hub: hub.clone(),
@@ -151,6 +166,7 @@ impl Server {
             tls: config.tls.is_some(),
             logins: accounts::LoginThrottle::default(),
             web_bundle: web_bundle.clone(),
+            turn: turn_offer,
             #[cfg(feature = "insecure-test-hooks")]
             test_lie: config.test_lie.clone(),
         });
@@ -186,6 +202,7 @@ impl Server {
                 }
             };
             media_task.stopped().await;
+            drop(relay);
             storage.close().await;
             info!("server stopped");
             served.map_err(ServerError::Http)
@@ -194,6 +211,7 @@ impl Server {
             http_addr,
             media_addr,
             media_tcp_addr,
+            turn_relay,
             base_url,
             web_bundle,
             metrics,

@@ -21,6 +21,8 @@ pub struct Metrics {
     tcp: Mutex<TcpStats>,
     /// HTTP API requests refused, by the `error` code of the answer.
     http_refused: Mutex<HashMap<&'static str, u64>>,
+    /// The built-in TURN relay's counters, when it runs.
+    turn: std::sync::OnceLock<std::sync::Arc<turn::RelayStats>>,
 }
 
 impl Metrics {
@@ -54,6 +56,10 @@ impl Metrics {
         if let Ok(mut s) = self.sfu.lock() {
             *s = stats;
         }
+    }
+
+    pub fn set_turn_stats(&self, stats: std::sync::Arc<turn::RelayStats>) {
+        let _ = self.turn.set(stats);
     }
 
     pub fn set_tcp_stats(&self, stats: TcpStats) {
@@ -122,6 +128,12 @@ impl Metrics {
             for (name, value) in sfu {
                 let _ = writeln!(out, "# TYPE {name} counter");
                 let _ = writeln!(out, "{name} {value}");
+            }
+        }
+        if let Some(turn) = self.turn.get() {
+            for (name, value) in turn.snapshot() {
+                let _ = writeln!(out, "# TYPE conclave_{name} counter");
+                let _ = writeln!(out, "conclave_{name} {value}");
             }
         }
         if let Ok(tcp) = self.tcp.lock() {

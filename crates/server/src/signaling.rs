@@ -104,7 +104,12 @@ pub async fn run(
                     let _ = sink.send(close(code, &reason)).await;
                     break;
                 }
-                Some(Outbound::Enter { room, blocked, welcome }) => {
+                Some(Outbound::Enter { room, blocked, mut welcome }) => {
+                    if let (ServerMessage::Welcome { participant_id, ice_servers, .. }, Some(turn)) =
+                        (&mut welcome, &session.ctx.turn)
+                    {
+                        ice_servers.push(turn.ice_server(&participant_id.0.to_string()));
+                    }
                     if !session.enter_media(room, blocked).await {
                         break;
                     }

@@ -1303,6 +1303,7 @@ mod tests {
             create_group: create.then(|| proto::b64_encode(b"group")),
             meeting_state: MeetingState::default(),
             lobby: Vec::new(),
+            ice_servers: Vec::new(),
         }
     }
 

@@ -59,7 +59,7 @@ impl StreamFramer {
             if self.buffer[4..8] != MAGIC_COOKIE {
                 return Err(FramingError::NoMagicCookie);
             }
-            if length % 4 != 0 {
+            if !length.is_multiple_of(4) {
                 return Err(FramingError::BadLength(length));
             }
             (20 + length, 20 + length)

@@ -22,7 +22,6 @@ use turn_server_proto::api::{
 };
 use turn_server_proto::server::TurnServer;
 use turn_server_proto::stun::agent::Transmit;
-use turn_server_proto::stun::types::attribute::Username;
 use turn_server_proto::stun::types::message::{LongTermKeyCredentials, Message};
 use turn_server_proto::stun::types::{AddressFamily, TransportType};
 use turn_server_proto::stun::Instant;
@@ -64,6 +63,8 @@ pub struct RelayStats {
     pub allocations_refused: AtomicU64,
     pub refused_expired: AtomicU64,
     pub refused_bad_username: AtomicU64,
+    /// Requests whose MESSAGE-INTEGRITY does not match the REST credential.
+    pub refused_forged: AtomicU64,
     pub refused_peer: AtomicU64,
     pub refused_transport: AtomicU64,
     pub refused_unparseable: AtomicU64,
@@ -101,6 +102,7 @@ impl RelayStats {
                 "turn_refused_bad_username",
                 read(&self.refused_bad_username),
             ),
+            ("turn_refused_forged", read(&self.refused_forged)),
             ("turn_refused_peer", read(&self.refused_peer)),
             ("turn_refused_transport", read(&self.refused_transport)),
             ("turn_refused_unparseable", read(&self.refused_unparseable)),
@@ -401,7 +403,7 @@ impl Core {
                         debug!(%client, %reason, "TURN request refused");
                         self.stats.count_refusal(reason.kind());
                         if let Some(reply) = reply {
-                            self.to_client(client, reply);
+                            self.send_to_client(client, reply);
                         }
                     }
                     Verdict::Pass { user } => {
@@ -434,24 +436,22 @@ impl Core {
     }
 
     /// Hands a REST user to the protocol once a message proves it holds the credential: an
-    /// attacker inventing usernames cannot grow the protocol's user table.
+    /// attacker inventing usernames cannot grow the protocol's user table. A message that
+    /// fails is counted here and still goes to the protocol, which answers it with a 401.
     fn learn_user(&mut self, frame: &[u8], username: String, password: String) {
-        if self.known_users.contains(&username) {
-            return;
-        }
         let Ok(message) = Message::from_bytes(frame) else {
             return;
         };
-        if message.attribute::<Username>().is_err() {
-            return;
-        }
         let key = LongTermKeyCredentials::new(
             username.clone(),
             password.clone(),
             self.config.realm.clone(),
         );
-        if message.validate_integrity(&key.into()).is_ok() {
-            self.known_users.insert(username.clone());
+        if message.validate_integrity(&key.into()).is_err() {
+            self.stats.refused_forged.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        if self.known_users.insert(username.clone()) {
             self.server.add_user(username, password);
         }
     }
@@ -561,7 +561,7 @@ impl Core {
                 self.stats
                     .relayed_to_clients
                     .fetch_add(1, Ordering::Relaxed);
-                self.to_client(transmit.to, transmit.data);
+                self.send_to_client(transmit.to, transmit.data);
             }
             TransportType::Udp => {
                 // Defence in depth: the gate already limited peers to the SFU.
@@ -582,7 +582,7 @@ impl Core {
         }
     }
 
-    fn to_client(&mut self, client: SocketAddr, frame: Vec<u8>) {
+    fn send_to_client(&mut self, client: SocketAddr, frame: Vec<u8>) {
         let Some(queue) = self.clients.get(&client) else {
             return;
         };

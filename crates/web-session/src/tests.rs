@@ -23,6 +23,7 @@ fn welcome(id: u64, others: &[u64], create_group: bool) -> String {
         create_group: create_group.then(|| proto::b64_encode(b"group")),
         meeting_state: Default::default(),
         lobby: vec![],
+        ice_servers: vec![],
     })
 }
 

@@ -50,8 +50,11 @@ export class MediaPeer {
   constructor(
     private readonly e2ee: E2eeClient,
     private readonly handlers: PeerHandlers,
+    iceServers: RTCIceServer[] = [],
   ) {
-    this.pc = new RTCPeerConnection({ bundlePolicy: 'max-bundle', ...e2ee.peerConnectionConfig() });
+    // With TURN servers, ICE tries every path at once and keeps the best that works: UDP to
+    // the SFU, then ICE-TCP, then the relay over TLS, without the user doing anything.
+    this.pc = new RTCPeerConnection({ bundlePolicy: 'max-bundle', iceServers, ...e2ee.peerConnectionConfig() });
     this.pc.ontrack = (event) => {
       const kind = event.track.kind === 'audio' ? 'audio' : 'video';
       this.e2ee.attachReceiver(event.receiver, kind, event.transceiver.mid);

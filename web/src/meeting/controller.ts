@@ -55,6 +55,8 @@ export interface MeetingSnapshot {
   cameraOn: boolean;
   sharingScreen: boolean;
   activeSpeaker: number | null;
+  /** How media reaches the SFU: 'UDP', 'TCP' (ICE-TCP) or 'TURN/TLS' (relayed), once connected. */
+  mediaPath: string | null;
   alarms: string[];
   /**
    * Participant ids the MLS group verified as hosts (host-link holders and the co-hosts they
@@ -139,6 +141,7 @@ export class MeetingController {
       cameraOn: !!local.camera && !joinMuted.camera,
       sharingScreen: false,
       activeSpeaker: null,
+      mediaPath: null,
       alarms: [],
       verifiedHosts: new Set(),
     };
@@ -352,8 +355,12 @@ export class MeetingController {
       if (this.state.participants.has(id)) this.e2ee?.setCohost(id, true);
       else this.promoted.delete(id);
     }
+    this.iceServers = msg.ice_servers ?? [];
     this.startMedia();
   }
+
+  /** The TURN relays of the last welcome (credentials expire: each welcome brings fresh ones). */
+  private iceServers: RTCIceServer[] = [];
 
   private startMedia(): void {
     if (!this.e2ee) return;
@@ -369,7 +376,7 @@ export class MeetingController {
           this.onClosed(4000, 'media failed');
         }
       },
-    });
+    }, this.iceServers);
     this.peer = peer;
     void peer.publish(this.local.microphone, this.local.camera).then(async () => {
       if (this.screenTrack) await peer.replaceTrack('screen', this.screenTrack);
@@ -709,9 +716,30 @@ export class MeetingController {
         level = s.audioLevel ?? 0;
       }
     });
-    if (best !== this.state.activeSpeaker) {
+    const path = selectedPath(stats);
+    if (best !== this.state.activeSpeaker || path !== this.state.mediaPath) {
       this.state.activeSpeaker = best;
+      this.state.mediaPath = path;
       this.changed();
     }
   }
+}
+
+/** The path of the selected ICE candidate pair, named as the connection details show it. */
+function selectedPath(stats: RTCStatsReport): string | null {
+  let pairId: string | undefined;
+  stats.forEach((s: { type: string; selectedCandidatePairId?: string }) => {
+    if (s.type === 'transport' && s.selectedCandidatePairId) pairId = s.selectedCandidatePairId;
+  });
+  // Firefox has no transport stats: its selected pair says so itself.
+  stats.forEach((s: { type: string; id: string; selected?: boolean; nominated?: boolean; state?: string }) => {
+    if (!pairId && s.type === 'candidate-pair' && s.selected) pairId = s.id;
+  });
+  const pair = pairId ? (stats.get(pairId) as { localCandidateId?: string } | undefined) : undefined;
+  const local = pair?.localCandidateId
+    ? (stats.get(pair.localCandidateId) as { candidateType?: string; protocol?: string; relayProtocol?: string } | undefined)
+    : undefined;
+  if (!local) return null;
+  if (local.candidateType === 'relay') return `TURN/${(local.relayProtocol ?? 'udp').toUpperCase()}`;
+  return (local.protocol ?? 'udp').toUpperCase();
 }

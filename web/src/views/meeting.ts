@@ -88,7 +88,7 @@ export class MeetingView {
     const lock = s.encrypted
       ? h('button', { type: 'button', class: 'badge ok', id: 'e2ee-badge', onclick: () => this.toggle('security'), 'aria-label': 'End-to-end encrypted. Show the security code' }, 'End-to-end encrypted')
       : h('span', { class: 'badge pending', id: 'e2ee-badge' }, 'Setting up encryption…');
-    const key = JSON.stringify([s.encrypted, s.meetingState?.locked, s.participants.size]);
+    const key = JSON.stringify([s.encrypted, s.meetingState?.locked, s.participants.size, s.mediaPath]);
     if (key === this.headerKey) return;
     this.headerKey = key;
     clear(this.header);
@@ -98,6 +98,7 @@ export class MeetingView {
       lock,
       s.meetingState?.locked ? h('span', { class: 'badge warn' }, 'Locked') : null,
       h('span', { class: 'count' }, `${s.participants.size + 1} in the meeting`),
+      s.mediaPath ? h('span', { class: 'badge', id: 'media-path', title: 'How your audio and video reach the server' }, `Media: ${s.mediaPath}`) : null,
     );
   }
 

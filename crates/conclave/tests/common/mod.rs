@@ -32,7 +32,10 @@ pub async fn start_in(dir: &std::path::Path) -> Server {
     start_configured(dir, |_| {}).await
 }
 
-async fn start_configured(dir: &std::path::Path, adjust: impl FnOnce(&mut ServerConfig)) -> Server {
+pub async fn start_configured(
+    dir: &std::path::Path,
+    adjust: impl FnOnce(&mut ServerConfig),
+) -> Server {
     // The TLS test builds reqwest with rustls and no built-in provider: every HTTP client in
     // the test binaries then needs a process-wide one.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
