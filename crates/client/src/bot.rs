@@ -339,6 +339,7 @@ impl Bot {
             participant_id,
             participants,
             lobby,
+            ice_servers,
             ..
         } = &welcome
         else {
@@ -352,7 +353,7 @@ impl Bot {
         let group =
             GroupSession::from_welcome(&self.options.name, &welcome, secrets, self.now_ms())
                 .map_err(|e| BotError::Media(format!("cannot start E2EE: {e}")))?;
-        let mut session = self.open_media(group).await?;
+        let mut session = self.open_media(group, ice_servers).await?;
         for other in participants {
             session.names.insert(other.id.0, other.name.clone());
             if self.options.promote.contains(&other.name) && session.group.holds_host_link() {
@@ -424,10 +425,15 @@ impl Bot {
         end
     }
 
-    async fn open_media(&self, group: GroupSession) -> Result<Session, BotError> {
+    async fn open_media(
+        &self,
+        group: GroupSession,
+        ice_servers: &[proto::IceServer],
+    ) -> Result<Session, BotError> {
         let local_ip = local_ip_towards(&self.link.host).await;
         let transport = self.options.transport;
-        let link = MediaLink::open(transport, local_ip)
+        let link = MediaLink::open(transport, local_ip, ice_servers)
+            .await
             .map_err(|e| BotError::Media(format!("cannot open {transport} media: {e}")))?;
         let mut extensions = ExtensionMap::standard();
         extensions.set(ABS_CAPTURE_TIME_EXT_ID, Extension::AbsoluteCaptureTime);

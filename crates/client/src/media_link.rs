@@ -1,6 +1,7 @@
-//! How a bot's media reaches the SFU: UDP datagrams, or ICE-TCP (RFC 6544) where every
-//! datagram travels on one TCP connection framed per RFC 4571 (a 2-byte length before each).
-//! Networks that drop UDP leave the second; tests and load runs exercise both.
+//! How a bot's media reaches the SFU: UDP datagrams; ICE-TCP (RFC 6544) where every
+//! datagram travels on one TCP connection framed per RFC 4571 (a 2-byte length before each);
+//! or a TURN relay over TLS (the `turns:` server in the bot's welcome), for networks that let
+//! only TLS out. Tests and load runs exercise all three.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -11,6 +12,7 @@ use str0m::Candidate;
 use tokio::net::{TcpStream, UdpSocket};
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 use tracing::debug;
+use turn::client::{TurnServerSpec, TurnTlsClient};
 
 /// Which path a bot's media takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -20,6 +22,8 @@ pub enum Transport {
     Udp,
     /// ICE-TCP to the SFU's passive TCP candidate (an active candidate of our own).
     Tcp,
+    /// A relayed candidate on the `turns:` server the welcome names.
+    TurnTls,
 }
 
 impl Transport {
@@ -27,6 +31,7 @@ impl Transport {
         match self {
             Transport::Udp => "udp",
             Transport::Tcp => "tcp",
+            Transport::TurnTls => "turn-tls",
         }
     }
 }
@@ -38,7 +43,7 @@ impl std::fmt::Display for Transport {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("unknown transport {0:?} (udp or tcp)")]
+#[error("unknown transport {0:?} (udp, tcp or turn-tls)")]
 pub struct UnknownTransport(String);
 
 impl std::str::FromStr for Transport {
@@ -48,6 +53,7 @@ impl std::str::FromStr for Transport {
         match s {
             "udp" => Ok(Transport::Udp),
             "tcp" => Ok(Transport::Tcp),
+            "turn-tls" => Ok(Transport::TurnTls),
             other => Err(UnknownTransport(other.into())),
         }
     }
@@ -75,6 +81,7 @@ enum Path {
         connection: Option<(SocketAddr, Framed<TcpStream, LengthDelimitedCodec>)>,
         failed_at: Option<Instant>,
     },
+    Turn(Box<TurnTlsClient>),
 }
 
 fn rfc4571() -> LengthDelimitedCodec {
@@ -85,13 +92,18 @@ fn rfc4571() -> LengthDelimitedCodec {
 }
 
 impl MediaLink {
-    /// Opens the local end of `transport` on `local_ip`.
-    pub fn open(transport: Transport, local_ip: IpAddr) -> std::io::Result<MediaLink> {
+    /// Opens the local end of `transport` on `local_ip`; for TURN, allocates on the first
+    /// `turns:` server of `ice_servers` (the welcome's).
+    pub async fn open(
+        transport: Transport,
+        local_ip: IpAddr,
+        ice_servers: &[proto::IceServer],
+    ) -> Result<MediaLink, String> {
         match transport {
             Transport::Udp => {
-                let socket = bind_udp(SocketAddr::new(local_ip, 0))?;
+                let socket = bind_udp(SocketAddr::new(local_ip, 0)).map_err(|e| e.to_string())?;
                 Ok(MediaLink {
-                    local: socket.local_addr()?,
+                    local: socket.local_addr().map_err(|e| e.to_string())?,
                     path: Path::Udp(socket),
                 })
             }
@@ -104,6 +116,17 @@ impl MediaLink {
                     failed_at: None,
                 },
             }),
+            Transport::TurnTls => {
+                let spec = turns_server(ice_servers)
+                    .ok_or("the welcome names no turns: server (is --turn-port set?)")?;
+                let client = TurnTlsClient::allocate(&spec)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok(MediaLink {
+                    local: client.relayed_addr(),
+                    path: Path::Turn(Box::new(client)),
+                })
+            }
         }
     }
 
@@ -111,12 +134,14 @@ impl MediaLink {
         match self.path {
             Path::Udp(_) => Transport::Udp,
             Path::Tcp { .. } => Transport::Tcp,
+            Path::Turn(_) => Transport::TurnTls,
         }
     }
 
     pub fn protocol(&self) -> Protocol {
         match self.path {
-            Path::Udp(_) => Protocol::Udp,
+            // A relayed candidate's protocol is the allocation's, not the TLS connection's.
+            Path::Udp(_) | Path::Turn(_) => Protocol::Udp,
             Path::Tcp { .. } => Protocol::Tcp,
         }
     }
@@ -135,6 +160,8 @@ impl MediaLink {
                 .host(self.local)
                 .tcptype(TcpType::Active)
                 .build()
+                .map_err(|e| e.to_string()),
+            Path::Turn(ref client) => Candidate::relayed(self.local, client.local_addr(), "udp")
                 .map_err(|e| e.to_string()),
         }
     }
@@ -183,18 +210,27 @@ impl MediaLink {
                     }
                 }
             }
+            Path::Turn(client) => client.send(destination, contents),
         }
     }
 
-    /// Writes out what [`MediaLink::send`] queued (TCP; a no-op on UDP).
+    /// Writes out what [`MediaLink::send`] queued (TCP and TURN; a no-op on UDP).
     pub async fn flush(&mut self) {
-        if let Path::Tcp { connection, .. } = &mut self.path {
-            if let Some((_, framed)) = connection {
-                if let Err(e) = SinkExt::<&[u8]>::flush(framed).await {
-                    debug!("ICE-TCP send failed: {e}");
-                    *connection = None;
+        match &mut self.path {
+            Path::Tcp { connection, .. } => {
+                if let Some((_, framed)) = connection {
+                    if let Err(e) = SinkExt::<&[u8]>::flush(framed).await {
+                        debug!("ICE-TCP send failed: {e}");
+                        *connection = None;
+                    }
                 }
             }
+            Path::Turn(client) => {
+                if let Err(e) = client.flush().await {
+                    debug!("TURN send failed: {e}");
+                }
+            }
+            Path::Udp(_) => {}
         }
     }
 
@@ -227,8 +263,25 @@ impl MediaLink {
             Path::Tcp {
                 connection: None, ..
             } => std::future::pending().await,
+            Path::Turn(client) => client
+                .recv(buf)
+                .await
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::ConnectionAborted, e)),
         }
     }
+}
+
+/// The first `turns:` URL of the welcome's ICE servers, with its credential.
+fn turns_server(ice_servers: &[proto::IceServer]) -> Option<TurnServerSpec> {
+    ice_servers.iter().find_map(|server| {
+        let url = server.urls.iter().find(|u| u.starts_with("turns:"))?;
+        Some(TurnServerSpec {
+            url: url.clone(),
+            username: server.username.clone(),
+            credential: server.credential.clone(),
+            certificate_sha256: server.certificate_sha256.clone(),
+        })
+    })
 }
 
 /// Binds the bot's media socket with a kernel receive buffer big enough for a large meeting's
@@ -252,7 +305,7 @@ mod tests {
 
     #[test]
     fn transports_parse_and_print_their_cli_names() {
-        for t in [Transport::Udp, Transport::Tcp] {
+        for t in [Transport::Udp, Transport::Tcp, Transport::TurnTls] {
             assert_eq!(t.as_str().parse::<Transport>().ok(), Some(t));
         }
         assert!("turn".parse::<Transport>().is_err());
@@ -263,7 +316,9 @@ mod tests {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let sfu = listener.local_addr().unwrap();
-        let mut link = MediaLink::open(Transport::Tcp, "127.0.0.1".parse().unwrap()).unwrap();
+        let mut link = MediaLink::open(Transport::Tcp, "127.0.0.1".parse().unwrap(), &[])
+            .await
+            .unwrap();
         assert_eq!(link.local().port(), 9);
         assert!(link
             .candidate()

@@ -193,8 +193,10 @@ struct BotArgs {
     /// Emulated downlink: lift the rate limit after this many seconds.
     #[arg(long)]
     downlink_lift_after: Option<f64>,
-    /// The path media takes: `udp`, or `tcp` (ICE-TCP to the server's TCP media port, for
-    /// networks that drop UDP). The report's `"transport"` says which one connected.
+    /// The path media takes: `udp`; `tcp` (ICE-TCP to the server's TCP media port, for
+    /// networks that drop UDP); or `turn-tls` (through the TURN relay over TLS its welcome
+    /// names, for networks that let only TLS out). The report's `"transport"` says which one
+    /// connected.
     #[arg(long, default_value = "udp")]
     transport: client::Transport,
     /// Where to write the JSON report: a path, or - for stdout.

@@ -405,6 +405,10 @@ pub struct IceServer {
     pub urls: Vec<String>,
     pub username: String,
     pub credential: String,
+    /// SHA-256 of the certificate the built-in relay presents (`ab:cd:…`): bots pin it, so a
+    /// self-signed relay works for them; browsers ignore it and need a certificate they trust.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate_sha256: Option<String>,
 }
 
 /// Messages the server sends to a participant.

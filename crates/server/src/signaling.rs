@@ -108,7 +108,7 @@ pub async fn run(
                     if let (ServerMessage::Welcome { participant_id, ice_servers, .. }, Some(turn)) =
                         (&mut welcome, &session.ctx.turn)
                     {
-                        ice_servers.push(turn.ice_server(&participant_id.0.to_string()));
+                        ice_servers.extend(turn.ice_servers(&participant_id.0.to_string()));
                     }
                     if !session.enter_media(room, blocked).await {
                         break;

@@ -30,22 +30,35 @@ const SECRET_FILE: &str = "turn-secret";
 /// What the signaling sessions need to hand out TURN servers.
 pub struct TurnOffer {
     secret: TurnSecret,
-    urls: Vec<String>,
+    /// The built-in relay's URL and its certificate's fingerprint.
+    builtin: Option<(String, String)>,
+    /// External relays (`--turn-url`), sharing the secret.
+    external: Vec<String>,
 }
 
 impl TurnOffer {
-    /// The `iceServers` entry for a participant, valid for [`CREDENTIAL_TTL`].
-    pub fn ice_server(&self, participant: &str) -> proto::IceServer {
+    /// The `iceServers` entries for a participant (the built-in relay first), with one
+    /// credential valid for [`CREDENTIAL_TTL`].
+    pub fn ice_servers(&self, participant: &str) -> Vec<proto::IceServer> {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
         let minted = self.secret.mint(participant, now, CREDENTIAL_TTL.as_secs());
-        proto::IceServer {
-            urls: self.urls.clone(),
-            username: minted.username,
-            credential: minted.credential,
+        let entry = |urls: Vec<String>, certificate_sha256: Option<String>| proto::IceServer {
+            urls,
+            username: minted.username.clone(),
+            credential: minted.credential.clone(),
+            certificate_sha256,
+        };
+        let mut servers = Vec::new();
+        if let Some((url, fingerprint)) = &self.builtin {
+            servers.push(entry(vec![url.clone()], Some(fingerprint.clone())));
         }
+        if !self.external.is_empty() {
+            servers.push(entry(self.external.clone(), None));
+        }
+        servers
     }
 }
 
@@ -90,7 +103,7 @@ pub async fn start(
     };
     let secret =
         TurnSecret::new(secret_text.into_bytes()).map_err(|_| ConfigError::WeakTurnSecret)?;
-    let mut urls = turn.urls.clone();
+    let mut builtin = None;
     let mut relay = None;
     if let Some(port) = turn.port {
         let host = config.public_host();
@@ -122,10 +135,10 @@ pub async fn start(
                 addr: listen,
                 source,
             })?;
-        urls.insert(
-            0,
+        builtin = Some((
             format!("turns:{host}:{}?transport=tcp", running.addr.port()),
-        );
+            running.fingerprint.clone(),
+        ));
         info!(addr = %running.addr, fingerprint = %running.fingerprint, "built-in TURN relay");
         relay = Some(RelayInfo {
             addr: running.addr,
@@ -135,7 +148,12 @@ pub async fn start(
             _relay: running,
         });
     }
-    Ok((Some(TurnOffer { secret, urls }), relay))
+    let offer = TurnOffer {
+        secret,
+        builtin,
+        external: turn.urls.clone(),
+    };
+    Ok((Some(offer), relay))
 }
 
 /// The stored secret, or a new random one written (mode 0600) beside the database.

@@ -12,7 +12,9 @@
 
 use std::net::SocketAddr;
 
-use turn_server_proto::stun::types::attribute::{ErrorCode, Username};
+use turn_server_proto::stun::types::attribute::{
+    AttributeStaticType, ErrorCode, Userhash, Username,
+};
 use turn_server_proto::stun::types::message::StunParseError;
 use turn_server_proto::stun::types::message::{
     Message, MessageClass, MessageWrite, MessageWriteExt, MessageWriteVec,
@@ -52,6 +54,11 @@ pub enum Refusal {
     TcpAllocation,
     #[error("relaying to {0} refused: only the SFU's media addresses are peers")]
     PeerNotAllowed(SocketAddr),
+    /// RFC 8489's anonymous USERHASH hides the REST username, and with it the expiry that
+    /// must be checked on every request: a hash the relay learnt once would otherwise keep
+    /// authenticating after its credential expired.
+    #[error("USERHASH is not accepted: send the REST username")]
+    Userhash,
 }
 
 impl Refusal {
@@ -60,7 +67,7 @@ impl Refusal {
         match self {
             Refusal::Unparseable => "unparseable",
             Refusal::Credential(CredentialError::Expired { .. }) => "expired",
-            Refusal::Credential(_) => "bad_username",
+            Refusal::Credential(_) | Refusal::Userhash => "bad_username",
             Refusal::NotUdp(_) | Refusal::TcpAllocation => "transport",
             Refusal::PeerNotAllowed(_) => "peer",
         }
@@ -91,6 +98,9 @@ impl Gate {
                 reply: None,
             };
         };
+        if message.has_attribute(Userhash::TYPE) {
+            return refuse(&message, Refusal::Userhash, ErrorCode::BAD_REQUEST);
+        }
         let user = match message.attribute::<Username>() {
             Ok(username) => {
                 let name = username.username();
@@ -228,6 +238,20 @@ mod tests {
         };
         assert_eq!(reason.kind(), "expired");
         assert_eq!(error_code(&reply.unwrap()), ErrorCode::UNAUTHORIZED);
+    }
+
+    #[test]
+    fn a_userhash_that_hides_the_expiry_is_refused_with_400() {
+        let mut builder = Message::builder_request(
+            turn_server_proto::types::message::REFRESH,
+            MessageWriteVec::new(),
+        );
+        builder.add_attribute(&Userhash::new([7; 32])).unwrap();
+        let Verdict::Refuse { reason, reply } = gate().judge(&builder.finish(), NOW) else {
+            panic!("a userhash passed");
+        };
+        assert_eq!(reason, Refusal::Userhash);
+        assert_eq!(error_code(&reply.unwrap()), ErrorCode::BAD_REQUEST);
     }
 
     #[test]

@@ -7,8 +7,10 @@
 //! - [`gate`]: the pure policy run on each request before the protocol sees it (expiry, UDP
 //!   allocations only, peers limited to the SFU's media addresses);
 //! - [`framing`]: a bounded splitter of the TLS stream into frames;
-//! - [`relay`]: the IO edge (TLS listener, relayed UDP sockets, timers).
+//! - [`relay`]: the IO edge (TLS listener, relayed UDP sockets, timers);
+//! - [`client`]: the other end, a TURN/TLS client for bots (`turn-client-proto`).
 
+pub mod client;
 pub mod credentials;
 pub mod framing;
 pub mod gate;
