@@ -132,8 +132,8 @@ export interface RunningServer {
 export interface ServerOptions {
   /** Listen on this port (a restarted server keeps its origin, and so a browser's service worker). */
   port?: number;
-  /** The built app to serve (default: web/dist). */
-  webDir?: string;
+  /** The built app to serve (default: web/dist); `null` serves the one built into the binary. */
+  webDir?: string | null;
   /** More `conclave serve` flags. */
   args?: string[];
   /** Another `conclave` to run (say the one of `lyingServerBinary`). */
@@ -146,6 +146,7 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
   const base = `http://127.0.0.1:${port}`;
   const env: NodeJS.ProcessEnv = { ...process.env, RUST_LOG: process.env['RUST_LOG'] ?? 'warn', NO_COLOR: '1', CONCLAVE_WEB_DIR: options.webDir ?? joinPath(repoRoot, 'web/dist') };
   delete env['CONCLAVE_WEB_RELEASE_KEY'];
+  if (options.webDir === null) delete env['CONCLAVE_WEB_DIR'];
   const child = spawn(options.bin ?? conclaveBinary(), ['serve', '--listen', `127.0.0.1:${port}`, '--media-port', '0', '--data-dir', dataDir, ...(options.args ?? [])], {
     env,
     stdio: ['ignore', 'pipe', 'inherit'],

@@ -224,3 +224,21 @@ test.describe.serial('a server with no release key: trust on first use only', ()
     }
   });
 });
+
+test('the binary carries the app: without --web-dir it serves web/dist byte for byte under its hash', async () => {
+  // `cargo xtask web-test` built this binary after web/dist, so build.rs compiled that app in.
+  const server = await startServer({ webDir: null });
+  try {
+    expect(server.bundleSha256).toBe(sha256sum(dist));
+    const files = ['index.html', 'sw.js', ...readdirSync(joinPath(dist, 'assets')).map((f) => `assets/${f}`)];
+    for (const file of files) {
+      const response = await fetch(`${server.base}/${file === 'index.html' ? '' : file}`);
+      expect(response.status, file).toBe(200);
+      expect(Buffer.from(await response.arrayBuffer()).equals(readFileSync(joinPath(dist, file))), file).toBe(true);
+    }
+    const bundle = (await (await fetch(`${server.base}/api/bundle`)).json()) as { sha256: string };
+    expect(bundle.sha256).toBe(server.bundleSha256);
+  } finally {
+    await server.stop();
+  }
+});

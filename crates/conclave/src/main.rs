@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use tracing::{info, warn};
 use tracing_subscriber::EnvFilter;
 
+mod embedded_web;
 mod settings;
 
 #[derive(Parser)]

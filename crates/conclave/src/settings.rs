@@ -58,6 +58,10 @@ pub struct Settings {
     #[arg(long, env = "CONCLAVE_WEB_RELEASE_KEY")]
     #[serde(default, deserialize_with = "from_text")]
     pub web_release_key: Option<server::ReleaseKey>,
+    /// Serve the web app from this folder (a build of your own, e.g. `web/dist`) instead of
+    /// the one built into the binary.
+    #[arg(long, env = "CONCLAVE_WEB_DIR")]
+    pub web_dir: Option<PathBuf>,
     /// Run the built-in TURN relay over TLS on this TCP port (for networks that pass only TLS,
     /// e.g. 443), with the --tls-cert/--tls-key certificate or a self-signed one.
     #[arg(long, env = "CONCLAVE_TURN_PORT")]
@@ -111,6 +115,8 @@ meeting_creation = "accounts"
 downlink_estimation = true
 # The web app's release key (64 hex digits), when you sign your own web app builds.
 # web_release_key = "..."
+# Serve the web app from a folder instead of the copy built into the binary.
+# web_dir = "/usr/share/conclave/web"
 # The built-in TURN relay over TLS, for networks that pass only TLS (uses tls_cert/tls_key).
 turn_port = 5349
 # The TURN REST secret; generated and kept in data_dir when absent.
@@ -147,6 +153,7 @@ impl Settings {
             meeting_creation: self.meeting_creation.or(lower.meeting_creation),
             downlink_estimation: self.downlink_estimation.or(lower.downlink_estimation),
             web_release_key: self.web_release_key.or(lower.web_release_key),
+            web_dir: self.web_dir.or(lower.web_dir),
             turn_port: self.turn_port.or(lower.turn_port),
             turn_secret: self.turn_secret.or(lower.turn_secret),
             turn_url: self.turn_url.or(lower.turn_url),
@@ -174,6 +181,11 @@ impl Settings {
                 .downlink_estimation
                 .unwrap_or(defaults.downlink_estimation),
             web_release_key: self.web_release_key,
+            web_app: match self.web_dir {
+                Some(dir) => server::WebAppSource::Dir(dir),
+                None if crate::embedded_web::FILES.is_empty() => server::WebAppSource::None,
+                None => server::WebAppSource::Embedded(crate::embedded_web::FILES),
+            },
             turn: server::TurnConfig {
                 port: self.turn_port,
                 secret: self.turn_secret,

@@ -216,3 +216,15 @@ async fn with_a_release_key_serve_refuses_an_app_that_key_did_not_sign() {
     assert_eq!(info["release_key"], public);
     assert_eq!(info["signature"], signature);
 }
+
+#[tokio::test]
+async fn a_web_dir_that_holds_no_built_app_is_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("not-built");
+    std::fs::create_dir_all(empty.join("assets")).unwrap();
+    let stderr = refusal(serve(&empty, &dir.path().join("data"), free_port(), None)).await;
+    assert!(
+        stderr.contains("not-built is not a built web app (no index.html)"),
+        "{stderr}"
+    );
+}

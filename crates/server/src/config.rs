@@ -46,6 +46,8 @@ pub struct ServerConfig {
     /// The operator's web release key: the server refuses to start with a web app it did not
     /// sign, and browsers that pinned the app accept updates only under it.
     pub web_release_key: Option<crate::web_bundle::ReleaseKey>,
+    /// The browser app: built into the binary, a folder the operator names, or none.
+    pub web_app: crate::web_app::WebAppSource,
     /// TURN relays handed to participants: the built-in one, or an external coturn.
     pub turn: TurnConfig,
     /// Tests only (cargo feature `insecure-test-hooks`): the server lies to smuggle a listener
@@ -164,6 +166,7 @@ impl Default for ServerConfig {
             tls: None,
             downlink_estimation: true,
             web_release_key: None,
+            web_app: crate::web_app::WebAppSource::None,
             turn: TurnConfig::default(),
             #[cfg(feature = "insecure-test-hooks")]
             test_lie: None,

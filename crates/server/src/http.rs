@@ -52,7 +52,10 @@ pub fn router(ctx: Arc<AppContext>) -> Router {
         .route("/api/me", get(login::me))
         .route("/ws", get(websocket))
         .merge(crate::web_app::routes())
-        .layer(axum::middleware::from_fn(crate::web_app::app_pages))
+        .layer(axum::middleware::from_fn_with_state(
+            ctx.clone(),
+            crate::web_app::app_pages,
+        ))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(api::MAX_BODY_BYTES))
         .layer(SetResponseHeaderLayer::overriding(

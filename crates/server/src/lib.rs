@@ -36,6 +36,7 @@ pub use metrics::Metrics;
 pub use storage::{
     AuditRecord, Ban, InvitationRecord, MeetingRecord, Storage, StorageError, UserRecord,
 };
+pub use web_app::WebAppSource;
 pub use web_bundle::{BundleError, ReleaseKey, WebBundle};
 
 use hub::Hub;
@@ -115,7 +116,7 @@ impl Server {
             None => None,
         };
         tls::warn_if_plaintext(config.listen, tls.is_some());
-        let web_bundle = web_app::load_bundle(config.web_release_key)?;
+        let web_bundle = web_app::load_bundle(&config.web_app, config.web_release_key)?;
         let storage = Storage::open(&config.data_dir).await?;
         // Computed now, so that even the first unknown-meeting knock takes a wrong passcode's time.
         let _ = tokio::task::spawn_blocking(password::decoy_hash).await;

@@ -1,19 +1,19 @@
-//! Serves the browser app (`web/`, built by `cargo xtask` into `web/dist`): the same
+//! Serves the browser app (`web/`, built by `cargo xtask web` into `web/dist`): the same
 //! single-page app at `/` and `/m/{id}`, its hashed assets under `/assets/`.
 //!
-//! The built app is found at run time, first match wins:
-//! 1. `CONCLAVE_WEB_DIR`;
-//! 2. `web/` next to the `conclave` executable (an installed copy);
-//! 3. the source tree's `web/dist` (development: `cargo xtask run`).
+//! Where the app comes from ([`WebAppSource`]): the copy compiled into the `conclave` binary
+//! (its build script embeds `web/dist` when it is built), so that the release binary alone
+//! serves everything; a folder only when the operator names one (`--web-dir`); or none, when
+//! neither exists, and then `/` falls through to the small static page in
+//! `crates/server/static`, so the server (and `cargo test`) works on a fresh clone.
 //!
-//! Without a built app, `/` falls through to the small static page in `crates/server/static`,
-//! so the server (and `cargo test`) works on a fresh clone where `web/dist` does not exist.
-//!
-//! The app's identity (`web_bundle`): hashed at start, served at `GET /api/bundle` (with the
-//! release key and signature) and `GET /bundle-manifest.json`, for the service worker at
-//! `/sw.js` that pins it in the browser.
+//! Either way every file is read into memory at start and hashed (`web_bundle`), so that what
+//! is served is byte for byte what the hash printed at start covers. The hash is served at
+//! `GET /api/bundle` (with the release key and signature) and `GET /bundle-manifest.json`, for
+//! the service worker at `/sw.js` that pins it in the browser.
 
-use std::path::{Path, PathBuf};
+use std::borrow::Cow;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
@@ -38,11 +38,38 @@ pub fn routes() -> Router<Arc<AppContext>> {
         .route("/bundle-manifest.json", get(bundle_manifest))
 }
 
-/// Finds and hashes the built app at start; with a release key, refuses one it did not sign.
-pub fn load_bundle(release_key: Option<ReleaseKey>) -> Result<Option<Arc<WebBundle>>, BundleError> {
-    match web_dir() {
-        Some(dir) => Ok(Some(Arc::new(WebBundle::load(&dir, release_key)?))),
-        None => Ok(None),
+/// Where the browser app is served from.
+#[derive(Debug, Clone, Default)]
+pub enum WebAppSource {
+    /// No app: `/` is the small static page.
+    #[default]
+    None,
+    /// `--web-dir`: a folder the operator names (a build of their own, a signed release).
+    Dir(PathBuf),
+    /// The app compiled into the binary: (relative name, bytes).
+    Embedded(&'static [(&'static str, &'static [u8])]),
+}
+
+/// Reads and hashes the app at start; with a release key, refuses one it did not sign.
+pub fn load_bundle(
+    source: &WebAppSource,
+    release_key: Option<ReleaseKey>,
+) -> Result<Option<Arc<WebBundle>>, BundleError> {
+    let bundle = match source {
+        WebAppSource::None => return Ok(None),
+        WebAppSource::Dir(dir) => WebBundle::load(dir, release_key)?,
+        WebAppSource::Embedded(files) => WebBundle::embedded(files, release_key)?,
+    };
+    Ok(Some(Arc::new(bundle)))
+}
+
+/// A file of the app as a response body, without copying what is compiled in.
+// The `Cow` itself is the point: only its variant says whether the bytes are `'static`.
+#[allow(clippy::ptr_arg)]
+fn body_of(bytes: &Cow<'static, [u8]>) -> axum::body::Bytes {
+    match bytes {
+        Cow::Borrowed(bytes) => axum::body::Bytes::from_static(bytes),
+        Cow::Owned(bytes) => axum::body::Bytes::copy_from_slice(bytes),
     }
 }
 
@@ -78,37 +105,39 @@ async fn service_worker(State(ctx): State<Arc<AppContext>>) -> Response {
     let Some(bundle) = ctx.web_bundle.as_deref() else {
         return StatusCode::NOT_FOUND.into_response();
     };
-    match tokio::fs::read(bundle.dir.join("sw.js")).await {
-        Ok(bytes) => (
+    match bundle.file("sw.js") {
+        Some(bytes) => (
             [
                 (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
                 (header::CACHE_CONTROL, "no-cache"),
                 (HeaderName::from_static("service-worker-allowed"), "/"),
             ],
-            bytes,
+            body_of(bytes),
         )
             .into_response(),
-        Err(_) => StatusCode::NOT_FOUND.into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
     }
 }
 
 /// Middleware in front of the page routes: `/` and `/m/{id}` get the app's `index.html` when
 /// the app is built, and fall through to the static page otherwise.
-pub async fn app_pages(request: Request, next: Next) -> Response {
+pub async fn app_pages(
+    State(ctx): State<Arc<AppContext>>,
+    request: Request,
+    next: Next,
+) -> Response {
     let is_page = matches!(*request.method(), Method::GET | Method::HEAD)
         && is_app_page(request.uri().path());
     if is_page {
-        if let Some(dir) = web_dir() {
-            if let Ok(html) = tokio::fs::read(dir.join("index.html")).await {
-                return (
-                    [
-                        (header::CONTENT_TYPE, "text/html; charset=utf-8"),
-                        (header::CACHE_CONTROL, "no-cache"),
-                    ],
-                    html,
-                )
-                    .into_response();
-            }
+        if let Some(html) = ctx.web_bundle.as_deref().and_then(|b| b.file("index.html")) {
+            return (
+                [
+                    (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+                    (header::CACHE_CONTROL, "no-cache"),
+                ],
+                body_of(html),
+            )
+                .into_response();
         }
     }
     next.run(request).await
@@ -122,46 +151,32 @@ fn is_app_page(path: &str) -> bool {
         .is_some_and(|id| !id.is_empty() && !id.contains('/'))
 }
 
-/// Where the built app is, if anywhere.
-pub fn web_dir() -> Option<PathBuf> {
-    let mut candidates = Vec::new();
-    if let Some(dir) = std::env::var_os("CONCLAVE_WEB_DIR") {
-        candidates.push(PathBuf::from(dir));
-    }
-    if let Some(exe_dir) = std::env::current_exe()
-        .ok()
-        .and_then(|exe| exe.parent().map(Path::to_path_buf))
-    {
-        candidates.push(exe_dir.join("web"));
-    }
-    candidates.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../web/dist"));
-    candidates
-        .into_iter()
-        .find(|dir| dir.join("index.html").is_file())
-}
-
-async fn asset(axum::extract::Path(path): axum::extract::Path<String>) -> Response {
+async fn asset(
+    State(ctx): State<Arc<AppContext>>,
+    axum::extract::Path(path): axum::extract::Path<String>,
+) -> Response {
     let Some(relative) = safe_relative(&path) else {
         return StatusCode::NOT_FOUND.into_response();
     };
-    let Some(dir) = web_dir() else {
-        return StatusCode::NOT_FOUND.into_response();
-    };
-    match tokio::fs::read(dir.join("assets").join(relative)).await {
-        Ok(bytes) => (
+    let file = ctx
+        .web_bundle
+        .as_deref()
+        .and_then(|bundle| bundle.file(&format!("assets/{relative}")));
+    match file {
+        Some(bytes) => (
             [
                 (header::CONTENT_TYPE, content_type(&path)),
                 (header::CACHE_CONTROL, IMMUTABLE),
             ],
-            bytes,
+            body_of(bytes),
         )
             .into_response(),
-        Err(_) => StatusCode::NOT_FOUND.into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
     }
 }
 
 /// Accepts only plain relative paths of ordinary file names: no `..`, no absolute paths.
-fn safe_relative(path: &str) -> Option<PathBuf> {
+fn safe_relative(path: &str) -> Option<&str> {
     let ok = !path.is_empty()
         && path.split('/').all(|part| {
             !part.is_empty()
@@ -171,7 +186,7 @@ fn safe_relative(path: &str) -> Option<PathBuf> {
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
         });
-    ok.then(|| PathBuf::from(path))
+    ok.then_some(path)
 }
 
 fn content_type(path: &str) -> &'static str {

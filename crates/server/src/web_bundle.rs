@@ -19,6 +19,7 @@
 //! the manifest after a build and to sign one, so it needs nothing but std, `sha2` and
 //! `ed25519-dalek`.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -53,7 +54,9 @@ pub enum BundleError {
     /// The signature does not verify with the release key.
     BadSignature { bundle: String, key: String },
     /// A release key is configured but the app carries no signature.
-    Unsigned { dir: PathBuf, key: String },
+    Unsigned { origin: String, key: String },
+    /// A folder named as the web app holds no `index.html`.
+    NoApp(PathBuf),
 }
 
 impl std::fmt::Display for BundleError {
@@ -76,11 +79,16 @@ impl std::fmt::Display for BundleError {
                 "the web app's {SIGNATURE_FILE} is not a signature of web bundle {bundle} by \
                  release key {key}: this is not the release that key signed"
             ),
-            BundleError::Unsigned { dir, key } => write!(
+            BundleError::Unsigned { origin, key } => write!(
                 f,
-                "release key {key} is configured but the web app in {} is not signed (no \
+                "release key {key} is configured but the web app ({origin}) is not signed (no \
                  {SIGNATURE_FILE}): sign it with `cargo xtask web-sign --key <file>`, or serve \
-                 the signed release",
+                 the signed release"
+            ),
+            BundleError::NoApp(dir) => write!(
+                f,
+                "{} is not a built web app (no index.html): build it with `cargo xtask web`, \
+                 or leave --web-dir out to serve the app built into the binary",
                 dir.display()
             ),
         }
@@ -96,42 +104,67 @@ impl std::error::Error for BundleError {
     }
 }
 
+/// Every file under `dir`, by its `/`-separated relative name (manifest and signature included).
+pub fn read_dir_files(dir: &Path) -> Result<BTreeMap<String, Vec<u8>>, BundleError> {
+    let mut files = BTreeMap::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(folder) = pending.pop() {
+        let io = |source| BundleError::Io {
+            path: folder.clone(),
+            source,
+        };
+        for entry in std::fs::read_dir(&folder).map_err(io)? {
+            let entry = entry.map_err(io)?;
+            let path = entry.path();
+            let kind = entry.file_type().map_err(|source| BundleError::Io {
+                path: path.clone(),
+                source,
+            })?;
+            if kind.is_dir() {
+                pending.push(path);
+                continue;
+            }
+            if !kind.is_file() {
+                return Err(BundleError::NotAFile(path));
+            }
+            let relative = relative_name(dir, &path)?;
+            let bytes = std::fs::read(&path).map_err(|source| BundleError::Io {
+                path: path.clone(),
+                source,
+            })?;
+            files.insert(relative, bytes);
+        }
+    }
+    Ok(files)
+}
+
 impl Manifest {
     /// Reads every file under `dir` (but the manifest and signature files) and hashes it.
     pub fn of_dir(dir: &Path) -> Result<Manifest, BundleError> {
-        let mut files = BTreeMap::new();
-        let mut pending = vec![dir.to_path_buf()];
-        while let Some(folder) = pending.pop() {
-            let io = |source| BundleError::Io {
-                path: folder.clone(),
-                source,
-            };
-            for entry in std::fs::read_dir(&folder).map_err(io)? {
-                let entry = entry.map_err(io)?;
-                let path = entry.path();
-                let kind = entry.file_type().map_err(|source| BundleError::Io {
-                    path: path.clone(),
-                    source,
-                })?;
-                if kind.is_dir() {
-                    pending.push(path);
-                    continue;
-                }
-                if !kind.is_file() {
-                    return Err(BundleError::NotAFile(path));
-                }
-                let relative = relative_name(dir, &path)?;
-                if relative == MANIFEST_FILE || relative == SIGNATURE_FILE {
-                    continue;
-                }
-                let bytes = std::fs::read(&path).map_err(|source| BundleError::Io {
-                    path: path.clone(),
-                    source,
-                })?;
-                files.insert(relative, Sha256::digest(&bytes).into());
+        let files = read_dir_files(dir)?;
+        Manifest::of_files(
+            files
+                .iter()
+                .map(|(name, bytes)| (name.as_str(), bytes.as_slice())),
+        )
+    }
+
+    /// Hashes the files given by relative name (but the manifest and signature files),
+    /// refusing a name [`Manifest::of_dir`] would refuse.
+    pub fn of_files<'a>(
+        files: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+    ) -> Result<Manifest, BundleError> {
+        let mut manifest = BTreeMap::new();
+        for (name, bytes) in files {
+            if !name.split('/').all(is_plain_name) {
+                return Err(BundleError::BadName(PathBuf::from(name)));
             }
+            if name == MANIFEST_FILE || name == SIGNATURE_FILE {
+                continue;
+            }
+            manifest.insert(name.to_owned(), Sha256::digest(bytes).into());
         }
-        Ok(Manifest { files })
+        Ok(Manifest { files: manifest })
     }
 
     /// The `sha256sum`-format text the bundle hash is taken over.
@@ -176,18 +209,22 @@ fn relative_name(dir: &Path, path: &Path) -> Result<String, BundleError> {
             return Err(bad());
         };
         let part = part.to_str().ok_or_else(bad)?;
-        let plain = !part.is_empty()
-            && part != "."
-            && part != ".."
-            && part
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'));
-        if !plain {
+        if !is_plain_name(part) {
             return Err(bad());
         }
         parts.push(part);
     }
     Ok(parts.join("/"))
+}
+
+/// A file or folder name the manifest can carry and the server serves: A-Z a-z 0-9 . - _.
+fn is_plain_name(part: &str) -> bool {
+    !part.is_empty()
+        && part != "."
+        && part != ".."
+        && part
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
 }
 
 /// The operator's release public key (Ed25519, 32 bytes, written as 64 hex digits); checked to
@@ -259,10 +296,13 @@ pub fn release_key_of(key: &SigningKey) -> ReleaseKey {
     ReleaseKey(key.verifying_key().to_bytes())
 }
 
-/// A built app as the server found it at start: where, its manifest and hash, its signature.
+/// A built app as the server holds it: every file in memory (so that what it serves is exactly
+/// what it hashed at start), its manifest and hash, its signature.
 #[derive(Debug, Clone)]
 pub struct WebBundle {
-    pub dir: PathBuf,
+    /// Where the app came from, for messages: a folder, or the binary.
+    pub origin: String,
+    files: BTreeMap<String, Cow<'static, [u8]>>,
     pub manifest: Manifest,
     pub sha256: [u8; 32],
     /// The signature, checked against the release key when one is configured.
@@ -271,40 +311,66 @@ pub struct WebBundle {
 }
 
 impl WebBundle {
-    /// Hashes the app in `dir` from its files (never trusting a manifest found there) and, with
-    /// a release key, refuses an app that key did not sign.
+    /// Reads the app in `dir` and hashes it from its files (never trusting a manifest found
+    /// there); with a release key, refuses an app that key did not sign.
     pub fn load(dir: &Path, release_key: Option<ReleaseKey>) -> Result<WebBundle, BundleError> {
-        let manifest = Manifest::of_dir(dir)?;
+        if !dir.join("index.html").is_file() {
+            return Err(BundleError::NoApp(dir.to_path_buf()));
+        }
+        let files = read_dir_files(dir)?
+            .into_iter()
+            .map(|(name, bytes)| (name, Cow::Owned(bytes)))
+            .collect();
+        WebBundle::from_files(dir.display().to_string(), files, release_key)
+    }
+
+    /// The app compiled into the binary: (relative name, bytes) pairs.
+    pub fn embedded(
+        files: &'static [(&'static str, &'static [u8])],
+        release_key: Option<ReleaseKey>,
+    ) -> Result<WebBundle, BundleError> {
+        let files = files
+            .iter()
+            .map(|(name, bytes)| ((*name).to_owned(), Cow::Borrowed(*bytes)))
+            .collect();
+        WebBundle::from_files("built into the binary".to_owned(), files, release_key)
+    }
+
+    fn from_files(
+        origin: String,
+        files: BTreeMap<String, Cow<'static, [u8]>>,
+        release_key: Option<ReleaseKey>,
+    ) -> Result<WebBundle, BundleError> {
+        let manifest =
+            Manifest::of_files(files.iter().map(|(name, bytes)| (name.as_str(), &**bytes)))?;
         let sha256 = manifest.sha256();
-        let signature_path = dir.join(SIGNATURE_FILE);
-        let signature = match std::fs::read_to_string(&signature_path) {
-            Ok(text) => Some(text.trim().to_owned()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(source) => {
-                return Err(BundleError::Io {
-                    path: signature_path,
-                    source,
-                })
-            }
-        };
+        let signature = files
+            .get(SIGNATURE_FILE)
+            .map(|bytes| String::from_utf8_lossy(bytes).trim().to_owned());
         if let Some(key) = &release_key {
             match &signature {
                 Some(signature) => key.verify(&sha256, signature)?,
                 None => {
                     return Err(BundleError::Unsigned {
-                        dir: dir.to_path_buf(),
+                        origin,
                         key: key.to_string(),
                     })
                 }
             }
         }
         Ok(WebBundle {
-            dir: dir.to_path_buf(),
+            origin,
+            files,
             manifest,
             sha256,
             signature,
             release_key,
         })
+    }
+
+    /// A file of the app by its relative name (`index.html`, `assets/x.js`).
+    pub fn file(&self, name: &str) -> Option<&Cow<'static, [u8]>> {
+        self.files.get(name)
     }
 
     pub fn sha256_hex(&self) -> String {
@@ -505,5 +571,37 @@ b7d082ee12e91b756ea22e8513b8594eebcf5d39fab813da3cb55794dc888ad7  index.html
         let signed = WebBundle::load(dir.path(), Some(public)).unwrap();
         assert_eq!(signed.sha256, bundle.sha256);
         assert_eq!(signed.signature.as_deref(), Some(signature.as_str()));
+    }
+
+    static BUILT_IN: &[(&str, &[u8])] = &[
+        ("assets/a.js", b"a"),
+        ("index.html", b"<html>"),
+        (MANIFEST_FILE, b"{}"),
+    ];
+
+    #[test]
+    fn the_app_built_into_the_binary_hashes_and_serves_like_the_same_folder() {
+        let dir = app(&[("index.html", b"<html>"), ("assets/a.js", b"a")]);
+        let from_dir = WebBundle::load(dir.path(), None).unwrap();
+        let built_in = WebBundle::embedded(BUILT_IN, None).unwrap();
+        assert_eq!(built_in.sha256, from_dir.sha256);
+        assert_eq!(built_in.origin, "built into the binary");
+        assert_eq!(built_in.file("assets/a.js").map(|b| &**b), Some(&b"a"[..]));
+        assert_eq!(
+            from_dir.file("index.html").map(|b| &**b),
+            Some(&b"<html>"[..])
+        );
+        assert!(built_in.file("assets/missing.js").is_none());
+        let (_, public) = release();
+        let err = WebBundle::embedded(BUILT_IN, Some(public)).unwrap_err();
+        assert!(err.to_string().contains("built into the binary"), "{err}");
+    }
+
+    #[test]
+    fn a_folder_without_index_html_is_not_an_app() {
+        let dir = app(&[("assets/a.js", b"a")]);
+        let err = WebBundle::load(dir.path(), None).unwrap_err();
+        assert!(matches!(err, BundleError::NoApp(_)), "{err}");
+        assert!(err.to_string().contains("no index.html"), "{err}");
     }
 }
