@@ -1,7 +1,8 @@
 //! Behind a real firewall: a participant in a network namespace whose nftables ruleset drops
-//! all UDP and rejects TCP to any port but 80 (signaling here) and 443 (media over ICE-TCP),
-//! as institutional networks do. Its bot on `--transport tcp` meets a bot on open UDP; its bot
-//! on `--transport udp` gets no media, and the ruleset's drop counter shows why.
+//! all UDP and rejects TCP to any port but 80 (signaling here) and 443, as institutional
+//! networks do. With ICE-TCP on 443 its bot on `--transport tcp` meets a bot on open UDP and its
+//! bot on `--transport udp` gets no media (the ruleset's drop counter shows why); with the
+//! built-in TURN/TLS relay on 443 and no ICE-TCP at all, its bot on `--transport turn-tls` does.
 //!
 //! Needs root (network namespaces, nftables); `cargo xtask setup` installs iproute2 and
 //! nftables.
@@ -13,8 +14,8 @@ use std::path::Path;
 use std::process::Command;
 
 use client::Report;
-use common::{assert_received_all, bot};
-use server::{MediaTcp, Server, ServerConfig};
+use common::{assert_received_all, bot, metric};
+use server::{MediaTcp, Server, ServerConfig, TurnConfig};
 
 /// A namespace joined to this one by a veth pair: 198.18.N.1 here, 198.18.N.2 inside.
 struct WalledNetwork {
@@ -49,8 +50,9 @@ table inet conclave_walled {
 "#;
 
 impl WalledNetwork {
-    fn new() -> WalledNetwork {
-        let n = std::process::id() % 200 + 20;
+    /// `slot` tells apart the namespaces of tests running at once in this process.
+    fn new(slot: u32) -> WalledNetwork {
+        let n = std::process::id() % 100 * 2 + 20 + slot;
         let name = format!("cclwall{n}");
         let (outside, inside) = (format!("cw{n}o"), format!("cw{n}i"));
         let server_ip = Ipv4Addr::new(198, 18, n as u8, 1);
@@ -138,48 +140,80 @@ impl Drop for WalledNetwork {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn behind_a_firewall_that_drops_udp_media_flows_over_tcp_443() {
+/// A server on the outside end of the veth pair: HTTP on 80, media UDP on an ephemeral port.
+async fn start_outside(
+    net: &WalledNetwork,
+    data: &Path,
+    media_tcp: MediaTcp,
+    turn: TurnConfig,
+) -> Server {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let net = WalledNetwork::new();
-    let data = tempfile::tempdir().expect("temp dir");
     let ip = IpAddr::V4(net.server_ip);
-    let server = Server::start(ServerConfig {
+    Server::start(ServerConfig {
         listen: SocketAddr::new(ip, 80),
         media_port: 0,
-        media_tcp: MediaTcp::Port(443),
+        media_tcp,
         media_bind_ip: ip,
         public_ip: ip,
-        data_dir: data.path().to_owned(),
+        data_dir: data.to_owned(),
+        turn,
         ..ServerConfig::default()
     })
     .await
-    .expect("server starts");
-    assert_eq!(server.media_tcp_addr, Some(SocketAddr::new(ip, 443)));
+    .expect("server starts")
+}
+
+/// Runs a host bot on open UDP beside walled bots (name, transport); their reports, host first.
+async fn meet(
+    net: &WalledNetwork,
+    server: &Server,
+    dir: &Path,
+    walled: &[(&'static str, &'static str)],
+) -> (Report, Vec<Report>) {
     let links =
         client::meeting_links::create_meeting(&server.base_url, serde_json::json!({}), None)
             .await
             .expect("meeting");
-
     let host = tokio::spawn(client::run(bot(&links.host_url, "host", 12.0)));
-    let walled = |name: &'static str, transport: &'static str| {
-        let (ns, dir, join) = (
-            net.name.clone(),
-            data.path().to_owned(),
-            links.join_url.clone(),
-        );
-        tokio::task::spawn_blocking(move || bot_in(&ns, &dir, &join, name, transport))
-    };
-    let (tcp, udp) = (walled("walled-tcp", "tcp"), walled("walled-udp", "udp"));
-    let (tcp, udp) = (tcp.await.expect("tcp bot"), udp.await.expect("udp bot"));
+    let walled: Vec<_> = walled
+        .iter()
+        .map(|&(name, transport)| {
+            let (ns, dir, join) = (net.name.clone(), dir.to_owned(), links.join_url.clone());
+            tokio::task::spawn_blocking(move || bot_in(&ns, &dir, &join, name, transport))
+        })
+        .collect();
+    let mut reports = Vec::new();
+    for bot in walled {
+        reports.push(bot.await.expect("walled bot"));
+    }
     let host = host.await.expect("host task").expect("host runs");
+    (host, reports)
+}
 
-    assert_received_all(&tcp, &["host"]);
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_firewall_that_drops_udp_media_flows_over_tcp_443() {
+    let net = WalledNetwork::new(0);
+    let data = tempfile::tempdir().expect("temp dir");
+    let server = start_outside(
+        &net,
+        data.path(),
+        MediaTcp::Port(443),
+        TurnConfig::default(),
+    )
+    .await;
+    let ip = IpAddr::V4(net.server_ip);
+    assert_eq!(server.media_tcp_addr, Some(SocketAddr::new(ip, 443)));
+    let (host, walled) = meet(
+        &net,
+        &server,
+        data.path(),
+        &[("walled-tcp", "tcp"), ("walled-udp", "udp")],
+    )
+    .await;
+    let (tcp, udp) = (&walled[0], &walled[1]);
+
+    assert_received_all(tcp, &["host"]);
     assert_eq!(tcp.transport.as_deref(), Some("tcp"), "{tcp:#?}");
-    assert!(
-        host.received.iter().any(|t| t.from == "walled-tcp"),
-        "{host:#?}"
-    );
     assert_received_all(&host, &["walled-tcp"]);
     // The UDP bot's media never got out: no connection, nothing received.
     assert_eq!(udp.transport, None, "{udp:#?}");
@@ -188,4 +222,33 @@ async fn behind_a_firewall_that_drops_udp_media_flows_over_tcp_443() {
         net.udp_dropped() > 0,
         "the firewall dropped the UDP bot's packets"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_only_tls_on_443_media_flows_through_the_built_in_turn_relay() {
+    let net = WalledNetwork::new(1);
+    let data = tempfile::tempdir().expect("temp dir");
+    // No ICE-TCP: the walled bot's only way out is the relay's TLS on 443.
+    let turn = TurnConfig {
+        port: Some(443),
+        ..TurnConfig::default()
+    };
+    let server = start_outside(&net, data.path(), MediaTcp::Off, turn).await;
+    assert_eq!(server.media_tcp_addr, None);
+    let relay = server.turn_relay.as_ref().map(|(addr, _)| *addr);
+    assert_eq!(relay, Some(SocketAddr::new(IpAddr::V4(net.server_ip), 443)));
+    let (host, walled) = meet(&net, &server, data.path(), &[("walled-turn", "turn-tls")]).await;
+    let relayed = &walled[0];
+
+    assert_eq!(
+        relayed.transport.as_deref(),
+        Some("turn-tls"),
+        "{relayed:#?}"
+    );
+    assert_eq!(host.transport.as_deref(), Some("udp"), "{host:#?}");
+    assert_received_all(relayed, &["host"]);
+    assert_received_all(&host, &["walled-turn"]);
+    // Both directions went through the relay (the ruleset leaves it no other way).
+    assert!(metric(&server, "conclave_turn_relayed_to_sfu").await > 100);
+    assert!(metric(&server, "conclave_turn_relayed_to_clients").await > 100);
 }
