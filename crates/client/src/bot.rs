@@ -130,6 +130,10 @@ pub struct Bot {
     participant_id: Option<u64>,
     /// The path media last connected over.
     transport_used: Option<Transport>,
+    /// The SFU's ICE candidates from its first answer (`"udp 203.0.113.7:10000"`).
+    media_candidates: Vec<String>,
+    /// The TURN URLs the welcome offered.
+    turn_urls: Vec<String>,
     /// E2EE counters of finished sessions; the current session's are added in the report.
     e2ee_done: E2eeReport,
     /// The clock for the MLS state machines.
@@ -167,6 +171,8 @@ pub async fn run(options: BotOptions) -> Result<Report, BotError> {
         lost_at: None,
         participant_id: None,
         transport_used: None,
+        media_candidates: Vec::new(),
+        turn_urls: Vec::new(),
         e2ee_done: E2eeReport::default(),
         started: Instant::now(),
         admitting: Default::default(),
@@ -297,6 +303,8 @@ impl Bot {
             active_speakers: self.speakers.clone(),
             received_datagrams: self.received_datagrams,
             transport: self.transport_used.map(|t| t.as_str().to_owned()),
+            media_candidates: self.media_candidates.clone(),
+            turn_urls: self.turn_urls.clone(),
             received_kbps: (!self.receiving_for.is_zero()).then(|| {
                 self.received_bytes as f64 * 8.0 / self.receiving_for.as_secs_f64() / 1000.0
             }),
@@ -304,12 +312,18 @@ impl Bot {
     }
 
     async fn connect(&self) -> Result<Ws, BotError> {
-        let (ws, _) = tokio_tungstenite::connect_async(&self.link.ws_url)
-            .await
-            .map_err(|e| BotError::Connect {
-                url: self.link.ws_url.clone(),
-                reason: e.to_string(),
-            })?;
+        let connector = Some(crate::tls::websocket_connector());
+        let (ws, _) = tokio_tungstenite::connect_async_tls_with_config(
+            &self.link.ws_url,
+            None,
+            false,
+            connector,
+        )
+        .await
+        .map_err(|e| BotError::Connect {
+            url: self.link.ws_url.clone(),
+            reason: e.to_string(),
+        })?;
         Ok(ws)
     }
 
@@ -347,6 +361,7 @@ impl Bot {
         };
         let participant_id = participant_id.0;
         self.participant_id = Some(participant_id);
+        self.turn_urls = ice_servers.iter().flat_map(|s| s.urls.clone()).collect();
         info!(name = %self.options.name, participant = participant_id, "joined");
         let mut secrets = self.link.secrets()?;
         secrets.device = Some(self.device_key.clone());
@@ -819,6 +834,9 @@ impl Bot {
         self.retry_held(s);
         match msg {
             ServerMessage::Answer { sdp } => {
+                if self.media_candidates.is_empty() {
+                    self.media_candidates = candidates_of(&sdp);
+                }
                 let answer = SdpAnswer::from_sdp_string(&sdp)
                     .map_err(|e| BotError::Signaling(format!("bad answer: {e}")))?;
                 let pending = s
@@ -1119,5 +1137,42 @@ async fn local_ip_towards(host: &str) -> IpAddr {
             }
         }
         None => Ipv4Addr::LOCALHOST.into(),
+    }
+}
+
+/// The candidates of an SDP as `"<transport> <address>"` (`"tcp 203.0.113.7:443"`): where the
+/// SFU says its media goes, for the report (and `conclave doctor`).
+fn candidates_of(sdp: &str) -> Vec<String> {
+    sdp.lines()
+        .filter_map(|line| line.trim().strip_prefix("a=candidate:"))
+        .filter_map(|candidate| {
+            let fields: Vec<&str> = candidate.split_whitespace().collect();
+            let (transport, ip, port) = (fields.get(2)?, fields.get(4)?, fields.get(5)?);
+            let addr = std::net::SocketAddr::new(ip.parse().ok()?, port.parse().ok()?);
+            Some(format!("{} {addr}", transport.to_ascii_lowercase()))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::candidates_of;
+
+    #[test]
+    fn the_report_names_each_candidate_by_transport_and_address() {
+        let sdp = "v=0\r\n\
+            a=candidate:1 1 udp 2130706175 203.0.113.7 10000 typ host\r\n\
+            a=candidate:2 1 TCP 1694498815 203.0.113.7 443 typ host tcptype passive\r\n\
+            a=candidate:3 1 udp 1 2001:db8::1 10000 typ host\r\n\
+            a=candidate:4 1 udp 1 not-an-ip 10000 typ host\r\n\
+            a=candidate:5 1\r\n";
+        assert_eq!(
+            candidates_of(sdp),
+            [
+                "udp 203.0.113.7:10000",
+                "tcp 203.0.113.7:443",
+                "udp [2001:db8::1]:10000"
+            ]
+        );
     }
 }

@@ -79,7 +79,7 @@ pub async fn create_meeting(
         _ => Value::Object(Default::default()),
     };
     body["host_secret_sha256"] = hex(&seed.server_secret_sha256()).into();
-    let mut request = reqwest::Client::new().post(&url).json(&body);
+    let mut request = crate::tls::http().post(&url).json(&body);
     if let Some(cookie) = cookie {
         request = request.header(reqwest::header::COOKIE, cookie);
     }
@@ -128,6 +128,16 @@ impl HostLink {
         })
     }
 
+    /// The guests' link of the same meeting: `<server>/m/<id>#k=<meeting key>`.
+    pub fn join_url(&self) -> String {
+        format!(
+            "{}/m/{}#k={}",
+            self.link.base,
+            self.link.meeting,
+            self.seed.meeting_key().public().encode()
+        )
+    }
+
     /// `<server>/api/meetings/<id>`.
     pub fn api(&self) -> String {
         format!("{}/api/meetings/{}", self.link.base, self.link.meeting)
@@ -160,7 +170,7 @@ pub async fn invite(
         "single_use": single_use, "skip_lobby": skip_lobby,
         "token_sha256": hex(&secret.server_token_sha256()),
     });
-    let request = reqwest::Client::new()
+    let request = crate::tls::http()
         .post(&url)
         .bearer_auth(&host.server_secret)
         .json(&body);

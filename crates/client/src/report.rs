@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Report {
     pub name: String,
     pub participant_id: Option<u64>,
@@ -28,6 +28,13 @@ pub struct Report {
     /// never connected.
     #[serde(default)]
     pub transport: Option<String>,
+    /// The SFU's ICE candidates from its first answer: `"udp 203.0.113.7:10000"`,
+    /// `"tcp 203.0.113.7:443"`.
+    #[serde(default)]
+    pub media_candidates: Vec<String>,
+    /// The TURN URLs the welcome offered (`turns:host:443?transport=tcp`).
+    #[serde(default)]
+    pub turn_urls: Vec<String>,
     /// What arrived over the media connection while it was up (all sessions), in kbps.
     #[serde(default)]
     pub received_kbps: Option<f64>,
@@ -40,7 +47,7 @@ pub struct SentCounts {
 }
 
 /// What arrived from one sender on one kind of track.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct ReceivedTrack {
     pub from: String,
     pub participant_id: u64,

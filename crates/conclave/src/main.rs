@@ -43,6 +43,10 @@ enum Command {
     },
     /// Join a meeting as a native participant that sends a test clip and checks what it receives.
     Bot(BotArgs),
+    /// Check a running server from outside, as a participant reaches it: its address and
+    /// certificate, a test meeting, the media address it names, and media over UDP, ICE-TCP
+    /// and the TURN relay. Prints one line per check; exits 1 if any failed.
+    Doctor(DoctorArgs),
     /// Load benchmark: this server side by side with Janus VideoRoom and a raw UDP relay
     /// (`conclave bench --help` for its options).
     Bench {
@@ -205,6 +209,23 @@ struct BotArgs {
     report: String,
 }
 
+#[derive(Args)]
+struct DoctorArgs {
+    /// The server's address (https://meet.example.org), or any link of it.
+    url: String,
+    /// A host link to test in, for a server where only accounts create meetings
+    /// (the test meeting is otherwise made anonymously).
+    #[arg(long)]
+    host_link: Option<String>,
+    /// How long the test bots exchange media, in seconds.
+    #[arg(long, default_value_t = 4.0)]
+    seconds: f64,
+    /// Print the findings as JSON (`{"ok": bool, "findings": [{"check", "verdict",
+    /// "message"}]}`) instead of lines.
+    #[arg(long)]
+    json: bool,
+}
+
 fn main() -> Result<()> {
     // The benchmark runs its own single-threaded runtime and pins itself to a core, so it is
     // dispatched before this command builds one.
@@ -215,10 +236,14 @@ fn main() -> Result<()> {
         return bench::main_with("conclave bench", &["bench"], rest);
     }
     let cli = Cli::parse();
+    // The doctor's findings are its output; the bots' progress would bury them.
+    let default_filter = match cli.command {
+        Command::Doctor(_) => "warn,str0m=error,is=error,dimpl=error",
+        _ => "info,str0m=warn,is=warn,dimpl=warn,turn_client_proto=warn",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
-            EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| EnvFilter::new("info,str0m=warn,is=warn,dimpl=warn")),
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter)),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -256,6 +281,7 @@ fn main() -> Result<()> {
             Command::User { command } => user(command).await,
             Command::Config { command } => config_command(command),
             Command::Bot(args) => bot(args).await,
+            Command::Doctor(args) => doctor(args).await,
             Command::Bench { .. } => bail!("conclave bench runs before the runtime starts"),
         }
     })
@@ -391,9 +417,7 @@ async fn host_request(
     secret: &str,
     body: Option<serde_json::Value>,
 ) -> Result<serde_json::Value> {
-    let mut request = reqwest::Client::new()
-        .request(method, url)
-        .bearer_auth(secret);
+    let mut request = client::tls::http().request(method, url).bearer_auth(secret);
     if let Some(body) = body {
         request = request.json(&body);
     }
@@ -514,6 +538,33 @@ async fn user_command(storage: &server::Storage, command: UserCommand) -> Result
             }
             println!("removed user {name}");
         }
+    }
+    Ok(())
+}
+
+async fn doctor(args: DoctorArgs) -> Result<()> {
+    if !(args.seconds.is_finite() && (1.0..=120.0).contains(&args.seconds)) {
+        bail!("--seconds must be from 1 to 120");
+    }
+    let findings = client::doctor::examine(&client::doctor::DoctorOptions {
+        url: args.url,
+        host_link: args.host_link,
+        media_seconds: args.seconds,
+    })
+    .await;
+    let ok = !findings
+        .iter()
+        .any(|f| f.verdict == client::doctor::Verdict::Fail);
+    if args.json {
+        let out = serde_json::json!({ "ok": ok, "findings": findings });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        for finding in &findings {
+            println!("{finding}");
+        }
+    }
+    if !ok {
+        std::process::exit(1);
     }
     Ok(())
 }
