@@ -24,7 +24,7 @@ pub enum Verdict {
     Fail,
 }
 
-/// One check's outcome: `check` names it (`web`, `tls`, `meeting`, `candidates`, `udp`,
+/// One check's outcome: `check` names it (`web`, `tls`, `meeting`, `links`, `candidates`, `udp`,
 /// `tcp`, `turn`), `message` says what was found and, when wrong, what to do.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Finding {
@@ -136,6 +136,7 @@ pub async fn examine(options: &DoctorOptions) -> Vec<Finding> {
                 Verdict::Ok,
                 "a test meeting to join",
             ));
+            findings.push(judge_link_origin(&links.1, &base.origin));
             links
         }
         Err(e) => {
@@ -192,6 +193,27 @@ pub async fn examine(options: &DoctorOptions) -> Vec<Finding> {
         &others("doctor-turn"),
     ));
     findings
+}
+
+/// The links a server hands out send participants to its `public_url`: it should be the
+/// address they reach it by, or they land somewhere else (or on a certificate for another name).
+fn judge_link_origin(join_url: &str, reached: &str) -> Finding {
+    let named = url::Url::parse(join_url)
+        .map(|url| url.origin().ascii_serialization())
+        .unwrap_or_else(|_| join_url.to_owned());
+    if named == reached {
+        Finding::new("links", Verdict::Ok, format!("links name {reached}"))
+    } else {
+        Finding::new(
+            "links",
+            Verdict::Warn,
+            format!(
+                "the server's links name {named}, but it was reached at {reached}: people \
+                 following a link go to {named}. Set conclave serve --public-url {reached} if \
+                 that is the address participants use"
+            ),
+        )
+    }
 }
 
 /// The server's origin as a client dials it.
@@ -547,6 +569,23 @@ mod tests {
 
     fn ip(text: &str) -> IpAddr {
         text.parse().unwrap()
+    }
+
+    #[test]
+    fn links_for_another_origin_warn_and_name_the_flag() {
+        let same = judge_link_origin(
+            "https://meet.example.org/m/abc#k=1",
+            "https://meet.example.org",
+        );
+        assert_eq!(same.verdict, Verdict::Ok, "{same}");
+        let other = judge_link_origin("http://10.0.0.5:8080/m/abc#k=1", "https://meet.example.org");
+        assert_eq!(other.verdict, Verdict::Warn, "{other}");
+        assert!(
+            other
+                .message
+                .contains("--public-url https://meet.example.org"),
+            "{other}"
+        );
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! networks do. With ICE-TCP on 443 its bot on `--transport tcp` meets a bot on open UDP and its
 //! bot on `--transport udp` gets no media (the ruleset's drop counter shows why); with the
 //! built-in TURN/TLS relay on 443 and no ICE-TCP at all, its bot on `--transport turn-tls` does.
+//! `conclave doctor` run from inside says which paths work and fails on the one that does not.
 //!
 //! Needs root (network namespaces, nftables); `cargo xtask setup` installs iproute2 and
 //! nftables.
@@ -35,23 +36,34 @@ fn run(cmd: &str, args: &[&str]) {
     );
 }
 
-/// The client namespace's ruleset: the corporate firewall.
-const RULESET: &str = r#"
-table inet conclave_walled {
-    chain output {
+/// The client namespace's ruleset: the corporate firewall, open to TCP on `open_ports`.
+fn ruleset(open_ports: &[u16]) -> String {
+    let ports: Vec<String> = open_ports.iter().map(u16::to_string).collect();
+    format!(
+        r#"
+table inet conclave_walled {{
+    chain output {{
         type filter hook output priority 0; policy accept;
         oifname "lo" accept
         meta l4proto udp counter name udp_dropped drop
-        tcp dport { 80, 443 } accept
+        tcp dport {{ {} }} accept
         meta l4proto tcp reject with tcp reset
-    }
-    counter udp_dropped {}
+    }}
+    counter udp_dropped {{}}
+}}
+"#,
+        ports.join(", ")
+    )
 }
-"#;
 
 impl WalledNetwork {
     /// `slot` tells apart the namespaces of tests running at once in this process.
     fn new(slot: u32) -> WalledNetwork {
+        WalledNetwork::open_to(slot, &[80, 443])
+    }
+
+    /// A walled network whose firewall lets TCP out to `open_ports` only.
+    fn open_to(slot: u32, open_ports: &[u16]) -> WalledNetwork {
         let n = std::process::id() % 100 * 2 + 20 + slot;
         let name = format!("cclwall{n}");
         let (outside, inside) = (format!("cw{n}o"), format!("cw{n}i"));
@@ -92,7 +104,7 @@ impl WalledNetwork {
             &server_ip.to_string(),
         ]);
         let rules = std::env::temp_dir().join(format!("{}.nft", net.name));
-        std::fs::write(&rules, RULESET).expect("write ruleset");
+        std::fs::write(&rules, ruleset(open_ports)).expect("write ruleset");
         exec(&["nft", "-f", rules.to_str().expect("utf-8 path")]);
         net
     }
@@ -251,4 +263,57 @@ async fn with_only_tls_on_443_media_flows_through_the_built_in_turn_relay() {
     // Both directions went through the relay (the ruleset leaves it no other way).
     assert!(metric(&server, "conclave_turn_relayed_to_sfu").await > 100);
     assert!(metric(&server, "conclave_turn_relayed_to_clients").await > 100);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_inside_the_wall_fails_udp_and_passes_tcp_and_the_relay() {
+    // TURN's own port (5349) is open too, so every path but UDP has a way out.
+    let net = WalledNetwork::open_to(2, &[80, 443, 5349]);
+    let data = tempfile::tempdir().expect("temp dir");
+    let turn = TurnConfig {
+        port: Some(5349),
+        ..TurnConfig::default()
+    };
+    let server = start_outside(&net, data.path(), MediaTcp::Port(443), turn).await;
+    let (ns, url) = (net.name.clone(), server.base_url.clone());
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &ns,
+                env!("CARGO_BIN_EXE_conclave"),
+                "doctor",
+            ])
+            .args([url.as_str(), "--json", "--seconds", "4"])
+            .output()
+            .expect("conclave doctor")
+    })
+    .await
+    .expect("doctor task");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("no JSON ({e}): {}", String::from_utf8_lossy(&out.stderr)));
+    let verdict = |check: &str| {
+        json["findings"]
+            .as_array()
+            .and_then(|all| all.iter().find(|f| f["check"] == check))
+            .map(|f| {
+                (
+                    f["verdict"].as_str().unwrap_or("").to_owned(),
+                    f["message"].to_string(),
+                )
+            })
+            .unwrap_or_else(|| panic!("no {check} finding: {json:#}"))
+    };
+
+    assert_eq!(out.status.code(), Some(1), "{json:#}");
+    assert_eq!(json["ok"], false);
+    let (udp, why) = verdict("udp");
+    assert_eq!(udp, "fail", "{json:#}");
+    assert!(why.contains("open the media port (UDP)"), "{why}");
+    assert_eq!(verdict("tcp").0, "ok", "{json:#}");
+    assert_eq!(verdict("turn").0, "ok", "{json:#}");
+    // A namespace address served over plain HTTP: a warning, not a failure.
+    assert_eq!(verdict("tls").0, "warn", "{json:#}");
+    assert!(net.udp_dropped() > 0);
 }
