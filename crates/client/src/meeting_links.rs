@@ -64,6 +64,41 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Logs in to an account on `server`, as the web app's sign-in does; the `conclave_session`
+/// cookie (`name=value`) that [`create_meeting`] takes to make the account a meeting's owner.
+pub async fn log_in(server: &str, name: &str, password: &str) -> Result<String, LinkError> {
+    let url = format!("{}/api/login", server.trim_end_matches('/'));
+    let request = crate::tls::http()
+        .post(&url)
+        .json(&serde_json::json!({ "name": name, "password": password }));
+    let response = request.send().await.map_err(|e| LinkError::Unreachable {
+        url: url.clone(),
+        message: e.to_string(),
+    })?;
+    let status = response.status();
+    let cookie = response
+        .headers()
+        .get_all(reqwest::header::SET_COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .filter_map(|value| value.split(';').next())
+        .find(|pair| pair.starts_with("conclave_session="))
+        .map(str::to_owned);
+    let body: Value = response.json().await.unwrap_or(Value::Null);
+    if !status.is_success() {
+        return Err(LinkError::Refused {
+            url,
+            status: status.as_u16(),
+            body,
+        });
+    }
+    cookie.ok_or(LinkError::Incomplete {
+        url,
+        field: "the conclave_session cookie",
+        body,
+    })
+}
+
 /// Creates a meeting on `server` (`http(s)://host:port`). `options` is the rest of the
 /// `POST /api/meetings` body (`passcode`, `require_invitation`, `permissions`); `cookie`, a
 /// logged-in account's `conclave_session` cookie header value, makes that account the owner.

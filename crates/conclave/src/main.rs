@@ -125,6 +125,13 @@ enum MeetingCommand {
         /// Admit only people with a per-invitee invitation link (and hosts).
         #[arg(long)]
         require_invitation: bool,
+        /// Log in as this account first (where `meeting_creation = "accounts"`); the password
+        /// comes from --password-stdin or a prompt. The account becomes the meeting's owner.
+        #[arg(long)]
+        user: Option<String>,
+        /// Read the account's password from the first line of standard input.
+        #[arg(long, requires = "user")]
+        password_stdin: bool,
     },
     /// Create a per-invitee invitation link and print it as `invite: <url>`.
     Invite {
@@ -260,8 +267,19 @@ fn main() -> Result<()> {
                         server,
                         passcode,
                         require_invitation,
+                        user,
+                        password_stdin,
                     },
-            } => create_meeting(&server, passcode, require_invitation).await,
+            } => {
+                let account = match user {
+                    Some(name) => {
+                        let password = read_password(password_stdin)?;
+                        Some((name, password))
+                    }
+                    None => None,
+                };
+                create_meeting(&server, passcode, require_invitation, account).await
+            }
             Command::Meeting {
                 command:
                     MeetingCommand::Invite {
@@ -379,12 +397,21 @@ async fn create_meeting(
     server: &str,
     passcode: Option<String>,
     require_invitation: bool,
+    account: Option<(String, String)>,
 ) -> Result<()> {
     let mut options = serde_json::json!({ "require_invitation": require_invitation });
     if let Some(passcode) = passcode {
         options["passcode"] = passcode.into();
     }
-    let links = client::meeting_links::create_meeting(server, options, None).await?;
+    let cookie = match account {
+        Some((name, password)) => Some(
+            client::meeting_links::log_in(server, &name, &password)
+                .await
+                .with_context(|| format!("logging in as {name}"))?,
+        ),
+        None => None,
+    };
+    let links = client::meeting_links::create_meeting(server, options, cookie.as_deref()).await?;
     println!("join: {}", links.join_url);
     println!("host: {}", links.host_url);
     Ok(())
@@ -484,6 +511,20 @@ async fn user(command: UserCommand) -> Result<()> {
     result
 }
 
+/// A password from the first line of standard input, or a prompt on the terminal.
+fn read_password(from_stdin: bool) -> Result<String> {
+    if from_stdin {
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .context("cannot read the password from standard input")?;
+        Ok(line.trim_end_matches(['\r', '\n']).to_owned())
+    } else {
+        rpassword::prompt_password("password: ")
+            .context("cannot read the password (use --password-stdin without a terminal)")
+    }
+}
+
 async fn user_command(storage: &server::Storage, command: UserCommand) -> Result<()> {
     match command {
         UserCommand::Add {
@@ -499,15 +540,9 @@ async fn user_command(storage: &server::Storage, command: UserCommand) -> Result
                 bail!("a user name has 1 to {MAX_USER_NAME_CHARS} characters, no spaces");
             }
             let password = if password_stdin {
-                let mut line = String::new();
-                std::io::stdin()
-                    .read_line(&mut line)
-                    .context("cannot read the password from standard input")?;
-                line.trim_end_matches(['\r', '\n']).to_owned()
+                read_password(true)?
             } else {
-                let first = rpassword::prompt_password(format!("password for {name}: ")).context(
-                    "cannot read the password (use --password-stdin without a terminal)",
-                )?;
+                let first = read_password(false)?;
                 let again = rpassword::prompt_password("again: ")?;
                 if first != again {
                     bail!("the passwords differ");

@@ -42,6 +42,55 @@ async fn meeting_create_prints_a_join_line_and_a_host_line() {
 }
 
 #[tokio::test]
+async fn meeting_create_logs_in_where_only_accounts_may_create_meetings() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = server::Storage::open(dir.path()).await.unwrap();
+    let hash = server::password::hash("a long password").unwrap();
+    storage.create_user("olga", &hash, 0).await.unwrap();
+    storage.close().await;
+    let server = start_configured(dir.path(), |c| {
+        c.meeting_creation = server::MeetingCreation::Accounts
+    })
+    .await;
+    let create = |args: &[&str], password: &'static str| {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_conclave"));
+        command
+            .args(["meeting", "create", "--server", &server.base_url])
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        async move {
+            let mut child = command.spawn().unwrap();
+            let mut stdin = child.stdin.take().unwrap();
+            tokio::io::AsyncWriteExt::write_all(&mut stdin, password.as_bytes())
+                .await
+                .unwrap();
+            drop(stdin);
+            child.wait_with_output().await.unwrap()
+        }
+    };
+
+    let anonymous = create(&[], "").await;
+    assert!(!anonymous.status.success());
+    assert!(
+        String::from_utf8_lossy(&anonymous.stderr).contains("401"),
+        "{anonymous:?}"
+    );
+    let wrong = create(&["--user", "olga", "--password-stdin"], "wrong password\n").await;
+    assert!(!wrong.status.success());
+    let stderr = String::from_utf8_lossy(&wrong.stderr);
+    assert!(stderr.contains("logging in as olga"), "{stderr}");
+
+    let logged_in = create(&["--user", "olga", "--password-stdin"], "a long password\n").await;
+    assert!(logged_in.status.success(), "{logged_in:?}");
+    let stdout = String::from_utf8(logged_in.stdout).unwrap();
+    assert!(stdout.starts_with("join: "), "{stdout}");
+    assert!(stdout.contains("\nhost: "), "{stdout}");
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
 async fn meeting_create_against_no_server_fails_with_a_reason() {
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_conclave"))
         .args(["meeting", "create", "--server", "http://127.0.0.1:9"])
