@@ -12,11 +12,15 @@
 //! - `web-sign --key PATH [--web-dir DIR]`: signs the built app (writes DIR/bundle.sig).
 //! - `clips`: regenerates the bots' media clips with ffmpeg.
 //! - `bench [ARGS]`: the load benchmark (Conclave, Janus and the raw UDP floor side by side).
+//! - `deb`: the Debian package (cargo-deb) in target/debian; `test` installs one and holds a
+//!   meeting on it (deb.rs); `deb-test` runs that part alone.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
+
+mod deb;
 
 /// The bundle hash and release signatures: the server's own definition, compiled in here too
 /// so that `cargo xtask` needs no server build.
@@ -59,6 +63,18 @@ fn main() -> Result<()> {
             test()
         }
         "clips" => clips(),
+        "deb" => {
+            setup()?;
+            // The package's binary carries the web app: build it first.
+            web_build()?;
+            deb::build_release()
+        }
+        "deb-test" => {
+            setup()?;
+            web_build()?;
+            run(cargo().args(["build", "-p", "conclave"]))?;
+            deb::test()
+        }
         "bench" => {
             setup()?;
             // The benchmark starts Janus VideoRoom itself, side by side with Conclave.
@@ -71,7 +87,7 @@ fn main() -> Result<()> {
         }
         _ => {
             eprintln!(
-                "usage: cargo xtask <setup | run [serve args] | test | web | web-test | web-reproducible | web-keygen PATH | web-sign --key PATH [--web-dir DIR] | clips | bench [args]>"
+                "usage: cargo xtask <setup | run [serve args] | test | web | web-test | web-reproducible | web-keygen PATH | web-sign --key PATH [--web-dir DIR] | clips | bench [args] | deb | deb-test>"
             );
             bail!("unknown task {task:?}")
         }
@@ -100,6 +116,9 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ("nftables", "nft"),
     // The TURN relay is tested with coturn's own client.
     ("coturn", "turnutils_uclient"),
+    // The package test checks the systemd unit and runs it as its dynamic user without systemd.
+    ("systemd", "systemd-analyze"),
+    ("util-linux", "setpriv"),
 ];
 
 /// Rust targets beyond the host's: the `e2ee` crate also builds for the browser.
@@ -453,6 +472,8 @@ fn test() -> Result<()> {
     web_build()?;
     web_reproducible()?;
     web_test()?;
+    // The Debian package of the binary the browser suite just ran: installed, a meeting, purged.
+    deb::test()?;
     // Bounded fuzzing of everything that reads bytes from the network in the E2EE core.
     run(Command::new("bash").args(["crates/e2ee/fuzz/run.sh", FUZZ_SECONDS_PER_TARGET]))
 }
