@@ -46,7 +46,8 @@ pub fn install_cargo_deb() -> Result<()> {
 /// `cargo xtask deb`: the release package in target/debian (the web app must be built).
 pub fn build_release() -> Result<()> {
     install_cargo_deb()?;
-    run(cargo().args(["deb", "-p", "conclave", "--locked"]))
+    // Debug symbols go in a -dbgsym package beside it, as Debian ships them.
+    run(cargo().args(["deb", "-p", "conclave", "--locked", "--dbgsym"]))
 }
 
 /// Packages the already built test binary (target/debug, web app embedded) and puts the
