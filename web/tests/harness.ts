@@ -132,6 +132,8 @@ export interface RunningServer {
 export interface ServerOptions {
   /** Listen on this port (a restarted server keeps its origin, and so a browser's service worker). */
   port?: number;
+  /** Listen on this address instead of 127.0.0.1. */
+  host?: string;
   /** The built app to serve (default: web/dist); `null` serves the one built into the binary. */
   webDir?: string | null;
   /** More `conclave serve` flags. */
@@ -143,11 +145,12 @@ export interface ServerOptions {
 export async function startServer(options: ServerOptions = {}): Promise<RunningServer> {
   const port = options.port ?? (await freePort());
   const dataDir = mkdtempSync(joinPath(tmpdir(), 'conclave-web-test-'));
-  const base = `http://127.0.0.1:${port}`;
+  const host = options.host ?? '127.0.0.1';
+  const base = `http://${host}:${port}`;
   const env: NodeJS.ProcessEnv = { ...process.env, RUST_LOG: process.env['RUST_LOG'] ?? 'warn', NO_COLOR: '1', CONCLAVE_WEB_DIR: options.webDir ?? joinPath(repoRoot, 'web/dist') };
   delete env['CONCLAVE_WEB_RELEASE_KEY'];
   if (options.webDir === null) delete env['CONCLAVE_WEB_DIR'];
-  const child = spawn(options.bin ?? conclaveBinary(), ['serve', '--listen', `127.0.0.1:${port}`, '--media-port', '0', '--data-dir', dataDir, ...(options.args ?? [])], {
+  const child = spawn(options.bin ?? conclaveBinary(), ['serve', '--listen', `${host}:${port}`, '--media-port', '0', '--data-dir', dataDir, ...(options.args ?? [])], {
     env,
     stdio: ['ignore', 'pipe', 'inherit'],
   });
@@ -186,13 +189,24 @@ export interface Participant {
   close(): Promise<void>;
 }
 
+export function chromiumExecutable(): string {
+  return chromiumPath();
+}
+
+export interface BrowserOptions {
+  /** Another Chromium to start (say one wrapped to run inside a network namespace). */
+  executablePath?: string;
+  /** More Chromium flags. */
+  args?: string[];
+}
+
 /** A participant in its own browser (its own profile, so its own device id). */
-export async function openBrowser(name: string): Promise<Participant> {
+export async function openBrowser(name: string, options: BrowserOptions = {}): Promise<Participant> {
   const profile = mkdtempSync(joinPath(tmpdir(), `conclave-chromium-${name}-`));
   const context = await chromium.launchPersistentContext(profile, {
-    executablePath: chromiumPath(),
+    executablePath: options.executablePath ?? chromiumPath(),
     headless: true,
-    args: CHROMIUM_FLAGS,
+    args: [...CHROMIUM_FLAGS, ...(options.args ?? [])],
     viewport: { width: 1280, height: 720 },
   });
   const page = context.pages()[0] ?? (await context.newPage());
@@ -370,11 +384,11 @@ export interface BotReport {
 }
 
 /** A native participant (`conclave bot`) that publishes known clips and checks every frame. */
-export function startBot(joinUrl: string, name: string, durationSeconds: number, bin = conclaveBinary()): Bot {
+export function startBot(joinUrl: string, name: string, durationSeconds: number, bin = conclaveBinary(), extraArgs: string[] = []): Bot {
   mkdirSync(testOutput, { recursive: true });
   const reportPath = joinPath(testOutput, `bot-${name}-report.json`);
   rmSync(reportPath, { force: true });
-  const child = spawn(bin, ['bot', '--join', joinUrl, '--name', name, '--duration', String(durationSeconds), '--report', reportPath], {
+  const child = spawn(bin, ['bot', '--join', joinUrl, '--name', name, '--duration', String(durationSeconds), '--report', reportPath, ...extraArgs], {
     env: { ...process.env, RUST_LOG: 'warn', NO_COLOR: '1' },
     stdio: ['ignore', 'inherit', 'inherit'],
   });

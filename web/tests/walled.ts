@@ -1,0 +1,85 @@
+// A walled network for browser tests: a network namespace joined to this one by a veth pair
+// (198.18.N.1 here, 198.18.N.2 inside, the benchmarking range), whose nftables ruleset drops
+// all UDP and rejects TCP to any port but `openPorts`, as institutional firewalls do. Chromium
+// runs inside it through a wrapper script (`exec ip netns exec NS chromium "$@"`). Needs root.
+
+import { execFileSync } from 'node:child_process';
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join as joinPath } from 'node:path';
+
+export interface WalledNetwork {
+  name: string;
+  /** This namespace's end of the veth pair: where the server listens. */
+  serverIp: string;
+  /** A `chromium` that runs inside the namespace. */
+  chromium: string;
+  /** Packets the ruleset dropped for being UDP. */
+  udpDropped(): number;
+  close(): void;
+}
+
+function ip(...args: string[]): void {
+  try {
+    execFileSync('ip', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  } catch (e) {
+    throw new Error(`ip ${args.join(' ')} failed (the firewall tests need root and iproute2): ${(e as Error).message}`);
+  }
+}
+
+export function walledNetwork(slot: number, openPorts: number[], chromiumPath: string): WalledNetwork {
+  const n = (process.pid % 50) * 2 + 120 + slot;
+  const name = `cclweb${n}`;
+  const outside = `cwb${n}o`;
+  const inside = `cwb${n}i`;
+  const serverIp = `198.18.${n}.1`;
+  // Left over from a run that was killed.
+  try { execFileSync('ip', ['netns', 'del', name], { stdio: 'ignore' }); } catch { /* none */ }
+  try { execFileSync('ip', ['link', 'del', outside], { stdio: 'ignore' }); } catch { /* none */ }
+  ip('netns', 'add', name);
+  ip('link', 'add', outside, 'type', 'veth', 'peer', 'name', inside);
+  ip('link', 'set', inside, 'netns', name);
+  ip('addr', 'add', `${serverIp}/30`, 'dev', outside);
+  ip('link', 'set', outside, 'up');
+  const exec = (...args: string[]) => ip('netns', 'exec', name, ...args);
+  exec('ip', 'addr', 'add', `198.18.${n}.2/30`, 'dev', inside);
+  exec('ip', 'link', 'set', inside, 'up');
+  exec('ip', 'link', 'set', 'lo', 'up');
+  exec('ip', 'route', 'add', 'default', 'via', serverIp);
+  const dir = mkdtempSync(joinPath(tmpdir(), `${name}-`));
+  const rules = joinPath(dir, 'walled.nft');
+  writeFileSync(
+    rules,
+    `table inet conclave_walled {
+    chain output {
+        type filter hook output priority 0; policy accept;
+        oifname "lo" accept
+        meta l4proto udp counter name udp_dropped drop
+        tcp dport { ${openPorts.join(', ')} } accept
+        meta l4proto tcp reject with tcp reset
+    }
+    counter udp_dropped {}
+}
+`,
+  );
+  exec('nft', '-f', rules);
+  const chromium = joinPath(dir, 'chromium-walled');
+  writeFileSync(chromium, `#!/bin/sh\nexec ip netns exec ${name} ${chromiumPath} "$@"\n`);
+  chmodSync(chromium, 0o755);
+  return {
+    name,
+    serverIp,
+    chromium,
+    udpDropped() {
+      const out = execFileSync('ip', ['netns', 'exec', name, 'nft', '-j', 'list', 'counter', 'inet', 'conclave_walled', 'udp_dropped']).toString();
+      const items = (JSON.parse(out) as { nftables: Array<{ counter?: { packets: number } }> }).nftables;
+      const counter = items.find((i) => i.counter)?.counter;
+      if (!counter) throw new Error(`no counter in ${out}`);
+      return counter.packets;
+    },
+    close() {
+      try { execFileSync('ip', ['netns', 'del', name], { stdio: 'ignore' }); } catch { /* gone */ }
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
