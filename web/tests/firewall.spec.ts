@@ -1,12 +1,45 @@
 // A browser behind a firewall that drops UDP and lets only TCP 80 and 443 out: Chromium runs
 // inside a network namespace with that nftables ruleset (tests/walled.ts) and meets a native
-// bot on open UDP through a server whose ICE-TCP listens on 443. It decodes the bot's video
-// and audio (opened by its E2EE worker), the bot decrypts the browser's, the selected
-// candidate pair is TCP, the connection details say so, and the ruleset did drop UDP.
+// bot on open UDP, through a server whose ICE-TCP listens on 443, then through the built-in
+// TURN relay on TLS 443 with no ICE-TCP at all (a certificate from a test CA the browser
+// trusts). Each time it decodes the bot's video and audio (opened by its E2EE worker), the bot
+// decrypts the browser's, the selected candidate pair is the path under test, the connection
+// details say so, and the ruleset did drop UDP.
 
 import { expect, test } from '@playwright/test';
 import { chromiumExecutable, join, openBrowser, pageMedia, startBot, startServer, waitForMedia, type Bot, type Participant, type RunningServer } from './harness';
-import { walledNetwork, type WalledNetwork } from './walled';
+import { testCa, walledNetwork, type TestCa, type WalledNetwork } from './walled';
+
+interface SelectedPair { local: string; localType: string; relayProtocol: string | undefined; remote: string; port: number; address: string }
+
+/** The candidate pair the browser's peer connection selected, from getStats(). */
+async function selectedPair(p: Participant): Promise<SelectedPair | null> {
+  return p.page.evaluate(async () => {
+    const meeting = (window as unknown as { conclave?: { meeting: { diagnostics(): { pc: RTCPeerConnection | null } } } }).conclave?.meeting;
+    const pc = meeting?.diagnostics().pc;
+    if (!pc) return null;
+    const stats = await pc.getStats();
+    let pairId: string | undefined;
+    stats.forEach((s: { type: string; selectedCandidatePairId?: string }) => {
+      if (s.type === 'transport' && s.selectedCandidatePairId) pairId = s.selectedCandidatePairId;
+    });
+    const selected = pairId ? (stats.get(pairId) as { localCandidateId: string; remoteCandidateId: string }) : undefined;
+    if (!selected) return null;
+    const local = stats.get(selected.localCandidateId) as { protocol: string; candidateType: string; relayProtocol?: string };
+    const remote = stats.get(selected.remoteCandidateId) as { protocol: string; port: number; address: string };
+    return { local: local.protocol, localType: local.candidateType, relayProtocol: local.relayProtocol, remote: remote.protocol, port: remote.port, address: remote.address };
+  });
+}
+
+/** The bot decrypted audio and video from `name` with that participant's own key. */
+function expectDecryptedFrom(bot: Bot, name: string): void {
+  const report = bot.report();
+  for (const kind of ['audio', 'video']) {
+    const track = report.received.find((r) => r.from === name && r.kind === kind);
+    expect((track?.frames ?? 0) + (track?.skipped_before_keyframe ?? 0), `bot decrypted ${kind} from ${name}`).toBeGreaterThan(0);
+  }
+  expect(report.e2ee.decrypt_failures).toBe(0);
+}
 
 test.describe('a browser behind a firewall that drops UDP', () => {
   let net: WalledNetwork;
@@ -48,21 +81,7 @@ test.describe('a browser behind a firewall that drops UDP', () => {
     expect(remote[0]?.name).toBe('host');
 
     // The pair the browser chose is TCP to the server's 443, and the page says so.
-    const pair = await walled.page.evaluate(async () => {
-      const meeting = (window as unknown as { conclave?: { meeting: { diagnostics(): { pc: RTCPeerConnection | null } } } }).conclave?.meeting;
-      const pc = meeting?.diagnostics().pc;
-      if (!pc) return null;
-      const stats = await pc.getStats();
-      let pairId: string | undefined;
-      stats.forEach((s: { type: string; selectedCandidatePairId?: string }) => {
-        if (s.type === 'transport' && s.selectedCandidatePairId) pairId = s.selectedCandidatePairId;
-      });
-      const selected = pairId ? (stats.get(pairId) as { localCandidateId: string; remoteCandidateId: string }) : undefined;
-      if (!selected) return null;
-      const local = stats.get(selected.localCandidateId) as { protocol: string; candidateType: string };
-      const remote = stats.get(selected.remoteCandidateId) as { protocol: string; port: number; address: string };
-      return { local: local.protocol, localType: local.candidateType, remote: remote.protocol, port: remote.port, address: remote.address };
-    });
+    const pair = await selectedPair(walled);
     expect(pair, 'a selected candidate pair').not.toBeNull();
     expect(pair?.local).toBe('tcp');
     expect(pair?.remote).toBe('tcp');
@@ -72,14 +91,61 @@ test.describe('a browser behind a firewall that drops UDP', () => {
 
     // The bot decrypted the walled browser's frames with the browser's own key.
     await bot.done;
-    const report = bot.report();
-    for (const kind of ['audio', 'video']) {
-      const track = report.received.find((r) => r.from === 'walled' && r.kind === kind);
-      expect((track?.frames ?? 0) + (track?.skipped_before_keyframe ?? 0), `bot decrypted ${kind} from walled`).toBeGreaterThan(0);
-    }
-    expect(report.e2ee.decrypt_failures).toBe(0);
+    expectDecryptedFrom(bot, 'walled');
     // The browser did try UDP: the firewall dropped it.
     expect(net.udpDropped()).toBeGreaterThan(0);
     expect((await pageMedia(walled.page)).phase).not.toBe('ended');
+  });
+});
+
+test.describe('a browser whose network passes only TCP 80 and 443, with no ICE-TCP', () => {
+  let net: WalledNetwork;
+  let ca: TestCa;
+  let server: RunningServer;
+  let walled: Participant;
+  let bot: Bot;
+  const trusted = process.env['SSL_CERT_FILE'];
+
+  test.beforeAll(async () => {
+    net = walledNetwork(1, [80, 443], chromiumExecutable());
+    ca = testCa(net.serverIp);
+    // The bots and `conclave meeting create` trust the test CA through rustls-native-certs.
+    process.env['SSL_CERT_FILE'] = ca.caPem;
+    server = await startServer({
+      host: net.serverIp,
+      port: 80,
+      webDir: null,
+      tls: { cert: ca.cert, key: ca.key },
+      args: ['--public-ip', net.serverIp, '--media-tcp-port', '0', '--turn-port', '443'],
+    });
+    walled = await openBrowser('walled-turn', { executablePath: net.chromium, home: ca.browserHome });
+  });
+
+  test.afterAll(async () => {
+    await walled?.close();
+    await bot?.stop();
+    await server?.stop();
+    if (trusted === undefined) delete process.env['SSL_CERT_FILE'];
+    else process.env['SSL_CERT_FILE'] = trusted;
+    ca?.close();
+    net?.close();
+  });
+
+  test('media flows through the built-in TURN relay on TLS 443, end to end encrypted', async () => {
+    const meeting = await server.createMeeting();
+    bot = startBot(meeting.host_url, 'host', 30, undefined, ['--admit-all']);
+    await join(walled, meeting.join_url);
+
+    const media = await waitForMedia(walled, 1);
+    expect(Object.values(media.remote)[0]?.name).toBe('host');
+    const pair = await selectedPair(walled);
+    expect(pair, 'a selected candidate pair').not.toBeNull();
+    expect(pair?.localType).toBe('relay');
+    expect(pair?.relayProtocol).toBe('tls');
+    await expect(walled.page.locator('#media-path')).toHaveText('Media: TURN/TLS');
+
+    await bot.done;
+    expectDecryptedFrom(bot, 'walled-turn');
+    expect(net.udpDropped()).toBeGreaterThan(0);
   });
 });

@@ -140,17 +140,20 @@ export interface ServerOptions {
   args?: string[];
   /** Another `conclave` to run (say the one of `lyingServerBinary`). */
   bin?: string;
+  /** Serve HTTPS with this certificate and key (PEM files), from a CA this process does not know. */
+  tls?: { cert: string; key: string };
 }
 
 export async function startServer(options: ServerOptions = {}): Promise<RunningServer> {
   const port = options.port ?? (await freePort());
   const dataDir = mkdtempSync(joinPath(tmpdir(), 'conclave-web-test-'));
   const host = options.host ?? '127.0.0.1';
-  const base = `http://${host}:${port}`;
+  const base = `${options.tls ? 'https' : 'http'}://${host}:${port}`;
+  const tlsArgs = options.tls ? ['--tls-cert', options.tls.cert, '--tls-key', options.tls.key] : [];
   const env: NodeJS.ProcessEnv = { ...process.env, RUST_LOG: process.env['RUST_LOG'] ?? 'warn', NO_COLOR: '1', CONCLAVE_WEB_DIR: options.webDir ?? joinPath(repoRoot, 'web/dist') };
   delete env['CONCLAVE_WEB_RELEASE_KEY'];
   if (options.webDir === null) delete env['CONCLAVE_WEB_DIR'];
-  const child = spawn(options.bin ?? conclaveBinary(), ['serve', '--listen', `${host}:${port}`, '--media-port', '0', '--data-dir', dataDir, ...(options.args ?? [])], {
+  const child = spawn(options.bin ?? conclaveBinary(), ['serve', '--listen', `${host}:${port}`, '--media-port', '0', '--data-dir', dataDir, ...tlsArgs, ...(options.args ?? [])], {
     env,
     stdio: ['ignore', 'pipe', 'inherit'],
   });
@@ -159,7 +162,12 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
     stdout += chunk.toString();
     process.stdout.write(chunk);
   });
-  await waitFor('conclave serve to answer /healthz', async () => (await fetch(`${base}/healthz`).catch(() => null))?.ok, 30_000);
+  if (options.tls) {
+    // This process does not trust the test CA: the line printed once media is bound, after HTTP.
+    await waitFor('conclave serve to bind its sockets', async () => /^media: /m.test(stdout), 30_000);
+  } else {
+    await waitFor('conclave serve to answer /healthz', async () => (await fetch(`${base}/healthz`).catch(() => null))?.ok, 30_000);
+  }
   const bundleSha256 = await waitFor('conclave serve to print its web bundle hash', async () => /^web bundle sha256: (.*)$/m.exec(stdout)?.[1], 10_000);
   return {
     base,
@@ -198,6 +206,8 @@ export interface BrowserOptions {
   executablePath?: string;
   /** More Chromium flags. */
   args?: string[];
+  /** The browser's home (where its NSS certificate database lives, `.pki/nssdb`). */
+  home?: string;
 }
 
 /** A participant in its own browser (its own profile, so its own device id). */
@@ -207,6 +217,7 @@ export async function openBrowser(name: string, options: BrowserOptions = {}): P
     executablePath: options.executablePath ?? chromiumPath(),
     headless: true,
     args: [...CHROMIUM_FLAGS, ...(options.args ?? [])],
+    ...(options.home ? { env: { ...process.env, HOME: options.home } as Record<string, string> } : {}),
     viewport: { width: 1280, height: 720 },
   });
   const page = context.pages()[0] ?? (await context.newPage());

@@ -4,7 +4,7 @@
 // runs inside it through a wrapper script (`exec ip netns exec NS chromium "$@"`). Needs root.
 
 import { execFileSync } from 'node:child_process';
-import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join as joinPath } from 'node:path';
 
@@ -82,4 +82,37 @@ export function walledNetwork(slot: number, openPorts: number[], chromiumPath: s
       rmSync(dir, { recursive: true, force: true });
     },
   };
+}
+
+export interface TestCa {
+  /** The CA certificate (PEM): what `SSL_CERT_FILE` names for bots. */
+  caPem: string;
+  /** A server certificate the CA signed for `ip`, and its key. */
+  cert: string;
+  key: string;
+  /** A home whose NSS database trusts the CA, as Chromium on Linux reads it. */
+  browserHome: string;
+  close(): void;
+}
+
+/** A throwaway CA (openssl) and a certificate for `ip`; Chromium trusts it through NSS (certutil). */
+export function testCa(ip: string): TestCa {
+  const dir = mkdtempSync(joinPath(tmpdir(), 'conclave-test-ca-'));
+  const at = (name: string) => joinPath(dir, name);
+  const openssl = (...args: string[]) => execFileSync('openssl', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes'];
+  openssl('req', '-x509', ...ec, '-keyout', at('ca.key'), '-out', at('ca.pem'), '-days', '2', '-subj', '/CN=Conclave test CA', '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign');
+  openssl('req', ...ec, '-keyout', at('server.key'), '-out', at('server.csr'), '-subj', `/CN=${ip}`);
+  writeFileSync(at('server.ext'), `subjectAltName=IP:${ip}\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n`);
+  openssl('x509', '-req', '-in', at('server.csr'), '-CA', at('ca.pem'), '-CAkey', at('ca.key'), '-CAcreateserial', '-days', '2', '-extfile', at('server.ext'), '-out', at('server.pem'));
+  const home = at('home');
+  const nssdb = joinPath(home, '.pki/nssdb');
+  mkdirSync(nssdb, { recursive: true });
+  try {
+    execFileSync('certutil', ['-N', '-d', `sql:${nssdb}`, '--empty-password'], { stdio: ['ignore', 'ignore', 'pipe'] });
+    execFileSync('certutil', ['-A', '-d', `sql:${nssdb}`, '-n', 'conclave-test-ca', '-t', 'C,,', '-i', at('ca.pem')], { stdio: ['ignore', 'ignore', 'pipe'] });
+  } catch (e) {
+    throw new Error(`certutil failed (Debian's libnss3-tools; cargo xtask setup installs it): ${(e as Error).message}`);
+  }
+  return { caPem: at('ca.pem'), cert: at('server.pem'), key: at('server.key'), browserHome: home, close: () => rmSync(dir, { recursive: true, force: true }) };
 }

@@ -119,6 +119,8 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     // The package test checks the systemd unit and runs it as its dynamic user without systemd.
     ("systemd", "systemd-analyze"),
     ("util-linux", "setpriv"),
+    // The browser firewall tests: Chromium trusts a test CA through its NSS database.
+    ("libnss3-tools", "certutil"),
 ];
 
 /// Rust targets beyond the host's: the `e2ee` crate also builds for the browser.
