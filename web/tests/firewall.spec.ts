@@ -8,7 +8,7 @@
 
 import { expect, test } from '@playwright/test';
 import { chromiumExecutable, join, openBrowser, pageMedia, startBot, startServer, waitForMedia, type Bot, type Participant, type RunningServer } from './harness';
-import { testCa, walledNetwork, type TestCa, type WalledNetwork } from './walled';
+import { httpProxy, testCa, walledNetwork, type HttpProxy, type TestCa, type WalledNetwork } from './walled';
 
 interface SelectedPair { local: string; localType: string; relayProtocol: string | undefined; remote: string; port: number; address: string }
 
@@ -146,6 +146,67 @@ test.describe('a browser whose network passes only TCP 80 and 443, with no ICE-T
 
     await bot.done;
     expectDecryptedFrom(bot, 'walled-turn');
+    expect(net.udpDropped()).toBeGreaterThan(0);
+  });
+});
+
+test.describe('a browser whose only way out is an HTTP proxy', () => {
+  let net: WalledNetwork;
+  let ca: TestCa;
+  let proxy: HttpProxy;
+  let server: RunningServer;
+  let walled: Participant;
+  let bot: Bot;
+  const trusted = process.env['SSL_CERT_FILE'];
+
+  test.beforeAll(async () => {
+    net = walledNetwork(2, [8888], chromiumExecutable());
+    ca = testCa(net.serverIp);
+    process.env['SSL_CERT_FILE'] = ca.caPem;
+    proxy = await httpProxy(net, 8888);
+    server = await startServer({
+      host: net.serverIp,
+      port: 80,
+      webDir: null,
+      tls: { cert: ca.cert, key: ca.key },
+      args: ['--public-ip', net.serverIp, '--media-tcp-port', '0', '--turn-port', '443'],
+    });
+    walled = await openBrowser('proxied', { executablePath: net.chromium, home: ca.browserHome, args: [`--proxy-server=${proxy.url}`] });
+  });
+
+  test.afterAll(async () => {
+    await walled?.close();
+    await bot?.stop();
+    await server?.stop();
+    await proxy?.stop();
+    if (trusted === undefined) delete process.env['SSL_CERT_FILE'];
+    else process.env['SSL_CERT_FILE'] = trusted;
+    ca?.close();
+    net?.close();
+  });
+
+  test('the page, signaling and TURN/TLS all go through CONNECT, and media flows', async () => {
+    const meeting = await server.createMeeting();
+    bot = startBot(meeting.host_url, 'host', 30, undefined, ['--admit-all']);
+    await join(walled, meeting.join_url);
+
+    const media = await waitForMedia(walled, 1);
+    expect(Object.values(media.remote)[0]?.name).toBe('host');
+    const pair = await selectedPair(walled);
+    expect(pair?.localType).toBe('relay');
+    expect(pair?.relayProtocol).toBe('tls');
+    await expect(walled.page.locator('#media-path')).toHaveText('Media: TURN/TLS');
+    // The proxy carried the page and its WebSocket (port 80 here) and the relay (443).
+    const connects = proxy.connects();
+    console.log(`the proxy served CONNECT to ${[...new Set(connects)].join(', ')}`);
+    expect(connects).toContain(`${net.serverIp}:80`);
+    expect(connects).toContain(`${net.serverIp}:443`);
+    // Whatever else the browser asked for, the proxy refused: no test traffic left the machine.
+    const elsewhere = connects.map((c) => c.replace(/:\d+$/, '')).filter((host) => host !== net.serverIp);
+    expect(elsewhere.filter((host) => !proxy.filtered().includes(host))).toEqual([]);
+
+    await bot.done;
+    expectDecryptedFrom(bot, 'proxied');
     expect(net.udpDropped()).toBeGreaterThan(0);
   });
 });

@@ -3,8 +3,9 @@
 // all UDP and rejects TCP to any port but `openPorts`, as institutional firewalls do. Chromium
 // runs inside it through a wrapper script (`exec ip netns exec NS chromium "$@"`). Needs root.
 
-import { execFileSync } from 'node:child_process';
-import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join as joinPath } from 'node:path';
 
@@ -12,6 +13,8 @@ export interface WalledNetwork {
   name: string;
   /** This namespace's end of the veth pair: where the server listens. */
   serverIp: string;
+  /** The namespace's own address. */
+  clientIp: string;
   /** A `chromium` that runs inside the namespace. */
   chromium: string;
   /** Packets the ruleset dropped for being UDP. */
@@ -69,6 +72,7 @@ export function walledNetwork(slot: number, openPorts: number[], chromiumPath: s
   return {
     name,
     serverIp,
+    clientIp: `198.18.${n}.2`,
     chromium,
     udpDropped() {
       const out = execFileSync('ip', ['netns', 'exec', name, 'nft', '-j', 'list', 'counter', 'inet', 'conclave_walled', 'udp_dropped']).toString();
@@ -115,4 +119,85 @@ export function testCa(ip: string): TestCa {
     throw new Error(`certutil failed (Debian's libnss3-tools; cargo xtask setup installs it): ${(e as Error).message}`);
   }
   return { caPem: at('ca.pem'), cert: at('server.pem'), key: at('server.key'), browserHome: home, close: () => rmSync(dir, { recursive: true, force: true }) };
+}
+
+export interface HttpProxy {
+  /** `http://IP:PORT`, for Chromium's --proxy-server. */
+  url: string;
+  port: number;
+  /** The CONNECT requests the proxy served, from its log: `host:port` each. */
+  connects(): string[];
+  /** The hosts it refused to reach (anything but the server). */
+  filtered(): string[];
+  stop(): Promise<void>;
+}
+
+/**
+ * Debian's tinyproxy on this namespace's end of the veth pair, the only way out of a walled
+ * network opened to `port` alone: CONNECT to the server's address only, on any port.
+ */
+export async function httpProxy(net: WalledNetwork, port: number): Promise<HttpProxy> {
+  const dir = mkdtempSync(joinPath(tmpdir(), 'conclave-tinyproxy-'));
+  const log = joinPath(dir, 'tinyproxy.log');
+  const config = joinPath(dir, 'tinyproxy.conf');
+  // Only to the server: whatever else the browser asks for (its update and account services)
+  // is refused before the proxy resolves a name, so no test traffic leaves the machine.
+  const filter = joinPath(dir, 'allowed');
+  writeFileSync(filter, `${net.serverIp}\n`);
+  writeFileSync(
+    config,
+    [
+      `Port ${port}`,
+      `Listen ${net.serverIp}`,
+      `Allow ${net.clientIp}`,
+      'Timeout 600',
+      'MaxClients 100',
+      'DisableViaHeader Yes',
+      `Filter "${filter}"`,
+      'FilterType fnmatch',
+      'FilterDefaultDeny Yes',
+      `LogFile "${log}"`,
+      'LogLevel Connect',
+      '',
+    ].join('\n'),
+  );
+  writeFileSync(log, '');
+  chmodSync(dir, 0o777);
+  chmodSync(log, 0o666);
+  let child: ChildProcess;
+  try {
+    child = spawn('tinyproxy', ['-d', '-c', config], { stdio: ['ignore', 'inherit', 'inherit'] });
+  } catch (e) {
+    throw new Error(`cannot start tinyproxy (Debian's tinyproxy; cargo xtask setup installs it): ${(e as Error).message}`);
+  }
+  const exited = new Promise((r) => child.once('exit', r));
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    const listening = await new Promise<boolean>((ok) => {
+      const probe = connect(port, net.serverIp, () => { probe.destroy(); ok(true); });
+      probe.once('error', () => ok(false));
+    });
+    if (listening) break;
+    if (child.exitCode !== null) throw new Error(`tinyproxy exited: ${child.exitCode}`);
+    if (Date.now() > deadline) throw new Error('tinyproxy did not listen within 10 s');
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return {
+    url: `http://${net.serverIp}:${port}`,
+    port,
+    connects() {
+      const text = readFileSync(log, 'utf8');
+      return [...text.matchAll(/Request \(file descriptor \d+\): CONNECT (\S+)/g)].map((m) => m[1] ?? '');
+    },
+    filtered() {
+      const text = readFileSync(log, 'utf8');
+      return [...text.matchAll(/Proxying refused on filtered domain "([^"]+)"/g)].map((m) => m[1] ?? '');
+    },
+    async stop() {
+      child.kill('SIGTERM');
+      await exited;
+      if (process.env['KEEP_PROXY_LOG']) console.log(readFileSync(log, 'utf8'));
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
 }

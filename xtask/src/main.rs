@@ -121,6 +121,8 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ("util-linux", "setpriv"),
     // The browser firewall tests: Chromium trusts a test CA through its NSS database.
     ("libnss3-tools", "certutil"),
+    // ... and reaches the server only through an HTTP proxy in one of them.
+    ("tinyproxy", "tinyproxy"),
 ];
 
 /// Rust targets beyond the host's: the `e2ee` crate also builds for the browser.
