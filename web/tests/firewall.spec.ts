@@ -2,10 +2,10 @@
 // inside a network namespace with that nftables ruleset (tests/walled.ts) and meets a native
 // bot on open UDP, through a server whose ICE-TCP listens on 443, then through the built-in
 // TURN relay on TLS 443 with no ICE-TCP at all (a certificate from a test CA the browser
-// trusts). Each time it decodes the bot's video and audio (opened by its E2EE worker), the bot
-// decrypts the browser's, the selected candidate pair is the path under test, the connection
-// details say so, and the ruleset did drop UDP.
-
+// trusts), then with an HTTP proxy (tinyproxy) as the only way out. Each time it decodes the
+// bot's video and audio (opened by its E2EE worker), the bot decrypts the browser's, the
+// selected candidate pair is the path under test, the connection details say so, and the
+// ruleset did drop UDP.
 import { expect, test } from '@playwright/test';
 import { chromiumExecutable, join, openBrowser, pageMedia, startBot, startServer, waitForMedia, type Bot, type Participant, type RunningServer } from './harness';
 import { httpProxy, testCa, walledNetwork, type HttpProxy, type TestCa, type WalledNetwork } from './walled';
@@ -41,6 +41,64 @@ function expectDecryptedFrom(bot: Bot, name: string): void {
   expect(report.e2ee.decrypt_failures).toBe(0);
 }
 
+/**
+ * The host is a bot on open UDP that lets everyone in; `walled` joins the meeting and decodes
+ * the bot's video and audio. The bot, to read its report once it is done.
+ */
+async function meetUdpHost(server: RunningServer, walled: Participant): Promise<Bot> {
+  const meeting = await server.createMeeting();
+  const bot = startBot(meeting.host_url, 'host', 30, undefined, ['--admit-all']);
+  await join(walled, meeting.join_url);
+  const media = await waitForMedia(walled, 1);
+  const remote = Object.values(media.remote);
+  console.log(`${walled.name} decodes ${remote.map((r) => `${r.name}: ${r.framesDecoded} frames, ${r.audioSamples} audio samples`).join('; ')}`);
+  expect(remote[0]?.name).toBe('host');
+  return bot;
+}
+
+/** The browser's media goes through the relay over TLS, and its connection details say so. */
+async function expectRelayedOverTls(walled: Participant): Promise<void> {
+  const pair = await selectedPair(walled);
+  expect(pair, 'a selected candidate pair').not.toBeNull();
+  expect(pair?.localType).toBe('relay');
+  expect(pair?.relayProtocol).toBe('tls');
+  await expect(walled.page.locator('#media-path')).toHaveText('Media: TURN/TLS');
+}
+
+interface RelayServer {
+  server: RunningServer;
+  ca: TestCa;
+  stop(): Promise<void>;
+}
+
+/**
+ * A server on `net`'s outside address with HTTPS on 80 and the TURN relay on TLS 443, no
+ * ICE-TCP, its certificate from a test CA. The bots and `conclave meeting create` (children of
+ * this process) trust the CA through `SSL_CERT_FILE` until `stop`.
+ */
+async function startRelayServer(net: WalledNetwork): Promise<RelayServer> {
+  const trusted = process.env['SSL_CERT_FILE'];
+  const ca = testCa(net.serverIp);
+  process.env['SSL_CERT_FILE'] = ca.caPem;
+  const server = await startServer({
+    host: net.serverIp,
+    port: 80,
+    webDir: null,
+    tls: { cert: ca.cert, key: ca.key },
+    args: ['--public-ip', net.serverIp, '--media-tcp-port', '0', '--turn-port', '443'],
+  });
+  return {
+    server,
+    ca,
+    async stop() {
+      await server.stop();
+      if (trusted === undefined) delete process.env['SSL_CERT_FILE'];
+      else process.env['SSL_CERT_FILE'] = trusted;
+      ca.close();
+    },
+  };
+}
+
 test.describe('a browser behind a firewall that drops UDP', () => {
   let net: WalledNetwork;
   let server: RunningServer;
@@ -70,15 +128,7 @@ test.describe('a browser behind a firewall that drops UDP', () => {
   });
 
   test('media flows over ICE-TCP on 443, end to end encrypted, both ways', async () => {
-    const meeting = await server.createMeeting();
-    // The host is a bot on open UDP that lets everyone in.
-    bot = startBot(meeting.host_url, 'host', 30, undefined, ['--admit-all']);
-    await join(walled, meeting.join_url);
-
-    const media = await waitForMedia(walled, 1);
-    const remote = Object.values(media.remote);
-    console.log(`walled decodes ${remote.map((r) => `${r.name}: ${r.framesDecoded} frames, ${r.audioSamples} audio samples`).join('; ')}`);
-    expect(remote[0]?.name).toBe('host');
+    bot = await meetUdpHost(server, walled);
 
     // The pair the browser chose is TCP to the server's 443, and the page says so.
     const pair = await selectedPair(walled);
@@ -100,49 +150,26 @@ test.describe('a browser behind a firewall that drops UDP', () => {
 
 test.describe('a browser whose network passes only TCP 80 and 443, with no ICE-TCP', () => {
   let net: WalledNetwork;
-  let ca: TestCa;
-  let server: RunningServer;
+  let relay: RelayServer;
   let walled: Participant;
   let bot: Bot;
-  const trusted = process.env['SSL_CERT_FILE'];
 
   test.beforeAll(async () => {
     net = walledNetwork(1, [80, 443], chromiumExecutable());
-    ca = testCa(net.serverIp);
-    // The bots and `conclave meeting create` trust the test CA through rustls-native-certs.
-    process.env['SSL_CERT_FILE'] = ca.caPem;
-    server = await startServer({
-      host: net.serverIp,
-      port: 80,
-      webDir: null,
-      tls: { cert: ca.cert, key: ca.key },
-      args: ['--public-ip', net.serverIp, '--media-tcp-port', '0', '--turn-port', '443'],
-    });
-    walled = await openBrowser('walled-turn', { executablePath: net.chromium, home: ca.browserHome });
+    relay = await startRelayServer(net);
+    walled = await openBrowser('walled-turn', { executablePath: net.chromium, home: relay.ca.browserHome });
   });
 
   test.afterAll(async () => {
     await walled?.close();
     await bot?.stop();
-    await server?.stop();
-    if (trusted === undefined) delete process.env['SSL_CERT_FILE'];
-    else process.env['SSL_CERT_FILE'] = trusted;
-    ca?.close();
+    await relay?.stop();
     net?.close();
   });
 
   test('media flows through the built-in TURN relay on TLS 443, end to end encrypted', async () => {
-    const meeting = await server.createMeeting();
-    bot = startBot(meeting.host_url, 'host', 30, undefined, ['--admit-all']);
-    await join(walled, meeting.join_url);
-
-    const media = await waitForMedia(walled, 1);
-    expect(Object.values(media.remote)[0]?.name).toBe('host');
-    const pair = await selectedPair(walled);
-    expect(pair, 'a selected candidate pair').not.toBeNull();
-    expect(pair?.localType).toBe('relay');
-    expect(pair?.relayProtocol).toBe('tls');
-    await expect(walled.page.locator('#media-path')).toHaveText('Media: TURN/TLS');
+    bot = await meetUdpHost(relay.server, walled);
+    await expectRelayedOverTls(walled);
 
     await bot.done;
     expectDecryptedFrom(bot, 'walled-turn');
@@ -152,50 +179,29 @@ test.describe('a browser whose network passes only TCP 80 and 443, with no ICE-T
 
 test.describe('a browser whose only way out is an HTTP proxy', () => {
   let net: WalledNetwork;
-  let ca: TestCa;
   let proxy: HttpProxy;
-  let server: RunningServer;
+  let relay: RelayServer;
   let walled: Participant;
   let bot: Bot;
-  const trusted = process.env['SSL_CERT_FILE'];
 
   test.beforeAll(async () => {
     net = walledNetwork(2, [8888], chromiumExecutable());
-    ca = testCa(net.serverIp);
-    process.env['SSL_CERT_FILE'] = ca.caPem;
     proxy = await httpProxy(net, 8888);
-    server = await startServer({
-      host: net.serverIp,
-      port: 80,
-      webDir: null,
-      tls: { cert: ca.cert, key: ca.key },
-      args: ['--public-ip', net.serverIp, '--media-tcp-port', '0', '--turn-port', '443'],
-    });
-    walled = await openBrowser('proxied', { executablePath: net.chromium, home: ca.browserHome, args: [`--proxy-server=${proxy.url}`] });
+    relay = await startRelayServer(net);
+    walled = await openBrowser('proxied', { executablePath: net.chromium, home: relay.ca.browserHome, args: [`--proxy-server=${proxy.url}`] });
   });
 
   test.afterAll(async () => {
     await walled?.close();
     await bot?.stop();
-    await server?.stop();
+    await relay?.stop();
     await proxy?.stop();
-    if (trusted === undefined) delete process.env['SSL_CERT_FILE'];
-    else process.env['SSL_CERT_FILE'] = trusted;
-    ca?.close();
     net?.close();
   });
 
   test('the page, signaling and TURN/TLS all go through CONNECT, and media flows', async () => {
-    const meeting = await server.createMeeting();
-    bot = startBot(meeting.host_url, 'host', 30, undefined, ['--admit-all']);
-    await join(walled, meeting.join_url);
-
-    const media = await waitForMedia(walled, 1);
-    expect(Object.values(media.remote)[0]?.name).toBe('host');
-    const pair = await selectedPair(walled);
-    expect(pair?.localType).toBe('relay');
-    expect(pair?.relayProtocol).toBe('tls');
-    await expect(walled.page.locator('#media-path')).toHaveText('Media: TURN/TLS');
+    bot = await meetUdpHost(relay.server, walled);
+    await expectRelayedOverTls(walled);
     // The proxy carried the page and its WebSocket (port 80 here) and the relay (443).
     const connects = proxy.connects();
     console.log(`the proxy served CONNECT to ${[...new Set(connects)].join(', ')}`);

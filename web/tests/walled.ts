@@ -196,7 +196,6 @@ export async function httpProxy(net: WalledNetwork, port: number): Promise<HttpP
     async stop() {
       child.kill('SIGTERM');
       await exited;
-      if (process.env['KEEP_PROXY_LOG']) console.log(readFileSync(log, 'utf8'));
       rmSync(dir, { recursive: true, force: true });
     },
   };

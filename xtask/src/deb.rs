@@ -27,7 +27,7 @@ const MAX_EXPOSURE: &str = "25";
 const EMULATED_UID: &str = "61184";
 
 pub fn install_cargo_deb() -> Result<()> {
-    let installed = Command::new("cargo")
+    let installed = cargo()
         .args(["deb", "--version"])
         .output()
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(CARGO_DEB_VERSION));

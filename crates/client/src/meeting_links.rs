@@ -44,11 +44,20 @@ pub struct MeetingLinks {
 }
 
 async fn post_json(request: reqwest::RequestBuilder, url: &str) -> Result<Value, LinkError> {
+    Ok(send(request, url).await?.1)
+}
+
+/// Sends `request`; the answer's headers and JSON body, or why there was none that succeeded.
+async fn send(
+    request: reqwest::RequestBuilder,
+    url: &str,
+) -> Result<(reqwest::header::HeaderMap, Value), LinkError> {
     let response = request.send().await.map_err(|e| LinkError::Unreachable {
         url: url.to_owned(),
         message: e.to_string(),
     })?;
     let status = response.status();
+    let headers = response.headers().clone();
     let body: Value = response.json().await.unwrap_or(Value::Null);
     if !status.is_success() {
         return Err(LinkError::Refused {
@@ -57,7 +66,7 @@ async fn post_json(request: reqwest::RequestBuilder, url: &str) -> Result<Value,
             body,
         });
     }
-    Ok(body)
+    Ok((headers, body))
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -71,27 +80,14 @@ pub async fn log_in(server: &str, name: &str, password: &str) -> Result<String, 
     let request = crate::tls::http()
         .post(&url)
         .json(&serde_json::json!({ "name": name, "password": password }));
-    let response = request.send().await.map_err(|e| LinkError::Unreachable {
-        url: url.clone(),
-        message: e.to_string(),
-    })?;
-    let status = response.status();
-    let cookie = response
-        .headers()
+    let (headers, body) = send(request, &url).await?;
+    let cookie = headers
         .get_all(reqwest::header::SET_COOKIE)
         .iter()
         .filter_map(|value| value.to_str().ok())
         .filter_map(|value| value.split(';').next())
         .find(|pair| pair.starts_with("conclave_session="))
         .map(str::to_owned);
-    let body: Value = response.json().await.unwrap_or(Value::Null);
-    if !status.is_success() {
-        return Err(LinkError::Refused {
-            url,
-            status: status.as_u16(),
-            body,
-        });
-    }
     cookie.ok_or(LinkError::Incomplete {
         url,
         field: "the conclave_session cookie",

@@ -275,7 +275,7 @@ fn main() -> Result<()> {
             } => {
                 let account = match user {
                     Some(name) => {
-                        let password = read_password(password_stdin)?;
+                        let password = read_password(password_stdin, &name)?;
                         Some((name, password))
                     }
                     None => None,
@@ -513,8 +513,8 @@ async fn user(command: UserCommand) -> Result<()> {
     result
 }
 
-/// A password from the first line of standard input, or a prompt on the terminal.
-fn read_password(from_stdin: bool) -> Result<String> {
+/// `name`'s password from the first line of standard input, or a prompt on the terminal.
+fn read_password(from_stdin: bool, name: &str) -> Result<String> {
     if from_stdin {
         let mut line = String::new();
         std::io::stdin()
@@ -522,7 +522,7 @@ fn read_password(from_stdin: bool) -> Result<String> {
             .context("cannot read the password from standard input")?;
         Ok(line.trim_end_matches(['\r', '\n']).to_owned())
     } else {
-        rpassword::prompt_password("password: ")
+        rpassword::prompt_password(format!("password for {name}: "))
             .context("cannot read the password (use --password-stdin without a terminal)")
     }
 }
@@ -541,16 +541,11 @@ async fn user_command(storage: &server::Storage, command: UserCommand) -> Result
             {
                 bail!("a user name has 1 to {MAX_USER_NAME_CHARS} characters, no spaces");
             }
-            let password = if password_stdin {
-                read_password(true)?
-            } else {
-                let first = read_password(false)?;
-                let again = rpassword::prompt_password("again: ")?;
-                if first != again {
-                    bail!("the passwords differ");
-                }
-                first
-            };
+            let password = read_password(password_stdin, &name)?;
+            // A new password typed at a prompt is asked twice: a typo would lock the user out.
+            if !password_stdin && rpassword::prompt_password("again: ")? != password {
+                bail!("the passwords differ");
+            }
             if password.chars().count() < MIN_PASSWORD_CHARS {
                 bail!("a password has at least {MIN_PASSWORD_CHARS} characters");
             }

@@ -30,14 +30,18 @@ async fn doctor(url: &str, env: &[(&str, &std::path::Path)]) -> (i32, serde_json
     (output.status.code().expect("exit code"), json)
 }
 
-/// The verdict of `check` ("ok", "warn", "fail"); None when the check did not run.
-fn verdict(json: &serde_json::Value, check: &str) -> Option<String> {
+/// `field` ("verdict": "ok", "warn", "fail"; or "message") of `check`; None when it did not run.
+fn finding(json: &serde_json::Value, check: &str, field: &str) -> Option<String> {
     json["findings"]
         .as_array()?
         .iter()
         .find(|f| f["check"] == check)
-        .and_then(|f| f["verdict"].as_str())
+        .and_then(|f| f[field].as_str())
         .map(str::to_owned)
+}
+
+fn verdict(json: &serde_json::Value, check: &str) -> Option<String> {
+    finding(json, check, "verdict")
 }
 
 #[tokio::test]
@@ -65,11 +69,7 @@ async fn every_check_passes_against_a_server_with_udp_tcp_and_the_relay() {
         );
     }
     // The media checks say what they proved: verified frames, through the server's relay.
-    let turn = json["findings"]
-        .as_array()
-        .and_then(|f| f.iter().find(|f| f["check"] == "turn"))
-        .expect("turn finding");
-    let message = turn["message"].as_str().unwrap_or_default();
+    let message = finding(&json, "turn", "message").unwrap_or_default();
     assert!(
         message.contains("verified frames from doctor-"),
         "{message}"
@@ -92,6 +92,7 @@ async fn without_a_relay_the_turn_check_warns_and_the_rest_pass() {
 #[tokio::test]
 async fn a_self_signed_certificate_fails_by_name_until_the_client_trusts_it() {
     let dir = tempfile::tempdir().expect("temp dir");
+    // The server names itself by its address in links; the certificate covers both names.
     let certified =
         rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
             .expect("cert");
@@ -105,12 +106,11 @@ async fn a_self_signed_certificate_fails_by_name_until_the_client_trusts_it() {
     let server = start_configured(&dir.path().join("data"), |c| c.tls = Some(tls)).await;
     let port = server.http_addr.port();
     let url = format!("https://localhost:{port}/");
-    // The server names itself by its address; the certificate covers both names.
     // With the machine's own roots, as a participant's device has them.
     let (code, json) = doctor(&url, &[]).await;
     assert_eq!(code, 1, "{json:#}");
     assert_eq!(verdict(&json, "tls").as_deref(), Some("fail"), "{json:#}");
-    let tls_message = json["findings"][0]["message"].as_str().unwrap_or_default();
+    let tls_message = finding(&json, "tls", "message").unwrap_or_default();
     assert!(tls_message.contains("self-signed?"), "{tls_message}");
 
     let (code, json) = doctor(&url, &[("SSL_CERT_FILE", &cert)]).await;
