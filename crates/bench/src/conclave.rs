@@ -98,7 +98,7 @@ impl Conclave {
         let child = cmd.spawn().context("start conclave serve")?;
         let pid = child.id().context("conclave has no pid")?;
         let base = format!("http://127.0.0.1:{http}");
-        let client = reqwest::Client::new();
+        let client = client::tls::http();
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             if let Ok(r) = client.get(format!("{base}/healthz")).send().await {

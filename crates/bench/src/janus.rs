@@ -197,7 +197,7 @@ impl Janus {
         let child = cmd.spawn().context("start janus")?;
         let pid = child.id().context("janus has no pid")?;
         let base = format!("http://127.0.0.1:{http}/janus");
-        let client = reqwest::Client::new();
+        let client = client::tls::http();
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Ok(r) = client.get(format!("{base}/info")).send().await {
@@ -242,6 +242,7 @@ pub struct Session {
 impl Session {
     pub async fn create(base: &str, shared: Rc<Shared>) -> Result<Rc<Session>> {
         let http = reqwest::Client::builder()
+            .use_preconfigured_tls((*client::tls::client_config()).clone())
             .pool_max_idle_per_host(64)
             .build()?;
         let r: Value = http

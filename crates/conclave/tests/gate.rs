@@ -8,7 +8,7 @@ use common::*;
 use serde_json::{json, Value};
 
 fn client() -> reqwest::Client {
-    reqwest::Client::new()
+    client::tls::http()
 }
 
 /// Creates a meeting as a host's client does (`client::meeting_links`), with `body` as the

@@ -31,7 +31,7 @@ async fn expect_refusal(ws: &mut Ws, code: &str) -> Value {
 }
 
 async fn audit_events(t: &TestServer, links: &Links) -> Vec<String> {
-    let log: Value = reqwest::Client::new()
+    let log: Value = client::tls::http()
         .get(format!(
             "{}/api/meetings/{}/audit",
             t.server.base_url, links.id

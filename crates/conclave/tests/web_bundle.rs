@@ -45,6 +45,11 @@ fn sha256sum_of(dir: &Path) -> String {
     hash
 }
 
+/// A GET on the client's own TLS configuration: reqwest here has no built-in provider.
+async fn get(url: String) -> reqwest::Result<reqwest::Response> {
+    client::tls::http().get(url).send().await
+}
+
 fn free_port() -> u16 {
     let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     probe.local_addr().unwrap().port()
@@ -124,7 +129,7 @@ async fn serve_prints_the_hash_of_the_web_app_it_serves_and_hands_it_out() {
     assert_eq!(printed_hash(&mut child).await, expected);
 
     let base = format!("http://127.0.0.1:{port}");
-    let info: serde_json::Value = reqwest::get(format!("{base}/api/bundle"))
+    let info: serde_json::Value = get(format!("{base}/api/bundle"))
         .await
         .unwrap()
         .json()
@@ -135,7 +140,7 @@ async fn serve_prints_the_hash_of_the_web_app_it_serves_and_hands_it_out() {
         serde_json::json!({"sha256": expected, "release_key": null, "signature": null})
     );
     // The manifest served is the one computed from the files, each hash as sha256sum has it.
-    let manifest: serde_json::Value = reqwest::get(format!("{base}/bundle-manifest.json"))
+    let manifest: serde_json::Value = get(format!("{base}/bundle-manifest.json"))
         .await
         .unwrap()
         .json()
@@ -154,7 +159,7 @@ async fn serve_prints_the_hash_of_the_web_app_it_serves_and_hands_it_out() {
             "sw.js"
         ]
     );
-    let sw = reqwest::get(format!("{base}/sw.js")).await.unwrap();
+    let sw = get(format!("{base}/sw.js")).await.unwrap();
     assert_eq!(sw.status(), 200);
     assert_eq!(sw.headers()["service-worker-allowed"], "/");
     assert!(sw.headers()["content-type"]
@@ -207,7 +212,7 @@ async fn with_a_release_key_serve_refuses_an_app_that_key_did_not_sign() {
     let port = free_port();
     let mut child = serve(&web, &data, port, Some(&public));
     assert_eq!(printed_hash(&mut child).await, sha256sum_of(&web));
-    let info: serde_json::Value = reqwest::get(format!("http://127.0.0.1:{port}/api/bundle"))
+    let info: serde_json::Value = get(format!("http://127.0.0.1:{port}/api/bundle"))
         .await
         .unwrap()
         .json()
