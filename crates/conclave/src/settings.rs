@@ -66,6 +66,11 @@ pub struct Settings {
     /// e.g. 443), with the --tls-cert/--tls-key certificate or a self-signed one.
     #[arg(long, env = "CONCLAVE_TURN_PORT")]
     pub turn_port: Option<u16>,
+    /// Run the built-in TURN relay on the HTTPS port itself (443 for networks that pass
+    /// nothing else, on a machine with one address): TLS connections naming this host go to
+    /// the relay, all others to the web app. Needs --tls-cert/--tls-key naming this host too.
+    #[arg(long, env = "CONCLAVE_TURN_SERVER_NAME")]
+    pub turn_server_name: Option<String>,
     /// The TURN REST secret (at least 16 characters; coturn's static-auth-secret); generated
     /// and kept in the data directory when absent.
     #[arg(long, env = "CONCLAVE_TURN_SECRET")]
@@ -119,6 +124,9 @@ downlink_estimation = true
 # web_dir = "/usr/share/conclave/web"
 # The built-in TURN relay over TLS, for networks that pass only TLS (uses tls_cert/tls_key).
 turn_port = 5349
+# Or the relay on the HTTPS port itself, for TLS connections naming this host (a DNS name of
+# this machine that the certificate covers too), instead of turn_port.
+# turn_server_name = "turn.example.org"
 # The TURN REST secret; generated and kept in data_dir when absent.
 # turn_secret = "a long random string"
 # Or an external coturn (use-auth-secret, static-auth-secret = turn_secret).
@@ -155,6 +163,7 @@ impl Settings {
             web_release_key: self.web_release_key.or(lower.web_release_key),
             web_dir: self.web_dir.or(lower.web_dir),
             turn_port: self.turn_port.or(lower.turn_port),
+            turn_server_name: self.turn_server_name.or(lower.turn_server_name),
             turn_secret: self.turn_secret.or(lower.turn_secret),
             turn_url: self.turn_url.or(lower.turn_url),
         }
@@ -188,6 +197,7 @@ impl Settings {
             },
             turn: server::TurnConfig {
                 port: self.turn_port,
+                server_name: self.turn_server_name,
                 secret: self.turn_secret,
                 urls: self.turn_url.unwrap_or_default(),
             },

@@ -61,6 +61,10 @@ pub struct ServerConfig {
 pub struct TurnConfig {
     /// `--turn-port`: run the built-in TURN relay over TLS on this TCP port.
     pub port: Option<u16>,
+    /// `--turn-server-name`: run the built-in TURN relay on the HTTPS port itself: TLS
+    /// connections whose server name (SNI) is this host go to the relay, all others to the
+    /// web app. For networks that pass TLS to 443 alone, on a machine with one address.
+    pub server_name: Option<String>,
     /// `--turn-secret`: the TURN REST secret (shared with coturn when `urls` name one);
     /// for the built-in relay, generated and stored in the data directory when absent.
     pub secret: Option<String>,
@@ -143,6 +147,18 @@ pub enum ConfigError {
         "turn_port (--turn-port) {0} is the HTTP listen port; give the relay a port of its own"
     )]
     TurnPortTaken(u16),
+    #[error(
+        "turn_server_name (--turn-server-name) shares the HTTPS port: it needs tls_cert and tls_key (--tls-cert, --tls-key), a certificate that also names {0}"
+    )]
+    TurnSharingWithoutTls(String),
+    #[error(
+        "turn_server_name (--turn-server-name) {0:?} must be a DNS name other than the web app's ({1}): clients send no server name for an IP address, and the web app's name must stay the web app's"
+    )]
+    BadTurnServerName(String, String),
+    #[error(
+        "turn_port (--turn-port) and turn_server_name (--turn-server-name) both place the built-in relay: choose a port of its own or the shared HTTPS port"
+    )]
+    TurnPortAndServerName,
     #[error("cannot read TLS {what} {path}: {reason}")]
     Tls {
         what: &'static str,
@@ -201,6 +217,22 @@ impl ServerConfig {
                 return Err(ConfigError::TurnPortTaken(port));
             }
         }
+        if let Some(name) = &self.turn.server_name {
+            if self.turn.port.is_some() {
+                return Err(ConfigError::TurnPortAndServerName);
+            }
+            if self.tls.is_none() {
+                return Err(ConfigError::TurnSharingWithoutTls(name.clone()));
+            }
+            let web = self.public_host();
+            let is_dns_name = matches!(
+                rustls::pki_types::ServerName::try_from(name.as_str()),
+                Ok(rustls::pki_types::ServerName::DnsName(_))
+            );
+            if !is_dns_name || name.eq_ignore_ascii_case(&web) {
+                return Err(ConfigError::BadTurnServerName(name.clone(), web));
+            }
+        }
         Ok(())
     }
 
@@ -233,11 +265,96 @@ impl ServerConfig {
         }
     }
 
+    /// The port participants reach the web app on: `public_url`'s (its scheme's default when
+    /// it names none), else the one the listener bound.
+    pub fn public_port(&self, bound: SocketAddr) -> u16 {
+        let from_url = self.public_url.as_deref().and_then(|url| {
+            let (scheme, rest) = url.split_once("://")?;
+            let authority = rest.split('/').next()?;
+            let after_host = authority.rsplit_once(']').map_or(authority, |(_, a)| a);
+            match after_host.rsplit_once(':') {
+                Some((_, port)) => port.parse().ok(),
+                None => Some(if scheme == "https" { 443 } else { 80 }),
+            }
+        });
+        from_url.unwrap_or(bound.port())
+    }
+
     /// The base of join links, given the address the listener actually bound.
     pub fn base_url(&self, bound: SocketAddr) -> String {
         let scheme = if self.tls.is_some() { "https" } else { "http" };
         self.public_url
             .clone()
             .unwrap_or_else(|| format!("{scheme}://{bound}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_tls() -> ServerConfig {
+        ServerConfig {
+            tls: Some(TlsFiles {
+                cert: "cert.pem".into(),
+                key: "key.pem".into(),
+            }),
+            public_url: Some("https://meet.example.org".into()),
+            ..ServerConfig::default()
+        }
+    }
+
+    fn sharing(config: ServerConfig, name: &str) -> Result<(), ConfigError> {
+        let mut config = config;
+        config.turn.server_name = Some(name.into());
+        config.validate()
+    }
+
+    #[test]
+    fn the_relay_shares_the_https_port_only_under_a_name_of_its_own() {
+        assert!(sharing(with_tls(), "turn.example.org").is_ok());
+        // Plain HTTP has no ClientHello to route by.
+        let plain = ServerConfig::default();
+        assert!(matches!(
+            sharing(plain, "turn.example.org"),
+            Err(ConfigError::TurnSharingWithoutTls(_))
+        ));
+        // The web app's own name, any case, or an address (no SNI is sent for one).
+        for name in ["meet.example.org", "MEET.example.org", "203.0.113.10", ""] {
+            assert!(
+                matches!(
+                    sharing(with_tls(), name),
+                    Err(ConfigError::BadTurnServerName(..))
+                ),
+                "{name:?}"
+            );
+        }
+        let mut both = with_tls();
+        both.turn.port = Some(5349);
+        assert!(matches!(
+            sharing(both, "turn.example.org"),
+            Err(ConfigError::TurnPortAndServerName)
+        ));
+    }
+
+    #[test]
+    fn the_public_port_is_the_urls_then_the_bound_one() {
+        let bound: SocketAddr = "0.0.0.0:8443".parse().unwrap();
+        let with_url = |url: &str| ServerConfig {
+            public_url: Some(url.into()),
+            ..ServerConfig::default()
+        };
+        assert_eq!(with_url("https://meet.example.org").public_port(bound), 443);
+        assert_eq!(with_url("http://meet.example.org").public_port(bound), 80);
+        assert_eq!(
+            with_url("https://meet.example.org:8443/x").public_port(bound),
+            8443
+        );
+        assert_eq!(with_url("https://[2001:db8::1]").public_port(bound), 443);
+        assert_eq!(
+            with_url("https://[2001:db8::1]:9443").public_port(bound),
+            9443
+        );
+        assert_eq!(ServerConfig::default().public_port(bound), 8443);
     }
 }

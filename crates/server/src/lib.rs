@@ -15,6 +15,7 @@ mod metrics;
 pub mod password;
 mod policy;
 mod ratelimit;
+mod shared_port;
 mod signaling;
 mod storage;
 #[cfg(feature = "insecure-test-hooks")]
@@ -150,8 +151,9 @@ impl Server {
         let (media_addr, media_tcp_addr) = (bound.udp, bound.tcp);
         let base_url = config.base_url(http_addr);
         let (turn_offer, relay) =
-            turn_relay::start(&config, media_addr, shutdown_rx.clone()).await?;
+            turn_relay::start(&config, media_addr, http_addr, shutdown_rx.clone()).await?;
         let turn_relay = relay.as_ref().map(|r| (r.addr, r.fingerprint.clone()));
+        let relay_route = relay.as_ref().and_then(|r| r.route.clone());
         if let Some(relay) = &relay {
             metrics.set_turn_stats(relay.stats.clone());
         }
@@ -191,9 +193,14 @@ impl Server {
                         // Sessions close themselves on shutdown; this bounds stragglers.
                         stopping.graceful_shutdown(Some(std::time::Duration::from_secs(5)));
                     });
+                    let acceptor = shared_port::SharedPortAcceptor {
+                        https: rustls.get_inner(),
+                        relay: relay_route,
+                    };
                     match listener.into_std() {
                         Ok(std_listener) => {
-                            axum_server::from_tcp_rustls(std_listener, rustls)
+                            axum_server::from_tcp(std_listener)
+                                .acceptor(acceptor)
                                 .handle(handle)
                                 .serve(make_service)
                                 .await

@@ -1,4 +1,5 @@
-//! TURN for participants: starts the built-in relay (`--turn-port`) and mints each admitted
+//! TURN for participants: starts the built-in relay (on a port of its own, `--turn-port`, or
+//! on the HTTPS port by server name, `--turn-server-name`) and mints each admitted
 //! participant's ephemeral credentials for it, or for an external coturn (`--turn-url`).
 
 use std::net::SocketAddr;
@@ -13,6 +14,7 @@ use turn::tls::RelayTls;
 use turn::{RelayConfig, RelayStats, RunningRelay, TurnRelay, TurnSecret};
 
 use crate::config::{ConfigError, ServerConfig};
+use crate::shared_port::RelayRoute;
 
 /// How long a minted credential lives. The REST scheme checks expiry on every request,
 /// refreshes included, so this bounds the longest meeting a relayed participant can stay in
@@ -68,6 +70,8 @@ pub struct RelayInfo {
     pub fingerprint: String,
     pub self_signed: bool,
     pub stats: Arc<RelayStats>,
+    /// How the HTTPS listener reaches the relay when they share a port.
+    pub route: Option<RelayRoute>,
     /// Kept so the relay lives as long as the server.
     _relay: RunningRelay,
 }
@@ -88,13 +92,15 @@ pub enum TurnStartError {
 }
 
 /// Starts the built-in relay when configured, and says what participants are offered.
+/// `http_addr` is the bound HTTPS listener, which a relay placed by server name shares.
 pub async fn start(
     config: &ServerConfig,
     media_addr: SocketAddr,
+    http_addr: SocketAddr,
     stop: watch::Receiver<bool>,
 ) -> Result<(Option<TurnOffer>, Option<RelayInfo>), TurnStartError> {
     let turn = &config.turn;
-    if turn.port.is_none() && turn.urls.is_empty() {
+    if turn.port.is_none() && turn.server_name.is_none() && turn.urls.is_empty() {
         return Ok((None, None));
     }
     let secret_text = match &turn.secret {
@@ -105,15 +111,20 @@ pub async fn start(
         TurnSecret::new(secret_text.into_bytes()).map_err(|_| ConfigError::WeakTurnSecret)?;
     let mut builtin = None;
     let mut relay = None;
-    if let Some(port) = turn.port {
-        let host = config.public_host();
+    // Validation made these exclusive: a port of its own, or the HTTPS port by name.
+    let placement = match (turn.port, &turn.server_name) {
+        (Some(port), _) => Some((SocketAddr::new(config.media_bind_ip, port), None)),
+        (None, Some(name)) => Some((http_addr, Some(name.clone()))),
+        (None, None) => None,
+    };
+    if let Some((listen, shared_name)) = placement {
+        let host = shared_name.clone().unwrap_or_else(|| config.public_host());
         let tls = match &config.tls {
             Some(files) => RelayTls::from_files(&files.cert, &files.key)?,
             None => RelayTls::self_signed(vec![host.trim_matches(['[', ']']).to_owned()])?,
         };
         // The SFU's media address as participants name it in their permissions.
         let sfu = SocketAddr::new(config.public_ip, media_addr.port());
-        let listen = SocketAddr::new(config.media_bind_ip, port);
         let relay_config = RelayConfig {
             listen,
             relay_bind_ip: config.media_bind_ip,
@@ -123,20 +134,35 @@ pub async fn start(
                 max_ttl_secs: MAX_TTL_SECS,
                 peers: vec![sfu],
             },
-            tls,
+            tls: tls.clone(),
             realm: host.clone(),
             max_connections: 4096,
             max_connections_per_ip: 64,
             max_allocations: 4096,
         };
-        let running = TurnRelay::start(relay_config, stop)
-            .await
-            .map_err(|source| TurnStartError::Bind {
-                addr: listen,
-                source,
-            })?;
+        let (running, route, port) = match shared_name {
+            None => {
+                let running = TurnRelay::start(relay_config, stop)
+                    .await
+                    .map_err(|source| TurnStartError::Bind {
+                        addr: listen,
+                        source,
+                    })?;
+                let port = running.addr.port();
+                (running, None, port)
+            }
+            Some(server_name) => {
+                let running = TurnRelay::start_shared(relay_config, http_addr, stop);
+                let route = RelayRoute {
+                    server_name,
+                    tls: tls.config.clone(),
+                    intake: running.intake(),
+                };
+                (running, Some(route), config.public_port(http_addr))
+            }
+        };
         builtin = Some((
-            format!("turns:{host}:{}?transport=tcp", running.addr.port()),
+            format!("turns:{host}:{port}?transport=tcp"),
             running.fingerprint.clone(),
         ));
         info!(addr = %running.addr, fingerprint = %running.fingerprint, "built-in TURN relay");
@@ -145,6 +171,7 @@ pub async fn start(
             fingerprint: running.fingerprint.clone(),
             self_signed: running.self_signed,
             stats: running.stats.clone(),
+            route,
             _relay: running,
         });
     }

@@ -7,7 +7,8 @@
 //! - [`gate`]: the pure policy run on each request before the protocol sees it (expiry, UDP
 //!   allocations only, peers limited to the SFU's media addresses);
 //! - [`framing`]: a bounded splitter of the TLS stream into frames;
-//! - [`relay`]: the IO edge (TLS listener, relayed UDP sockets, timers);
+//! - [`relay`]: the IO edge (TLS listener or a shared one's hand-over, relayed UDP sockets,
+//!   timers);
 //! - [`client`]: the other end, a TURN/TLS client for bots (`turn-client-proto`).
 
 pub mod client;
@@ -18,4 +19,4 @@ pub mod relay;
 pub mod tls;
 
 pub use credentials::{CredentialError, TurnCredential, TurnSecret};
-pub use relay::{RelayConfig, RelayStats, RunningRelay, TurnRelay};
+pub use relay::{RelayConfig, RelayIntake, RelayStats, RunningRelay, TurnRelay};

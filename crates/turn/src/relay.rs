@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -34,6 +34,9 @@ use crate::tls::RelayTls;
 const CLIENT_QUEUE: usize = 512;
 /// A TLS handshake must finish within this (slowloris).
 const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(10);
+/// After the handshake, the first whole frame must arrive within this: a connection that
+/// starts something else (an HTTP request on the relay's name) holds no place for long.
+pub const FIRST_FRAME_DEADLINE: Duration = Duration::from_secs(10);
 
 /// What the relay is and whom it serves.
 #[derive(Clone)]
@@ -58,7 +61,11 @@ pub struct RelayConfig {
 pub struct RelayStats {
     pub connections_open: AtomicU64,
     pub connections_refused: AtomicU64,
+    /// Connections that reached the relay through the shared HTTPS port.
+    pub connections_shared: AtomicU64,
     pub connections_cut_for_garbage: AtomicU64,
+    /// Connections that sent no whole frame within [`FIRST_FRAME_DEADLINE`].
+    pub connections_cut_idle: AtomicU64,
     pub allocations: AtomicU64,
     pub allocations_refused: AtomicU64,
     pub refused_expired: AtomicU64,
@@ -91,9 +98,14 @@ impl RelayStats {
         vec![
             ("turn_connections_open", read(&self.connections_open)),
             ("turn_connections_refused", read(&self.connections_refused)),
+            ("turn_connections_shared", read(&self.connections_shared)),
             (
                 "turn_connections_cut_for_garbage",
                 read(&self.connections_cut_for_garbage),
+            ),
+            (
+                "turn_connections_cut_idle",
+                read(&self.connections_cut_idle),
             ),
             ("turn_allocations", read(&self.allocations)),
             ("turn_allocations_refused", read(&self.allocations_refused)),
@@ -121,7 +133,15 @@ pub struct RunningRelay {
     pub fingerprint: String,
     pub self_signed: bool,
     pub stats: Arc<RelayStats>,
+    intake: RelayIntake,
     tasks: Vec<JoinHandle<()>>,
+}
+
+impl RunningRelay {
+    /// The door for connections from a listener the relay shares.
+    pub fn intake(&self) -> RelayIntake {
+        self.intake.clone()
+    }
 }
 
 impl Drop for RunningRelay {
@@ -161,6 +181,32 @@ impl TurnRelay {
     ) -> std::io::Result<RunningRelay> {
         let listener = TcpListener::bind(config.listen).await?;
         let addr = listener.local_addr()?;
+        let mut running = Self::start_behind(config, addr, stop);
+        let intake = running.intake.clone();
+        running
+            .tasks
+            .push(tokio::spawn(accept_loop(listener, intake)));
+        info!(%addr, "TURN relay (TLS) listening");
+        Ok(running)
+    }
+
+    /// Starts the relay without a listener of its own: connections reach it through
+    /// [`RunningRelay::intake`], already past TLS, from a listener that `shared` names (the
+    /// HTTPS port, routed by server name). `config.listen` is not bound.
+    pub fn start_shared(
+        config: RelayConfig,
+        shared: SocketAddr,
+        stop: watch::Receiver<bool>,
+    ) -> RunningRelay {
+        info!(addr = %shared, "TURN relay (TLS) shares the HTTPS listener");
+        Self::start_behind(config, shared, stop)
+    }
+
+    fn start_behind(
+        config: RelayConfig,
+        addr: SocketAddr,
+        stop: watch::Receiver<bool>,
+    ) -> RunningRelay {
         let stats = Arc::new(RelayStats::default());
         let (events, inbox) = mpsc::channel(4096);
         let mut server = TurnServer::new(TransportType::Tcp, addr, config.realm.clone());
@@ -177,28 +223,199 @@ impl TurnRelay {
             events: events.clone(),
             base: std::time::Instant::now(),
         };
-        let core_task = tokio::spawn(core.run(inbox, stop.clone()));
-        let accept_task =
-            tokio::spawn(accept_loop(listener, config.clone(), stats.clone(), events));
-        info!(%addr, "TURN relay (TLS) listening");
-        Ok(RunningRelay {
+        let core_task = tokio::spawn(core.run(inbox, stop));
+        let intake = RelayIntake {
+            acceptor: tokio_rustls::TlsAcceptor::from(config.tls.config.clone()),
+            max_connections: config.max_connections,
+            max_connections_per_ip: config.max_connections_per_ip,
+            per_ip: Arc::default(),
+            stats: stats.clone(),
+            events,
+        };
+        RunningRelay {
             addr,
             fingerprint: config.tls.fingerprint.clone(),
             self_signed: config.tls.self_signed,
             stats,
-            tasks: vec![core_task, accept_task],
-        })
+            intake,
+            tasks: vec![core_task],
+        }
     }
 }
 
-async fn accept_loop(
-    listener: TcpListener,
-    config: RelayConfig,
+/// Where client connections enter the relay, with its connection limits: its own listener's
+/// accept loop, or the HTTPS listener when the two share a port.
+#[derive(Clone)]
+pub struct RelayIntake {
+    acceptor: tokio_rustls::TlsAcceptor,
+    max_connections: usize,
+    max_connections_per_ip: usize,
+    per_ip: Arc<std::sync::Mutex<HashMap<IpAddr, usize>>>,
     stats: Arc<RelayStats>,
     events: mpsc::Sender<Event>,
-) {
-    let acceptor = tokio_rustls::TlsAcceptor::from(config.tls.config.clone());
-    let per_ip: Arc<std::sync::Mutex<HashMap<IpAddr, usize>>> = Arc::default();
+}
+
+/// One admitted connection; dropping it frees its place under the limits.
+struct ConnectionSlot {
+    client: SocketAddr,
+    per_ip: Arc<std::sync::Mutex<HashMap<IpAddr, usize>>>,
+    stats: Arc<RelayStats>,
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.stats.connections_open.fetch_sub(1, Ordering::Relaxed);
+        let mut per_ip = self.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = per_ip.get_mut(&self.client.ip()) {
+            *count -= 1;
+            if *count == 0 {
+                per_ip.remove(&self.client.ip());
+            }
+        }
+    }
+}
+
+impl RelayIntake {
+    /// A place for `client` under the total and per-address limits, or None (counted).
+    fn admit(&self, client: SocketAddr) -> Option<ConnectionSlot> {
+        let open = self.stats.connections_open.load(Ordering::Relaxed) as usize;
+        let mut per_ip = self.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+        let count = per_ip.entry(client.ip()).or_default();
+        if open >= self.max_connections || *count >= self.max_connections_per_ip {
+            if *count == 0 {
+                per_ip.remove(&client.ip());
+            }
+            self.stats
+                .connections_refused
+                .fetch_add(1, Ordering::Relaxed);
+            debug!(%client, "TURN connection refused: too many");
+            return None;
+        }
+        *count += 1;
+        self.stats.connections_open.fetch_add(1, Ordering::Relaxed);
+        Some(ConnectionSlot {
+            client,
+            per_ip: self.per_ip.clone(),
+            stats: self.stats.clone(),
+        })
+    }
+
+    /// Serves a connection whose TLS handshake another listener completed (with this relay's
+    /// certificate), under the same limits as the relay's own connections.
+    pub fn hand_over<S>(&self, tls: S, client: SocketAddr)
+    where
+        S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    {
+        let Some(slot) = self.admit(client) else {
+            return;
+        };
+        self.stats
+            .connections_shared
+            .fetch_add(1, Ordering::Relaxed);
+        let intake = self.clone();
+        tokio::spawn(async move {
+            intake.serve(tls, client).await;
+            drop(slot);
+        });
+    }
+
+    /// Handshakes a raw connection from the relay's own listener, then serves it.
+    async fn handshake_and_serve(self, stream: TcpStream, client: SocketAddr) {
+        let _ = stream.set_nodelay(true);
+        let accepted = tokio::time::timeout(HANDSHAKE_DEADLINE, self.acceptor.accept(stream));
+        match accepted.await {
+            Ok(Ok(tls)) => self.serve(tls, client).await,
+            Ok(Err(error)) => debug!(%client, %error, "TURN TLS handshake failed"),
+            Err(_) => debug!(%client, "TURN TLS handshake too slow"),
+        }
+    }
+
+    /// One client past TLS: frames in (to the core) and frames out (from its queue).
+    async fn serve<S>(&self, tls: S, client: SocketAddr)
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let (events, stats) = (&self.events, &self.stats);
+        let (mut reader, mut writer) = tokio::io::split(tls);
+        let (frames, mut outbox) = mpsc::channel::<Vec<u8>>(CLIENT_QUEUE);
+        if events
+            .send(Event::Connected { client, frames })
+            .await
+            .is_err()
+        {
+            return;
+        }
+        let write = async {
+            let mut batch = Vec::with_capacity(16 * 1024);
+            while let Some(frame) = outbox.recv().await {
+                batch.clear();
+                push_padded(&mut batch, &frame);
+                // Whatever else is queued goes out in the same TLS record.
+                while batch.len() < 64 * 1024 {
+                    match outbox.try_recv() {
+                        Ok(frame) => push_padded(&mut batch, &frame),
+                        Err(_) => break,
+                    }
+                }
+                if writer.write_all(&batch).await.is_err() || writer.flush().await.is_err() {
+                    break;
+                }
+            }
+        };
+        let read = async {
+            let mut framer = StreamFramer::new();
+            let mut buffer = vec![0u8; 16 * 1024];
+            let first_frame_by = tokio::time::Instant::now() + FIRST_FRAME_DEADLINE;
+            let mut framed = false;
+            loop {
+                let read = reader.read(&mut buffer);
+                let read = if framed {
+                    read.await
+                } else {
+                    match tokio::time::timeout_at(first_frame_by, read).await {
+                        Ok(read) => read,
+                        Err(_) => {
+                            stats.connections_cut_idle.fetch_add(1, Ordering::Relaxed);
+                            debug!(%client, "TURN connection cut: no frame in time");
+                            return;
+                        }
+                    }
+                };
+                let n = match read {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => n,
+                };
+                framer.push(&buffer[..n]);
+                loop {
+                    match framer.next_frame() {
+                        Ok(Some(frame)) => {
+                            framed = true;
+                            if events.send(Event::Frame { client, frame }).await.is_err() {
+                                return;
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(error) => {
+                            stats
+                                .connections_cut_for_garbage
+                                .fetch_add(1, Ordering::Relaxed);
+                            debug!(%client, %error, "TURN connection cut");
+                            return;
+                        }
+                    }
+                }
+            }
+        };
+        // Either side ending ends the connection (the core closes the queue on TcpClose).
+        tokio::select! {
+            _ = write => {}
+            _ = read => {}
+        }
+        let _ = events.send(Event::Closed { client }).await;
+    }
+}
+
+async fn accept_loop(listener: TcpListener, intake: RelayIntake) {
     loop {
         let (stream, client) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -209,121 +426,15 @@ async fn accept_loop(
                 continue;
             }
         };
-        let open = stats.connections_open.load(Ordering::Relaxed) as usize;
-        let from_ip = {
-            let mut per_ip = per_ip.lock().unwrap_or_else(|p| p.into_inner());
-            let count = per_ip.entry(client.ip()).or_default();
-            if open >= config.max_connections || *count >= config.max_connections_per_ip {
-                None
-            } else {
-                *count += 1;
-                Some(())
-            }
-        };
-        if from_ip.is_none() {
-            stats.connections_refused.fetch_add(1, Ordering::Relaxed);
-            debug!(%client, "TURN connection refused: too many");
+        let Some(slot) = intake.admit(client) else {
             continue;
-        }
-        stats.connections_open.fetch_add(1, Ordering::Relaxed);
-        let acceptor = acceptor.clone();
-        let events = events.clone();
-        let stats = stats.clone();
-        let per_ip = per_ip.clone();
+        };
+        let intake = intake.clone();
         tokio::spawn(async move {
-            serve_connection(acceptor, stream, client, events, &stats).await;
-            stats.connections_open.fetch_sub(1, Ordering::Relaxed);
-            let mut per_ip = per_ip.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(count) = per_ip.get_mut(&client.ip()) {
-                *count -= 1;
-                if *count == 0 {
-                    per_ip.remove(&client.ip());
-                }
-            }
+            intake.handshake_and_serve(stream, client).await;
+            drop(slot);
         });
     }
-}
-
-/// One client: TLS, then frames in (to the core) and frames out (from its queue).
-async fn serve_connection(
-    acceptor: tokio_rustls::TlsAcceptor,
-    stream: TcpStream,
-    client: SocketAddr,
-    events: mpsc::Sender<Event>,
-    stats: &RelayStats,
-) {
-    let _ = stream.set_nodelay(true);
-    let tls = match tokio::time::timeout(HANDSHAKE_DEADLINE, acceptor.accept(stream)).await {
-        Ok(Ok(tls)) => tls,
-        Ok(Err(error)) => {
-            debug!(%client, %error, "TURN TLS handshake failed");
-            return;
-        }
-        Err(_) => {
-            debug!(%client, "TURN TLS handshake too slow");
-            return;
-        }
-    };
-    let (mut reader, mut writer) = tokio::io::split(tls);
-    let (frames, mut outbox) = mpsc::channel::<Vec<u8>>(CLIENT_QUEUE);
-    if events
-        .send(Event::Connected { client, frames })
-        .await
-        .is_err()
-    {
-        return;
-    }
-    let write = async {
-        let mut batch = Vec::with_capacity(16 * 1024);
-        while let Some(frame) = outbox.recv().await {
-            batch.clear();
-            push_padded(&mut batch, &frame);
-            // Whatever else is queued goes out in the same TLS record.
-            while batch.len() < 64 * 1024 {
-                match outbox.try_recv() {
-                    Ok(frame) => push_padded(&mut batch, &frame),
-                    Err(_) => break,
-                }
-            }
-            if writer.write_all(&batch).await.is_err() || writer.flush().await.is_err() {
-                break;
-            }
-        }
-    };
-    let read = async {
-        let mut framer = StreamFramer::new();
-        let mut buffer = vec![0u8; 16 * 1024];
-        loop {
-            let n = match reader.read(&mut buffer).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => n,
-            };
-            framer.push(&buffer[..n]);
-            loop {
-                match framer.next_frame() {
-                    Ok(Some(frame)) => {
-                        if events.send(Event::Frame { client, frame }).await.is_err() {
-                            return;
-                        }
-                    }
-                    Ok(None) => break,
-                    Err(error) => {
-                        stats
-                            .connections_cut_for_garbage
-                            .fetch_add(1, Ordering::Relaxed);
-                        debug!(%client, %error, "TURN connection cut");
-                        return;
-                    }
-                }
-            }
-        }
-    };
-    // Either side ending ends the connection (the core closes the queue on TcpClose).
-    tokio::select! {
-        _ = write => {}
-        _ = read => {}
-    }
-    let _ = events.send(Event::Closed { client }).await;
 }
 
 /// ChannelData over TCP is padded to a multiple of 4 (RFC 8656 §12.5); STUN already is.
