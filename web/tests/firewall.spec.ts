@@ -2,7 +2,8 @@
 // inside a network namespace with that nftables ruleset (tests/walled.ts) and meets a native
 // bot on open UDP, through a server whose ICE-TCP listens on 443, then through the built-in
 // TURN relay on TLS 443 with no ICE-TCP at all (a certificate from a test CA the browser
-// trusts), then with an HTTP proxy (tinyproxy) as the only way out. Each time it decodes the
+// trusts), then with HTTPS and the relay sharing 443 by server name, then with an HTTP proxy
+// (tinyproxy) as the only way out. Each time it decodes the
 // bot's video and audio (opened by its E2EE worker), the bot decrypts the browser's, the
 // selected candidate pair is the path under test, the connection details say so, and the
 // ruleset did drop UDP.
@@ -10,7 +11,7 @@ import { expect, test } from '@playwright/test';
 import { chromiumExecutable, join, openBrowser, pageMedia, startBot, startServer, waitForMedia, type Bot, type Participant, type RunningServer } from './harness';
 import { httpProxy, testCa, walledNetwork, type HttpProxy, type TestCa, type WalledNetwork } from './walled';
 
-interface SelectedPair { local: string; localType: string; relayProtocol: string | undefined; remote: string; port: number; address: string }
+interface SelectedPair { local: string; localType: string; relayProtocol: string | undefined; relayUrl: string | undefined; remote: string; port: number; address: string }
 
 /** The candidate pair the browser's peer connection selected, from getStats(). */
 async function selectedPair(p: Participant): Promise<SelectedPair | null> {
@@ -25,9 +26,9 @@ async function selectedPair(p: Participant): Promise<SelectedPair | null> {
     });
     const selected = pairId ? (stats.get(pairId) as { localCandidateId: string; remoteCandidateId: string }) : undefined;
     if (!selected) return null;
-    const local = stats.get(selected.localCandidateId) as { protocol: string; candidateType: string; relayProtocol?: string };
+    const local = stats.get(selected.localCandidateId) as { protocol: string; candidateType: string; relayProtocol?: string; url?: string };
     const remote = stats.get(selected.remoteCandidateId) as { protocol: string; port: number; address: string };
-    return { local: local.protocol, localType: local.candidateType, relayProtocol: local.relayProtocol, remote: remote.protocol, port: remote.port, address: remote.address };
+    return { local: local.protocol, localType: local.candidateType, relayProtocol: local.relayProtocol, relayUrl: local.url, remote: remote.protocol, port: remote.port, address: remote.address };
   });
 }
 
@@ -57,12 +58,13 @@ async function meetUdpHost(server: RunningServer, walled: Participant): Promise<
 }
 
 /** The browser's media goes through the relay over TLS, and its connection details say so. */
-async function expectRelayedOverTls(walled: Participant): Promise<void> {
+async function expectRelayedOverTls(walled: Participant): Promise<SelectedPair | null> {
   const pair = await selectedPair(walled);
   expect(pair, 'a selected candidate pair').not.toBeNull();
   expect(pair?.localType).toBe('relay');
   expect(pair?.relayProtocol).toBe('tls');
   await expect(walled.page.locator('#media-path')).toHaveText('Media: TURN/TLS');
+  return pair;
 }
 
 interface RelayServer {
@@ -71,21 +73,26 @@ interface RelayServer {
   stop(): Promise<void>;
 }
 
+/** The relay's own name when it shares 443 with HTTPS. */
+const RELAY_NAME = 'turn.conclave.test';
+
 /**
  * A server on `net`'s outside address with HTTPS on 80 and the TURN relay on TLS 443, no
- * ICE-TCP, its certificate from a test CA. The bots and `conclave meeting create` (children of
- * this process) trust the CA through `SSL_CERT_FILE` until `stop`.
+ * ICE-TCP, its certificate from a test CA; with `shared`, HTTPS and the relay both on 443, the
+ * relay by its name (RELAY_NAME). The bots and `conclave meeting create` (children of this
+ * process) trust the CA through `SSL_CERT_FILE` until `stop`.
  */
-async function startRelayServer(net: WalledNetwork): Promise<RelayServer> {
+async function startRelayServer(net: WalledNetwork, shared = false): Promise<RelayServer> {
   const trusted = process.env['SSL_CERT_FILE'];
-  const ca = testCa(net.serverIp);
+  const ca = testCa(net.serverIp, shared ? [RELAY_NAME] : []);
   process.env['SSL_CERT_FILE'] = ca.caPem;
+  const relay = shared ? ['--turn-server-name', RELAY_NAME] : ['--turn-port', '443'];
   const server = await startServer({
     host: net.serverIp,
-    port: 80,
+    port: shared ? 443 : 80,
     webDir: null,
     tls: { cert: ca.cert, key: ca.key },
-    args: ['--public-ip', net.serverIp, '--media-tcp-port', '0', '--turn-port', '443'],
+    args: ['--public-ip', net.serverIp, '--media-tcp-port', '0', ...relay],
   });
   return {
     server,
@@ -173,6 +180,37 @@ test.describe('a browser whose network passes only TCP 80 and 443, with no ICE-T
 
     await bot.done;
     expectDecryptedFrom(bot, 'walled-turn');
+    expect(net.udpDropped()).toBeGreaterThan(0);
+  });
+});
+
+test.describe('a browser whose network passes TCP 443 alone, to one address serving both HTTPS and TURN/TLS', () => {
+  let net: WalledNetwork;
+  let relay: RelayServer;
+  let walled: Participant;
+  let bot: Bot;
+
+  test.beforeAll(async () => {
+    net = walledNetwork(3, [443], chromiumExecutable(), [RELAY_NAME]);
+    relay = await startRelayServer(net, true);
+    walled = await openBrowser('walled-shared', { executablePath: net.chromium, home: relay.ca.browserHome });
+  });
+
+  test.afterAll(async () => {
+    await walled?.close();
+    await bot?.stop();
+    await relay?.stop();
+    net?.close();
+  });
+
+  test('the page and the relay share 443, routed by server name, and media flows', async () => {
+    expect(new URL(relay.server.base).port, 'the web app on 443').toBe('');
+    bot = await meetUdpHost(relay.server, walled);
+    const pair = await expectRelayedOverTls(walled);
+    expect(pair?.relayUrl).toBe(`turns:${RELAY_NAME}:443?transport=tcp`);
+
+    await bot.done;
+    expectDecryptedFrom(bot, 'walled-shared');
     expect(net.udpDropped()).toBeGreaterThan(0);
   });
 });

@@ -30,7 +30,11 @@ function ip(...args: string[]): void {
   }
 }
 
-export function walledNetwork(slot: number, openPorts: number[], chromiumPath: string): WalledNetwork {
+/**
+ * Inside the namespace, `serverNames` resolve to the server's address (`ip netns exec`
+ * bind-mounts /etc/netns/NAME/hosts over /etc/hosts), as an institution's DNS would name it.
+ */
+export function walledNetwork(slot: number, openPorts: number[], chromiumPath: string, serverNames: string[] = []): WalledNetwork {
   const n = (process.pid % 50) * 2 + 120 + slot;
   const name = `cclweb${n}`;
   const outside = `cwb${n}o`;
@@ -40,6 +44,12 @@ export function walledNetwork(slot: number, openPorts: number[], chromiumPath: s
   try { execFileSync('ip', ['netns', 'del', name], { stdio: 'ignore' }); } catch { /* none */ }
   try { execFileSync('ip', ['link', 'del', outside], { stdio: 'ignore' }); } catch { /* none */ }
   ip('netns', 'add', name);
+  const etc = `/etc/netns/${name}`;
+  rmSync(etc, { recursive: true, force: true });
+  if (serverNames.length > 0) {
+    mkdirSync(etc, { recursive: true });
+    writeFileSync(joinPath(etc, 'hosts'), `127.0.0.1 localhost\n${serverIp} ${serverNames.join(' ')}\n`);
+  }
   ip('link', 'add', outside, 'type', 'veth', 'peer', 'name', inside);
   ip('link', 'set', inside, 'netns', name);
   ip('addr', 'add', `${serverIp}/30`, 'dev', outside);
@@ -84,6 +94,7 @@ export function walledNetwork(slot: number, openPorts: number[], chromiumPath: s
     close() {
       try { execFileSync('ip', ['netns', 'del', name], { stdio: 'ignore' }); } catch { /* gone */ }
       rmSync(dir, { recursive: true, force: true });
+      rmSync(etc, { recursive: true, force: true });
     },
   };
 }
@@ -91,7 +102,7 @@ export function walledNetwork(slot: number, openPorts: number[], chromiumPath: s
 export interface TestCa {
   /** The CA certificate (PEM): what `SSL_CERT_FILE` names for bots. */
   caPem: string;
-  /** A server certificate the CA signed for `ip`, and its key. */
+  /** A server certificate the CA signed for `ip` (and `dnsNames`), and its key. */
   cert: string;
   key: string;
   /** A home whose NSS database trusts the CA, as Chromium on Linux reads it. */
@@ -99,15 +110,15 @@ export interface TestCa {
   close(): void;
 }
 
-/** A throwaway CA (openssl) and a certificate for `ip`; Chromium trusts it through NSS (certutil). */
-export function testCa(ip: string): TestCa {
+/** A throwaway CA (openssl) and a certificate for `ip` and `dnsNames`; Chromium trusts it through NSS (certutil). */
+export function testCa(ip: string, dnsNames: string[] = []): TestCa {
   const dir = mkdtempSync(joinPath(tmpdir(), 'conclave-test-ca-'));
   const at = (name: string) => joinPath(dir, name);
   const openssl = (...args: string[]) => execFileSync('openssl', args, { stdio: ['ignore', 'ignore', 'pipe'] });
   const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes'];
   openssl('req', '-x509', ...ec, '-keyout', at('ca.key'), '-out', at('ca.pem'), '-days', '2', '-subj', '/CN=Conclave test CA', '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign');
   openssl('req', ...ec, '-keyout', at('server.key'), '-out', at('server.csr'), '-subj', `/CN=${ip}`);
-  writeFileSync(at('server.ext'), `subjectAltName=IP:${ip}\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n`);
+  writeFileSync(at('server.ext'), `subjectAltName=${[`IP:${ip}`, ...dnsNames.map((d) => `DNS:${d}`)].join(',')}\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n`);
   openssl('x509', '-req', '-in', at('server.csr'), '-CA', at('ca.pem'), '-CAkey', at('ca.key'), '-CAcreateserial', '-days', '2', '-extfile', at('server.ext'), '-out', at('server.pem'));
   const home = at('home');
   const nssdb = joinPath(home, '.pki/nssdb');
