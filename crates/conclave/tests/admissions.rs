@@ -97,3 +97,51 @@ async fn a_cohost_the_host_promoted_admits_from_the_lobby() {
     // Carol decrypted the host's and alice's frames, and they hers: she is in their group,
     // let in by alice's own admission (the host admitted no one).
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cohost_whose_host_status_was_taken_back_admits_no_one() {
+    let t = start_server().await;
+    let links =
+        client::meeting_links::create_meeting(&t.server.base_url, serde_json::json!({}), None)
+            .await
+            .expect("meeting");
+    let alice_link = client::meeting_links::invite(&links.host_url, "alice", 3600, true, true)
+        .await
+        .expect("invitation");
+    // The host promotes alice and takes it back 2 s later; it admits no one itself. Alice
+    // would admit everyone, if she still could.
+    let host = BotOptions {
+        promote: vec!["alice".into()],
+        demote_after: Some(Duration::from_secs(2)),
+        ..bot(&links.host_url, "host", 14.0)
+    };
+    let alice = BotOptions {
+        admit_all: true,
+        ..bot(&alice_link.url, "alice", 14.0)
+    };
+    let join = links.join_url.clone();
+    let carol = tokio::spawn(async move {
+        // Knocks once alice is no co-host any more. (Order only; the test asserts who got in.)
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        client::run(bot(&join, "carol", 6.0)).await
+    });
+    let reports = run_bots(vec![host, alice]).await;
+    let carol = carol.await.expect("carol task");
+    let refused = carol.expect_err("carol was let in by a demoted co-host");
+    assert!(
+        refused.to_string().contains("no host admitted this bot"),
+        "{refused}"
+    );
+    let (host, alice) = (&reports[0], &reports[1]);
+    assert_received_all(host, &["alice"]);
+    assert_received_all(alice, &["host"]);
+    for r in &reports {
+        assert!(r.received.iter().all(|t| t.from != "carol"), "{r:#?}");
+        assert!(r.e2ee.alarms.is_empty(), "{r:#?}");
+    }
+    // One group, three commits both processed: alice's add (epoch 1), the promotion (2) and
+    // the demotion (3). Without the demotion, alice would have let carol in.
+    assert_eq!(host.e2ee.epoch, 3, "{host:#?}");
+    assert_eq!(alice.e2ee.epoch, 3, "{alice:#?}");
+    assert_eq!(host.e2ee.security_code, alice.e2ee.security_code);
+}
