@@ -44,7 +44,7 @@ fn main() -> Result<()> {
         "web-test" => {
             setup()?;
             web_build()?;
-            web_test()
+            web_test(None)
         }
         "web-reproducible" => {
             setup()?;
@@ -364,17 +364,27 @@ fn web_sign(args: &[String]) -> Result<()> {
 }
 
 /// The browser suite (Playwright + Chromium) against a real `conclave serve` and bots.
-fn web_test() -> Result<()> {
+/// The browser suite against target/debug/conclave. `lies_bin`: a hooked binary already
+/// built for the lying-server test; without one the suite builds its own in target/lies.
+fn web_test(lies_bin: Option<&Path>) -> Result<()> {
     run(cargo().args(["build", "-p", "conclave"]))?;
     let bin = std::fs::canonicalize(target_dir().join("debug/conclave"))
         .context("the conclave binary")?;
     run(Command::new("npm")
         .args(["run", "typecheck"])
         .current_dir("web"))?;
-    run(Command::new("npx")
+    let mut suite = Command::new("npx");
+    suite
         .args(["playwright", "test"])
         .env("CONCLAVE_BIN", bin)
-        .current_dir("web"))
+        .current_dir("web");
+    if let Some(lies) = lies_bin {
+        suite.env(
+            "CONCLAVE_LIES_BIN",
+            std::fs::canonicalize(lies).context("the hooked conclave binary")?,
+        );
+    }
+    run(&mut suite)
 }
 
 fn have(command: &str) -> bool {
@@ -475,7 +485,9 @@ fn test() -> Result<()> {
     ]))?;
     web_build()?;
     web_reproducible()?;
-    web_test()?;
+    // `cargo test` just built the hooked binary (for its CARGO_BIN_EXE): the browser suite's
+    // lying server reuses it rather than building it again with other features.
+    web_test(Some(Path::new("target/lies/debug/conclave")))?;
     // The Debian package of the binary the browser suite just ran: installed, a meeting, purged.
     deb::test()?;
     // Bounded fuzzing of everything that reads bytes from the network in the E2EE core.
