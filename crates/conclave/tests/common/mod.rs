@@ -264,7 +264,9 @@ pub async fn ws_join(server: &Server, meeting: &str, name: &str) -> (Ws, serde_j
 
 /// Reads a metric's value from /metrics.
 pub async fn metric(server: &Server, line_prefix: &str) -> u64 {
-    let text = reqwest::get(format!("{}/metrics", server.base_url))
+    let text = client::tls::http()
+        .get(format!("{}/metrics", server.base_url))
+        .send()
         .await
         .unwrap()
         .text()
