@@ -155,65 +155,59 @@ test.describe('a browser behind a firewall that drops UDP', () => {
   });
 });
 
-test.describe('a browser whose network passes only TCP 80 and 443, with no ICE-TCP', () => {
-  let net: WalledNetwork;
-  let relay: RelayServer;
-  let walled: Participant;
-  let bot: Bot;
+/** The relay cases: its own port 443 beside HTTPS on 80, or 443 shared with HTTPS by name. */
+const relayCases = [
+  {
+    title: 'a browser whose network passes only TCP 80 and 443, with no ICE-TCP',
+    claim: 'media flows through the built-in TURN relay on TLS 443, end to end encrypted',
+    slot: 1,
+    openPorts: [80, 443],
+    shared: false,
+    browser: 'walled-turn',
+  },
+  {
+    title: 'a browser whose network passes TCP 443 alone, to one address serving both HTTPS and TURN/TLS',
+    claim: 'the page and the relay share 443, routed by server name, and media flows',
+    slot: 3,
+    openPorts: [443],
+    shared: true,
+    browser: 'walled-shared',
+  },
+];
 
-  test.beforeAll(async () => {
-    net = walledNetwork(1, [80, 443], chromiumExecutable());
-    relay = await startRelayServer(net);
-    walled = await openBrowser('walled-turn', { executablePath: net.chromium, home: relay.ca.browserHome });
+for (const c of relayCases) {
+  test.describe(c.title, () => {
+    let net: WalledNetwork;
+    let relay: RelayServer;
+    let walled: Participant;
+    let bot: Bot;
+
+    test.beforeAll(async () => {
+      net = walledNetwork(c.slot, c.openPorts, chromiumExecutable(), c.shared ? [RELAY_NAME] : []);
+      relay = await startRelayServer(net, c.shared);
+      walled = await openBrowser(c.browser, { executablePath: net.chromium, home: relay.ca.browserHome });
+    });
+
+    test.afterAll(async () => {
+      await walled?.close();
+      await bot?.stop();
+      await relay?.stop();
+      net?.close();
+    });
+
+    test(c.claim, async () => {
+      // The web app on 80, or on 443 (the URL's default) beside the relay.
+      expect(new URL(relay.server.base).port).toBe(c.shared ? '' : '80');
+      bot = await meetUdpHost(relay.server, walled);
+      const pair = await expectRelayedOverTls(walled);
+      expect(pair?.relayUrl).toBe(`turns:${c.shared ? RELAY_NAME : net.serverIp}:443?transport=tcp`);
+
+      await bot.done;
+      expectDecryptedFrom(bot, c.browser);
+      expect(net.udpDropped()).toBeGreaterThan(0);
+    });
   });
-
-  test.afterAll(async () => {
-    await walled?.close();
-    await bot?.stop();
-    await relay?.stop();
-    net?.close();
-  });
-
-  test('media flows through the built-in TURN relay on TLS 443, end to end encrypted', async () => {
-    bot = await meetUdpHost(relay.server, walled);
-    await expectRelayedOverTls(walled);
-
-    await bot.done;
-    expectDecryptedFrom(bot, 'walled-turn');
-    expect(net.udpDropped()).toBeGreaterThan(0);
-  });
-});
-
-test.describe('a browser whose network passes TCP 443 alone, to one address serving both HTTPS and TURN/TLS', () => {
-  let net: WalledNetwork;
-  let relay: RelayServer;
-  let walled: Participant;
-  let bot: Bot;
-
-  test.beforeAll(async () => {
-    net = walledNetwork(3, [443], chromiumExecutable(), [RELAY_NAME]);
-    relay = await startRelayServer(net, true);
-    walled = await openBrowser('walled-shared', { executablePath: net.chromium, home: relay.ca.browserHome });
-  });
-
-  test.afterAll(async () => {
-    await walled?.close();
-    await bot?.stop();
-    await relay?.stop();
-    net?.close();
-  });
-
-  test('the page and the relay share 443, routed by server name, and media flows', async () => {
-    expect(new URL(relay.server.base).port, 'the web app on 443').toBe('');
-    bot = await meetUdpHost(relay.server, walled);
-    const pair = await expectRelayedOverTls(walled);
-    expect(pair?.relayUrl).toBe(`turns:${RELAY_NAME}:443?transport=tcp`);
-
-    await bot.done;
-    expectDecryptedFrom(bot, 'walled-shared');
-    expect(net.udpDropped()).toBeGreaterThan(0);
-  });
-});
+}
 
 test.describe('a browser whose only way out is an HTTP proxy', () => {
   let net: WalledNetwork;

@@ -1,7 +1,7 @@
 //! The honest paths into a meeting's MLS group, through the real server with real bots: a host
 //! that never opens the group is taken over by another host-link holder after the bounded
-//! wait, and a co-host the host promoted (in the group, not just at the server) admits from
-//! the lobby.
+//! wait, a co-host the host promoted (in the group, not just at the server) admits from the
+//! lobby, and once the host takes that back she admits no one.
 
 mod common;
 
@@ -15,6 +15,35 @@ fn bot(join: &str, name: &str, seconds: f64) -> BotOptions {
         video_kbps: 150,
         ..BotOptions::new(join, name, Duration::from_secs_f64(seconds))
     }
+}
+
+/// A meeting on `t`, its links, and alice's invitation link (skipping the lobby).
+async fn meeting_with_alice_invited(
+    t: &TestServer,
+) -> (client::meeting_links::MeetingLinks, String) {
+    let links =
+        client::meeting_links::create_meeting(&t.server.base_url, serde_json::json!({}), None)
+            .await
+            .expect("meeting");
+    let alice_link = client::meeting_links::invite(&links.host_url, "alice", 3600, true, true)
+        .await
+        .expect("invitation")
+        .url;
+    (links, alice_link)
+}
+
+/// Carol knocks on the plain join link after `delay`: the order only, since what the tests
+/// assert is who got in and what they decrypted.
+fn carol_knocks_after(
+    join: &str,
+    delay: Duration,
+    seconds: f64,
+) -> tokio::task::JoinHandle<Result<client::Report, client::BotError>> {
+    let join = join.to_owned();
+    tokio::spawn(async move {
+        tokio::time::sleep(delay).await;
+        client::run(bot(&join, "carol", seconds)).await
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -60,14 +89,7 @@ async fn a_silent_first_host_does_not_block_the_meeting() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cohost_the_host_promoted_admits_from_the_lobby() {
     let t = start_server().await;
-    let links =
-        client::meeting_links::create_meeting(&t.server.base_url, serde_json::json!({}), None)
-            .await
-            .expect("meeting");
-    let alice_link = client::meeting_links::invite(&links.host_url, "alice", 3600, true, true)
-        .await
-        .expect("invitation")
-        .url;
+    let (links, alice_link) = meeting_with_alice_invited(&t).await;
     // The host admits no one itself; it makes alice a co-host, and alice admits carol.
     let host = BotOptions {
         promote: vec!["alice".into()],
@@ -77,13 +99,8 @@ async fn a_cohost_the_host_promoted_admits_from_the_lobby() {
         admit_all: true,
         ..bot(&alice_link, "alice", 16.0)
     };
-    let join = links.join_url.clone();
-    let carol = tokio::spawn(async move {
-        // Knocks after alice was promoted: a co-host hears of the lobby from then on. (Order
-        // only; what the test asserts is who got in and what they decrypted.)
-        tokio::time::sleep(Duration::from_secs(3)).await;
-        client::run(bot(&join, "carol", 12.0)).await
-    });
+    // After alice was promoted: a co-host hears of the lobby from then on.
+    let carol = carol_knocks_after(&links.join_url, Duration::from_secs(3), 12.0);
     let mut reports = run_bots(vec![host, alice]).await;
     reports.push(carol.await.expect("carol task").expect("carol runs"));
     for r in &reports {
@@ -101,13 +118,7 @@ async fn a_cohost_the_host_promoted_admits_from_the_lobby() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cohost_whose_host_status_was_taken_back_admits_no_one() {
     let t = start_server().await;
-    let links =
-        client::meeting_links::create_meeting(&t.server.base_url, serde_json::json!({}), None)
-            .await
-            .expect("meeting");
-    let alice_link = client::meeting_links::invite(&links.host_url, "alice", 3600, true, true)
-        .await
-        .expect("invitation");
+    let (links, alice_link) = meeting_with_alice_invited(&t).await;
     // The host promotes alice and takes it back 2 s later; it admits no one itself. Alice
     // would admit everyone, if she still could.
     let host = BotOptions {
@@ -117,14 +128,10 @@ async fn a_cohost_whose_host_status_was_taken_back_admits_no_one() {
     };
     let alice = BotOptions {
         admit_all: true,
-        ..bot(&alice_link.url, "alice", 14.0)
+        ..bot(&alice_link, "alice", 14.0)
     };
-    let join = links.join_url.clone();
-    let carol = tokio::spawn(async move {
-        // Knocks once alice is no co-host any more. (Order only; the test asserts who got in.)
-        tokio::time::sleep(Duration::from_secs(6)).await;
-        client::run(bot(&join, "carol", 6.0)).await
-    });
+    // Once alice is no co-host any more.
+    let carol = carol_knocks_after(&links.join_url, Duration::from_secs(6), 6.0);
     let reports = run_bots(vec![host, alice]).await;
     let carol = carol.await.expect("carol task");
     let refused = carol.expect_err("carol was let in by a demoted co-host");

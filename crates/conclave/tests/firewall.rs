@@ -15,7 +15,7 @@ use std::path::Path;
 use std::process::Command;
 
 use client::Report;
-use common::{assert_received_all, bot, metric};
+use common::{assert_received_all, assert_relayed_both_ways, bot};
 use server::{MediaTcp, Server, ServerConfig, TurnConfig};
 
 /// A namespace joined to this one by a veth pair: 198.18.N.1 here, 198.18.N.2 inside.
@@ -250,19 +250,8 @@ async fn with_only_tls_on_443_media_flows_through_the_built_in_turn_relay() {
     let relay = server.turn_relay.as_ref().map(|(addr, _)| *addr);
     assert_eq!(relay, Some(SocketAddr::new(IpAddr::V4(net.server_ip), 443)));
     let (host, walled) = meet(&net, &server, data.path(), &[("walled-turn", "turn-tls")]).await;
-    let relayed = &walled[0];
-
-    assert_eq!(
-        relayed.transport.as_deref(),
-        Some("turn-tls"),
-        "{relayed:#?}"
-    );
-    assert_eq!(host.transport.as_deref(), Some("udp"), "{host:#?}");
-    assert_received_all(relayed, &["host"]);
-    assert_received_all(&host, &["walled-turn"]);
-    // Both directions went through the relay (the ruleset leaves it no other way).
-    assert!(metric(&server, "conclave_turn_relayed_to_sfu").await > 100);
-    assert!(metric(&server, "conclave_turn_relayed_to_clients").await > 100);
+    // The ruleset leaves the walled bot no other way than the relay.
+    assert_relayed_both_ways(&server, &host, &walled[0]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -129,21 +129,5 @@ async fn a_bot_on_turn_tls_meets_a_bot_on_udp_through_the_relay() {
     let (test, _relay_port) = start_with_relay().await;
     let server = &test.server;
     let links = create_meeting(server).await;
-    let relayed = client::BotOptions {
-        transport: client::Transport::TurnTls,
-        ..bot(&links.join, "relayed", 8.0)
-    };
-    let reports = run_bots(vec![bot(&links.host, "host", 9.0), relayed]).await;
-    let (host, relayed) = (&reports[0], &reports[1]);
-    assert_eq!(
-        relayed.transport.as_deref(),
-        Some("turn-tls"),
-        "{relayed:#?}"
-    );
-    assert_eq!(host.transport.as_deref(), Some("udp"), "{host:#?}");
-    assert_received_all(relayed, &["host"]);
-    assert_received_all(host, &["relayed"]);
-    // Both directions went through the relay, not around it.
-    assert!(metric(server, "conclave_turn_relayed_to_sfu").await > 100);
-    assert!(metric(server, "conclave_turn_relayed_to_clients").await > 100);
+    meet_through_the_relay(server, &links).await;
 }

@@ -27,8 +27,8 @@ const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(10);
 pub struct RelayRoute {
     /// The server name that selects the relay, compared without case.
     pub server_name: String,
-    /// The relay's certificate (the operator's, which must name `server_name`).
-    pub tls: Arc<rustls::ServerConfig>,
+    /// The relay's door; its TLS (the operator's certificate, which must name `server_name`)
+    /// finishes the handshake.
     pub intake: turn::RelayIntake,
 }
 
@@ -53,7 +53,7 @@ impl SharedPortAcceptor {
         let server_name = start.client_hello().server_name().map(str::to_owned);
         match self.relay {
             Some(relay) if names_relay(server_name.as_deref(), &relay.server_name) => {
-                let tls = start.into_stream(relay.tls.clone()).await?;
+                let tls = start.into_stream(relay.intake.tls_config()).await?;
                 debug!(%client, "TLS connection on the HTTPS port handed to the TURN relay");
                 relay.intake.hand_over(tls, client);
                 Ok(None)

@@ -134,7 +134,7 @@ pub async fn start(
                 max_ttl_secs: MAX_TTL_SECS,
                 peers: vec![sfu],
             },
-            tls: tls.clone(),
+            tls,
             realm: host.clone(),
             max_connections: 4096,
             max_connections_per_ip: 64,
@@ -152,10 +152,9 @@ pub async fn start(
                 (running, None, port)
             }
             Some(server_name) => {
-                let running = TurnRelay::start_shared(relay_config, http_addr, stop);
+                let running = TurnRelay::start_shared(relay_config, stop);
                 let route = RelayRoute {
                     server_name,
-                    tls: tls.config.clone(),
                     intake: running.intake(),
                 };
                 (running, Some(route), config.public_port(http_addr))

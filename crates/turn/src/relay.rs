@@ -191,15 +191,12 @@ impl TurnRelay {
     }
 
     /// Starts the relay without a listener of its own: connections reach it through
-    /// [`RunningRelay::intake`], already past TLS, from a listener that `shared` names (the
-    /// HTTPS port, routed by server name). `config.listen` is not bound.
-    pub fn start_shared(
-        config: RelayConfig,
-        shared: SocketAddr,
-        stop: watch::Receiver<bool>,
-    ) -> RunningRelay {
-        info!(addr = %shared, "TURN relay (TLS) shares the HTTPS listener");
-        Self::start_behind(config, shared, stop)
+    /// [`RunningRelay::intake`], already past TLS, from the listener at `config.listen` (the
+    /// HTTPS port, routed by server name), which the relay does not bind.
+    pub fn start_shared(config: RelayConfig, stop: watch::Receiver<bool>) -> RunningRelay {
+        let addr = config.listen;
+        info!(%addr, "TURN relay (TLS) shares the HTTPS listener");
+        Self::start_behind(config, addr, stop)
     }
 
     fn start_behind(
@@ -276,6 +273,11 @@ impl Drop for ConnectionSlot {
 }
 
 impl RelayIntake {
+    /// The relay's TLS configuration, for a shared listener to finish handshakes with.
+    pub fn tls_config(&self) -> Arc<rustls::ServerConfig> {
+        self.acceptor.config().clone()
+    }
+
     /// A place for `client` under the total and per-address limits, or None (counted).
     fn admit(&self, client: SocketAddr) -> Option<ConnectionSlot> {
         let open = self.stats.connections_open.load(Ordering::Relaxed) as usize;

@@ -262,6 +262,32 @@ pub async fn ws_join(server: &Server, meeting: &str, name: &str) -> (Ws, serde_j
     (ws, welcome)
 }
 
+/// A host bot on UDP meets a guest bot whose only path is the TURN/TLS relay its welcome
+/// names; see [`assert_relayed_both_ways`].
+pub async fn meet_through_the_relay(server: &Server, links: &Links) {
+    let relayed = BotOptions {
+        transport: client::Transport::TurnTls,
+        ..bot(&links.join, "relayed", 8.0)
+    };
+    let reports = run_bots(vec![bot(&links.host, "host", 9.0), relayed]).await;
+    assert_relayed_both_ways(server, &reports[0], &reports[1]).await;
+}
+
+/// `host` (on UDP) and `relayed` (on TURN/TLS) each received all of the other's media, and
+/// both directions went through the relay, not around it.
+pub async fn assert_relayed_both_ways(server: &Server, host: &Report, relayed: &Report) {
+    assert_eq!(
+        relayed.transport.as_deref(),
+        Some("turn-tls"),
+        "{relayed:#?}"
+    );
+    assert_eq!(host.transport.as_deref(), Some("udp"), "{host:#?}");
+    assert_received_all(relayed, &[host.name.as_str()]);
+    assert_received_all(host, &[relayed.name.as_str()]);
+    assert!(metric(server, "conclave_turn_relayed_to_sfu").await > 100);
+    assert!(metric(server, "conclave_turn_relayed_to_clients").await > 100);
+}
+
 /// Reads a metric's value from /metrics.
 pub async fn metric(server: &Server, line_prefix: &str) -> u64 {
     let text = client::tls::http()
