@@ -50,9 +50,9 @@ impl SharedPortAcceptor {
         let client = stream.peer_addr()?;
         let _ = stream.set_nodelay(true);
         let start = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream).await?;
-        let server_name = start.client_hello().server_name().map(str::to_owned);
+        let hello = start.client_hello();
         match self.relay {
-            Some(relay) if names_relay(server_name.as_deref(), &relay.server_name) => {
+            Some(relay) if names_relay(hello.server_name(), &relay.server_name) => {
                 let tls = start.into_stream(relay.intake.tls_config()).await?;
                 debug!(%client, "TLS connection on the HTTPS port handed to the TURN relay");
                 relay.intake.hand_over(tls, client);
